@@ -2,7 +2,8 @@
 
 A module joins the command by defining `add_cli(subparsers)`, which adds its parser and
 sets `func` (called with the parsed namespace, returns an exit code). Adding a
-subcommand is one line in COMMAND_MODULES.
+subcommand is one line in COMMANDS. Only the chosen subcommand's module is imported, so
+that `scalezero serve` does not pay for pandas and matplotlib at start-up.
 """
 
 from __future__ import annotations
@@ -15,32 +16,34 @@ from collections.abc import Sequence
 from scalezero import __version__
 from scalezero.errors import UserError
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "scalezero.model_fetch",
-    "scalezero.synth_model",
-    "scalezero.workload",
-    "scalezero.gateway.cli",
-    "scalezero.runner",
-    "scalezero.telemetry.cli",
-    "scalezero.aggregate",
-    "scalezero.bench",
-    "scalezero.report.cli",
-)
+#: subcommand -> module that defines it
+COMMANDS: dict[str, str] = {
+    "fetch-model": "scalezero.model_fetch",
+    "synth-model": "scalezero.synth_model",
+    "workload": "scalezero.workload",
+    "serve": "scalezero.gateway.cli",
+    "run": "scalezero.runner",
+    "telemetry": "scalezero.telemetry.cli",
+    "aggregate": "scalezero.aggregate",
+    "bench-overhead": "scalezero.bench",
+    "report": "scalezero.report.cli",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scalezero",
         description="Measure always-on, scale-to-zero and keep-warm LLM serving.",
     )
     parser.add_argument("--version", action="version", version=f"scalezero {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
+    modules = [COMMANDS[only]] if only in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for module_name in modules:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            # A subcommand whose module is not there yet must not break the others.
-            if exc.name and module_name.startswith(exc.name):
+            # A subcommand whose module is missing must not break the others.
+            if exc.name and exc.name.startswith("scalezero"):
                 continue
             raise
         module.add_cli(subparsers)
@@ -48,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    parser = build_parser(only=chosen)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -1,0 +1,398 @@
+"""HTTP front of the gateway: OpenAI routes, proxying, health, metrics and state."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from scalezero import __version__
+from scalezero.gateway.events import EventLog
+from scalezero.gateway.launcher import InstanceSpec
+from scalezero.gateway.pool import Lease, Pool, PoolError, PoolLimits
+from scalezero.gateway.prom import GatewayMetrics
+from scalezero.gateway.schemas import ChatCompletionRequest, CompletionRequest
+from scalezero.strategies.base import Policy
+
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+@dataclasses.dataclass
+class GatewayConfig:
+    deployment: str
+    spec: InstanceSpec
+    policy: Policy
+    limits: PoolLimits = dataclasses.field(default_factory=PoolLimits)
+    events_path: Path | None = None
+    api_key: str | None = None
+    max_body_bytes: int = 1 << 20
+    #: Largest max_tokens accepted; defaults to the instance's context size.
+    max_tokens_limit: int | None = None
+    #: Token ids at or above this are rejected in logit_bias (the model's vocabulary size).
+    vocab_size: int | None = None
+    upstream_timeout_s: float = 600.0
+
+
+class ApiError(Exception):
+    """An error answered in the OpenAI error body shape."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        error_type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.error_type = error_type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            error_body(self.message, self.error_type, self.param, self.code),
+            status_code=self.status_code,
+            headers=self.headers,
+        )
+
+
+def error_body(
+    message: str, error_type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def _openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    # Bodies are parsed by hand (to control size, errors and forwarding) but documented
+    # in the OpenAPI schema all the same.
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+class Gateway:
+    """The app's state: pools, upstream client, metrics."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.events = EventLog(config.events_path)
+        self.metrics = GatewayMetrics(lambda: self.pools.values())
+        pool = Pool(
+            config.deployment,
+            config.spec,
+            config.policy,
+            config.limits,
+            self.events,
+            on_cold_start=lambda s: self.metrics.observe_cold_start(config.deployment, s),
+        )
+        self.pools: dict[str, Pool] = {config.deployment: pool}
+        self.client: httpx.AsyncClient | None = None
+        self.max_tokens_limit = config.max_tokens_limit or config.spec.n_ctx
+
+    async def start(self) -> None:
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=10.0, read=self.config.upstream_timeout_s, write=30.0, pool=None
+            ),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            trust_env=False,  # instances are on loopback; never route through a proxy
+        )
+        for pool in self.pools.values():
+            await pool.start()
+
+    async def stop(self) -> None:
+        for pool in self.pools.values():
+            await pool.shutdown()
+        if self.client is not None:
+            await self.client.aclose()
+        self.events.close()
+
+    def pool_for(self, model: str | None) -> Pool:
+        if model is None or model == "":
+            return next(iter(self.pools.values()))
+        try:
+            return self.pools[model]
+        except KeyError:
+            raise ApiError(
+                404,
+                f"The model `{model}` does not exist (available: {', '.join(self.pools)})",
+                param="model",
+                code="model_not_found",
+            ) from None
+
+
+async def _read_json_body(request: Request, max_bytes: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(413, f"request body larger than {max_bytes} bytes", code="body_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(
+                413, f"request body larger than {max_bytes} bytes", code="body_too_large"
+            )
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise ApiError(400, "request body is empty; expected a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    first = exc.errors()[0]
+    param = ".".join(str(part) for part in first.get("loc", ())) or None
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    return ApiError(400, message, param=param, code="invalid_value")
+
+
+def _cold_headers(lease: Lease, deployment: str) -> dict[str, str]:
+    return {
+        "x-scalezero-cold": "true" if lease.cold else "false",
+        "x-scalezero-queue-wait-ms": f"{lease.queue_wait_s * 1000:.3f}",
+        "x-scalezero-instance": lease.instance.instance_id,
+        "x-scalezero-deployment": deployment,
+    }
+
+
+def create_app(config: GatewayConfig) -> FastAPI:
+    gateway = Gateway(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(
+        title="scalezero gateway",
+        version=__version__,
+        lifespan=lifespan,
+        description="OpenAI-compatible gateway that scales llama.cpp instances per policy.",
+    )
+    app.state.gateway = gateway
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):  # type: ignore[no-untyped-def]
+        path = request.url.path
+        if config.api_key and path not in OPEN_PATHS:
+            supplied = request.headers.get("authorization", "")
+            token = supplied[7:] if supplied.lower().startswith("bearer ") else ""
+            if not token:
+                token = request.headers.get("x-api-key", "")
+            if not hmac.compare_digest(token.encode(), config.api_key.encode()):
+                response: Response = ApiError(
+                    401, "invalid or missing API key", "authentication_error",
+                    code="invalid_api_key",
+                ).response()
+                gateway.metrics.requests.labels(path, "401").inc()
+                return response
+        response = await call_next(request)
+        route = request.scope.get("route")
+        label = getattr(route, "path", "unmatched")
+        gateway.metrics.requests.labels(label, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kinds = {404: "not_found", 405: "method_not_allowed"}
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}"
+        return JSONResponse(
+            error_body(message, "invalid_request_error", code=kinds.get(exc.status_code)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        return JSONResponse(
+            error_body(str(first.get("msg", "invalid request")), "invalid_request_error"),
+            status_code=400,
+        )
+
+    @app.get("/healthz", summary="Liveness: the gateway answers (instances may be at zero)")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models", summary="Deployments served by this gateway")
+    async def list_models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": 0, "owned_by": "scalezero"}
+                for name in gateway.pools
+            ],
+        }
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/state", summary="Pools, instances, queue depth, as JSON")
+    async def state() -> dict[str, Any]:
+        return {
+            "t_s": time.monotonic(),
+            "deployments": {name: pool.snapshot() for name, pool in gateway.pools.items()},
+        }
+
+    async def handle(
+        request: Request, model: type[CompletionRequest | ChatCompletionRequest], path: str
+    ) -> Response:
+        raw = await _read_json_body(request, config.max_body_bytes)
+        try:
+            body = model.model_validate(raw)
+        except ValidationError as exc:
+            raise _validation_error(exc) from None
+        if body.max_tokens is not None and body.max_tokens > gateway.max_tokens_limit:
+            raise ApiError(
+                400,
+                f"max_tokens must be at most {gateway.max_tokens_limit} (the context size)",
+                param="max_tokens",
+                code="invalid_value",
+            )
+        if body.logit_bias and config.vocab_size is not None:
+            bad = [key for key in body.logit_bias if int(key) >= config.vocab_size]
+            if bad:
+                raise ApiError(
+                    400,
+                    f"logit_bias token id {bad[0]} is outside the vocabulary "
+                    f"(size {config.vocab_size})",
+                    param="logit_bias",
+                )
+        pool = gateway.pool_for(body.model)
+        payload = body.model_dump(exclude_unset=True, exclude_none=True)
+        payload["model"] = pool.deployment
+        content = json.dumps(payload).encode()
+        try:
+            lease = await pool.acquire()
+        except PoolError as exc:
+            headers = {}
+            if exc.retry_after_s is not None:
+                headers["retry-after"] = str(int(exc.retry_after_s))
+            raise ApiError(
+                exc.status_code, exc.message, exc.error_type, headers=headers
+            ) from None
+        return await _proxy(gateway, pool, lease, path, content, stream=body.stream)
+
+    @app.post(
+        "/v1/completions",
+        summary="Text completion (OpenAI-compatible), streaming or not",
+        openapi_extra=_openapi_body(CompletionRequest),
+    )
+    async def completions(request: Request) -> Response:
+        return await handle(request, CompletionRequest, "/v1/completions")
+
+    @app.post(
+        "/v1/chat/completions",
+        summary="Chat completion (OpenAI-compatible), streaming or not",
+        openapi_extra=_openapi_body(ChatCompletionRequest),
+    )
+    async def chat_completions(request: Request) -> Response:
+        return await handle(request, ChatCompletionRequest, "/v1/chat/completions")
+
+    return app
+
+
+async def _proxy(
+    gateway: Gateway, pool: Pool, lease: Lease, path: str, content: bytes, stream: bool
+) -> Response:
+    """Send the request to the leased instance; pass the answer through unbuffered."""
+    assert gateway.client is not None
+    headers = _cold_headers(lease, pool.deployment)
+    url = lease.instance.process.base_url + path
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            pool.release(lease)
+
+    try:
+        request = gateway.client.build_request(
+            "POST", url, content=content, headers={"content-type": "application/json"}
+        )
+        upstream = await gateway.client.send(request, stream=True)
+    except httpx.TransportError as exc:
+        release()
+        raise ApiError(
+            502, f"instance {lease.instance.instance_id} failed: {exc!r}", "upstream_error",
+            headers=headers,
+        ) from None
+    except BaseException:
+        release()
+        raise
+
+    if not stream or upstream.status_code != 200:
+        try:
+            data = await upstream.aread()
+            if upstream.status_code == 200:
+                pool.first_token(lease, time.monotonic())
+        except httpx.TransportError as exc:
+            raise ApiError(
+                502,
+                f"instance {lease.instance.instance_id} failed mid-request: {exc!r}",
+                "upstream_error",
+                headers=headers,
+            ) from None
+        finally:
+            await upstream.aclose()
+            release()
+        media_type = upstream.headers.get("content-type", "application/json")
+        return Response(data, status_code=upstream.status_code, headers=headers,
+                        media_type=media_type)
+
+    async def relay() -> AsyncIterator[bytes]:
+        first = True
+        try:
+            async for chunk in upstream.aiter_raw():
+                if first:
+                    first = False
+                    pool.first_token(lease, time.monotonic())
+                yield chunk
+        except httpx.TransportError as exc:
+            # Headers are gone already; tell the client in-band, as OpenAI streams do.
+            message = f"instance {lease.instance.instance_id} failed mid-stream: {exc!r}"
+            yield b"data: " + json.dumps(error_body(message, "upstream_error")).encode() + b"\n\n"
+        finally:
+            await upstream.aclose()
+            release()
+
+    return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)

@@ -1,0 +1,206 @@
+"""``scalezero serve``: run the gateway on its own, in front of real clients."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from scalezero.errors import UserError
+
+DEFAULT_PORT = 8000
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--param expects KEY=VALUE, got {pair!r}")
+        for cast in (int, float):
+            try:
+                params[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            params[key] = value
+    return params
+
+
+def vocab_size(model_path: Path) -> int | None:
+    """Number of tokens in a GGUF's vocabulary (None if it cannot be read)."""
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(str(model_path))
+        field = reader.fields.get("tokenizer.ggml.tokens")
+        return None if field is None else len(field.data)
+    except Exception:
+        return None
+
+
+def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from scalezero.gateway.app import GatewayConfig
+    from scalezero.gateway.launcher import InstanceSpec
+    from scalezero.gateway.pool import PoolLimits
+    from scalezero.strategies import make_policy
+
+    model_path = Path(args.model)
+    if not model_path.is_file():
+        raise UserError(f"--model: file not found: {model_path}")
+    params = _parse_params(args.param)
+    if args.keep_warm_ttl_s is not None:
+        params["keep_warm_ttl_s"] = args.keep_warm_ttl_s
+    if args.min_instances is not None:
+        params["min_instances"] = args.min_instances
+    if args.max_instances is not None:
+        params["max_instances"] = args.max_instances
+    policy = make_policy(args.strategy, params)
+    n_gpu_layers = args.n_gpu_layers
+    if n_gpu_layers is None:
+        n_gpu_layers = -1 if args.device == "cuda" else 0
+    env: dict[str, str] = {}
+    if args.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run must not create a CUDA context
+    elif args.gpu_index is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(args.gpu_index)
+    spec = InstanceSpec(
+        model_path=model_path.resolve(),
+        model_alias=args.model_name or model_path.stem,
+        n_ctx=args.n_ctx,
+        n_threads=args.n_threads,
+        n_gpu_layers=n_gpu_layers,
+        extra_args=tuple(args.instance_arg),
+        ready_timeout_s=args.ready_timeout_s,
+        log_dir=Path(args.log_dir) if args.log_dir else None,
+        env=env,
+        command=tuple(args.instance_command.split()) if args.instance_command else None,
+        health_path=args.health_path,
+    )
+    limits = PoolLimits(
+        max_queue=args.max_queue,
+        cold_start_timeout_s=args.cold_start_timeout_s,
+        queue_timeout_s=args.queue_timeout_s,
+        instance_concurrency=args.instance_concurrency,
+    )
+    return GatewayConfig(
+        deployment=spec.model_alias,
+        spec=spec,
+        policy=policy,
+        limits=limits,
+        events_path=Path(args.events_csv) if args.events_csv else None,
+        api_key=args.api_key or os.environ.get("SCALEZERO_API_KEY") or None,
+        max_body_bytes=args.max_body_bytes,
+        vocab_size=vocab_size(model_path),
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from scalezero.gateway.app import create_app
+
+    if args.exit_with_parent:
+        from scalezero.procs import set_parent_death_signal, start_parent_watchdog
+
+        parent = os.getppid()
+        # SIGTERM, not SIGKILL: the gateway then stops its instances on the way out.
+        set_parent_death_signal(signal.SIGTERM)
+        start_parent_watchdog(parent, on_orphan=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"scalezero serve: listening on {args.host}: reachable from other hosts",
+            file=sys.stderr,
+        )
+    config = build_config(args)
+    app = create_app(config)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    from scalezero.strategies import REGISTRY
+
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the OpenAI-compatible gateway that scales llama.cpp instances",
+        description=(
+            "Run the gateway on its own. Clients talk OpenAI's API to it; it starts and "
+            "stops llama.cpp server instances according to the strategy."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="path to the GGUF model file")
+    parser.add_argument(
+        "--model-name", default=None,
+        help="name clients use in the 'model' field (default: the file name without .gguf)",
+    )
+    parser.add_argument(
+        "--strategy", required=True, choices=sorted(REGISTRY),
+        help="scaling policy: always_on (never stops), naive (stops when nothing is in "
+        "flight), keep_warm (stops after --keep-warm-ttl-s idle)",
+    )
+    parser.add_argument(
+        "--keep-warm-ttl-s", type=float, default=None,
+        help="keep_warm: seconds an idle instance stays up (policy default: 60)",
+    )
+    parser.add_argument("--min-instances", type=int, default=None,
+                        help="never scale below this many instances (policy default)")
+    parser.add_argument("--max-instances", type=int, default=None,
+                        help="never run more than this many instances (policy default)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="other policy parameter (repeatable), for policies that take more")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind; anything but loopback exposes the gateway")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to bind")
+    parser.add_argument("--api-key", default=None,
+                        help="require 'Authorization: Bearer KEY' on every endpoint but "
+                        "/healthz (or set SCALEZERO_API_KEY)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where instances run; cuda offloads all layers by default")
+    parser.add_argument("--gpu-index", type=int, default=None,
+                        help="GPU for instances (sets CUDA_VISIBLE_DEVICES)")
+    parser.add_argument("--n-gpu-layers", type=int, default=None,
+                        help="layers to offload (-1 = all; default: all on cuda, 0 on cpu)")
+    parser.add_argument("--n-ctx", type=int, default=2048, help="context size of each instance")
+    parser.add_argument("--n-threads", type=int, default=None,
+                        help="CPU threads per instance (llama-cpp-python's default if unset)")
+    parser.add_argument("--instance-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for llama_cpp.server (repeatable)")
+    parser.add_argument("--instance-command", default=None,
+                        help="run this command instead of llama-cpp-python's server, e.g. "
+                        "'llama-server -m {model} --port {port} --host {host}'")
+    parser.add_argument("--health-path", default="/v1/models",
+                        help="path polled to decide that an instance is ready")
+    parser.add_argument("--instance-concurrency", type=int, default=1,
+                        help="requests one instance serves at once")
+    parser.add_argument("--max-queue", type=int, default=256,
+                        help="requests that may wait for an instance; more get 429")
+    parser.add_argument("--cold-start-timeout-s", type=float, default=180.0,
+                        help="longest wait for a starting instance before 504")
+    parser.add_argument("--queue-timeout-s", type=float, default=600.0,
+                        help="longest wait for a busy instance before 504")
+    parser.add_argument("--ready-timeout-s", type=float, default=180.0,
+                        help="an instance not ready after this long is killed (503)")
+    parser.add_argument("--max-body-bytes", type=int, default=1 << 20,
+                        help="larger request bodies get 413")
+    parser.add_argument("--events-csv", default=None,
+                        help="write instance lifecycle events to this CSV as they happen")
+    parser.add_argument("--log-dir", default=None, help="write each instance's output here")
+    parser.add_argument("--log-level", default="warning",
+                        choices=("critical", "error", "warning", "info", "debug"))
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="shut down when the parent process dies (used by measured runs)")
+    parser.set_defaults(func=run_serve)

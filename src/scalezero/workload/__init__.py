@@ -1,0 +1,28 @@
+"""Seeded workload generators: the request traces that every strategy replays.
+
+Kinds: poisson, gamma (burstiness), bursty (on/off with idle gaps), trace_csv (replay a
+recorded CSV) and azure_functions (the Azure Functions 2019 per-minute invocation
+counts). The same config entry and seed give the same trace file, byte for byte.
+"""
+
+from scalezero.workload.cli import add_cli
+from scalezero.workload.spec import KINDS, WORKLOAD_SCHEMA, validate_spec
+from scalezero.workload.trace import (
+    TRACE_COLUMNS,
+    generate_trace,
+    read_trace,
+    trace_summary,
+    write_trace,
+)
+
+__all__ = [
+    "KINDS",
+    "TRACE_COLUMNS",
+    "WORKLOAD_SCHEMA",
+    "add_cli",
+    "generate_trace",
+    "read_trace",
+    "trace_summary",
+    "validate_spec",
+    "write_trace",
+]

@@ -1,0 +1,371 @@
+"""Workload configuration: the accepted keys per kind, their validation and JSON schema.
+
+One table (KEYS_BY_KIND) drives both the runtime checks and WORKLOAD_SCHEMA, so the
+schema that config validation uses and the checks that generate_trace makes cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from scalezero.errors import UserError
+
+MINUTES_PER_DAY = 1440
+ARRIVALS_WITHIN_MINUTE = ("uniform", "even", "poisson")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key.
+
+    `type` is one of: number, integer, string, choice, tokens (an integer >= 1 or a
+    {min, max} mapping of such integers), offset (a number >= 0 or "first").
+    """
+
+    name: str
+    type: str
+    help: str
+    required: bool = False
+    default: Any = None
+    minimum: float | None = None
+    exclusive_minimum: bool = False
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+COMMON_KEYS: tuple[Key, ...] = (
+    Key(
+        "seed",
+        "integer",
+        "seed of the random streams (arrivals, lengths, prompts)",
+        required=True,
+        minimum=0,
+    ),
+    Key(
+        "max_tokens",
+        "tokens",
+        "output tokens per request: an int or {min, max} (uniform)",
+        default=64,
+    ),
+    Key(
+        "prompt_words",
+        "tokens",
+        "prompt length in words: an int or {min, max} (uniform)",
+        default=32,
+    ),
+    Key("max_requests", "integer", "keep only the first N requests", minimum=1),
+    Key("description", "string", "free text, ignored"),
+)
+
+KEYS_BY_KIND: dict[str, tuple[Key, ...]] = {
+    "poisson": (
+        Key(
+            "rate_rps",
+            "number",
+            "mean arrival rate",
+            required=True,
+            minimum=0,
+            exclusive_minimum=True,
+        ),
+        Key(
+            "duration_s",
+            "number",
+            "arrivals fall in [0, duration_s)",
+            required=True,
+            minimum=0,
+            exclusive_minimum=True,
+        ),
+    ),
+    "gamma": (
+        Key(
+            "rate_rps",
+            "number",
+            "mean arrival rate",
+            required=True,
+            minimum=0,
+            exclusive_minimum=True,
+        ),
+        Key(
+            "burstiness",
+            "number",
+            "gamma shape of inter-arrival times (CV^2 = 1/burstiness; 1 = Poisson)",
+            required=True,
+            minimum=0,
+            exclusive_minimum=True,
+        ),
+        Key(
+            "duration_s",
+            "number",
+            "arrivals fall in [0, duration_s)",
+            required=True,
+            minimum=0,
+            exclusive_minimum=True,
+        ),
+    ),
+    "bursty": (
+        Key(
+            "bursts",
+            "integer",
+            "number of bursts (each has at least one request)",
+            required=True,
+            minimum=1,
+        ),
+        Key(
+            "burst_duration_s",
+            "number",
+            "length of each burst window",
+            required=True,
+            minimum=0,
+            exclusive_minimum=True,
+        ),
+        Key(
+            "burst_rate_rps",
+            "number",
+            "Poisson arrival rate inside a burst",
+            required=True,
+            minimum=0,
+            exclusive_minimum=True,
+        ),
+        Key(
+            "idle_gap_s",
+            "number",
+            "silence between the end of a burst and the next",
+            required=True,
+            minimum=0,
+        ),
+        Key("first_burst_at_s", "number", "start of the first burst", default=0.0, minimum=0),
+    ),
+    "trace_csv": (
+        Key("path", "string", "CSV with a t_sched_s (or timestamp_s) column", required=True),
+        Key(
+            "time_scale",
+            "number",
+            "compression factor: 10 replays ten times faster",
+            default=1.0,
+            minimum=0,
+            exclusive_minimum=True,
+        ),
+        Key(
+            "start_offset_s",
+            "offset",
+            "source time that becomes t=0 (earlier rows dropped); 'first' = earliest row",
+            default=0.0,
+        ),
+    ),
+    "azure_functions": (
+        Key("path", "string", "invocations_per_function_md.anon.dNN.csv", required=True),
+        Key(
+            "function",
+            "string",
+            "a HashFunction, 'busiest' or 'index:N' (0-based row)",
+            default="busiest",
+        ),
+        Key("app", "string", "HashApp, to pick among functions with the same HashFunction"),
+        Key(
+            "start_minute",
+            "integer",
+            "first minute column taken (1..1440)",
+            default=1,
+            minimum=1,
+            maximum=MINUTES_PER_DAY,
+        ),
+        Key(
+            "minutes",
+            "integer",
+            "number of minutes taken (default: to the end of the day)",
+            minimum=1,
+            maximum=MINUTES_PER_DAY,
+        ),
+        Key(
+            "time_compression",
+            "number",
+            "60 = one trace minute replays in one second",
+            default=1.0,
+            minimum=0,
+            exclusive_minimum=True,
+        ),
+        Key(
+            "arrivals_within_minute",
+            "choice",
+            "how a minute's count becomes send times",
+            default="uniform",
+            choices=ARRIVALS_WITHIN_MINUTE,
+        ),
+    ),
+}
+
+KINDS: tuple[str, ...] = tuple(KEYS_BY_KIND)
+
+
+def _fail(workload: str, key: str, message: str) -> UserError:
+    return UserError(f"workload {workload!r}: key {key!r} {message}")
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass; `true` for a rate is a config mistake, not 1.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _integer(workload: str, key: str, value: Any) -> int:
+    if _is_number(value) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    raise _fail(workload, key, f"must be an integer, got {value!r}")
+
+
+def _check_bounds(workload: str, key: Key, value: float) -> None:
+    if key.minimum is not None:
+        if key.exclusive_minimum and not value > key.minimum:
+            raise _fail(workload, key.name, f"must be > {key.minimum:g}, got {value!r}")
+        if not key.exclusive_minimum and value < key.minimum:
+            raise _fail(workload, key.name, f"must be >= {key.minimum:g}, got {value!r}")
+    if key.maximum is not None and value > key.maximum:
+        raise _fail(workload, key.name, f"must be <= {key.maximum:g}, got {value!r}")
+
+
+def _tokens(workload: str, key: str, value: Any) -> tuple[int, int]:
+    if isinstance(value, Mapping):
+        extra = set(value) - {"min", "max"}
+        if extra or "min" not in value or "max" not in value:
+            raise _fail(workload, key, f"must be an integer or {{min, max}}, got {value!r}")
+        low = _integer(workload, f"{key}.min", value["min"])
+        high = _integer(workload, f"{key}.max", value["max"])
+    else:
+        low = high = _integer(workload, key, value)
+    if low < 1:
+        raise _fail(workload, key, f"must be >= 1, got {value!r}")
+    if low > high:
+        raise _fail(workload, key, f"needs min <= max, got {value!r}")
+    return low, high
+
+
+def _value(workload: str, key: Key, value: Any) -> Any:
+    if key.type == "number":
+        if not _is_number(value) or not math.isfinite(value):
+            raise _fail(workload, key.name, f"must be a finite number, got {value!r}")
+        _check_bounds(workload, key, float(value))
+        return float(value)
+    if key.type == "integer":
+        number = _integer(workload, key.name, value)
+        _check_bounds(workload, key, number)
+        return number
+    if key.type == "string":
+        if not isinstance(value, str) or not value:
+            raise _fail(workload, key.name, f"must be a non-empty string, got {value!r}")
+        return value
+    if key.type == "choice":
+        if value not in key.choices:
+            raise _fail(workload, key.name, f"must be one of {list(key.choices)}, got {value!r}")
+        return value
+    if key.type == "tokens":
+        return _tokens(workload, key.name, value)
+    if key.type == "offset":
+        if value == "first":
+            return value
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            raise _fail(workload, key.name, f"must be a number >= 0 or 'first', got {value!r}")
+        return float(value)
+    raise AssertionError(f"unknown key type {key.type}")
+
+
+def validate_spec(workload: str, spec: Any) -> dict[str, Any]:
+    """Check one workload entry and return it with defaults filled in.
+
+    Token-like keys (max_tokens, prompt_words) come back as (min, max) tuples; absent
+    optional keys without a default come back as None.
+    """
+    if not isinstance(spec, Mapping):
+        raise UserError(f"workload {workload!r}: must be a mapping, got {type(spec).__name__}")
+    kind = spec.get("kind")
+    if kind is None:
+        raise _fail(workload, "kind", f"is missing; one of {list(KINDS)}")
+    if kind not in KEYS_BY_KIND:
+        raise _fail(workload, "kind", f"must be one of {list(KINDS)}, got {kind!r}")
+    keys = COMMON_KEYS + KEYS_BY_KIND[kind]
+    known = {key.name for key in keys} | {"kind"}
+    unknown = sorted(str(name) for name in spec if name not in known)
+    if unknown:
+        raise _fail(workload, unknown[0], f"is not a {kind} setting; allowed: {sorted(known)}")
+    resolved: dict[str, Any] = {"kind": kind}
+    for key in keys:
+        if key.name in spec:
+            resolved[key.name] = _value(workload, key, spec[key.name])
+        elif key.required:
+            raise _fail(workload, key.name, f"is required for kind {kind!r}")
+        else:
+            default = key.default
+            resolved[key.name] = _value(workload, key, default) if default is not None else None
+    return resolved
+
+
+def _key_schema(key: Key) -> dict[str, Any]:
+    schema: dict[str, Any]
+    if key.type in ("number", "integer"):
+        schema = {"type": key.type}
+        if key.minimum is not None:
+            schema["exclusiveMinimum" if key.exclusive_minimum else "minimum"] = key.minimum
+        if key.maximum is not None:
+            schema["maximum"] = key.maximum
+    elif key.type == "string":
+        schema = {"type": "string", "minLength": 1}
+    elif key.type == "choice":
+        schema = {"enum": list(key.choices)}
+    elif key.type == "tokens":
+        schema = {
+            "oneOf": [
+                {"type": "integer", "minimum": 1},
+                {
+                    "type": "object",
+                    "required": ["min", "max"],
+                    "properties": {
+                        "min": {"type": "integer", "minimum": 1},
+                        "max": {"type": "integer", "minimum": 1},
+                    },
+                    "additionalProperties": False,
+                },
+            ]
+        }
+    elif key.type == "offset":
+        schema = {"anyOf": [{"type": "number", "minimum": 0}, {"const": "first"}]}
+    else:
+        raise AssertionError(f"unknown key type {key.type}")
+    schema["description"] = key.help
+    if key.default is not None:
+        schema["default"] = key.default
+    return schema
+
+
+def build_schema() -> dict[str, Any]:
+    """JSON schema (draft 2020-12) for one entry of the `workloads:` mapping.
+
+    Self-contained (no $ref), so it can be pasted under any property of a larger schema.
+    """
+    branches = []
+    for kind, kind_keys in KEYS_BY_KIND.items():
+        keys = COMMON_KEYS + kind_keys
+        properties: dict[str, Any] = {"kind": {"const": kind}}
+        properties.update({key.name: _key_schema(key) for key in keys})
+        branches.append(
+            {
+                "if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+                "then": {
+                    "required": ["kind", *(key.name for key in keys if key.required)],
+                    "properties": properties,
+                    "additionalProperties": False,
+                },
+            }
+        )
+    return {
+        "title": "workload",
+        "description": "A seeded request trace; `kind` selects the generator.",
+        "type": "object",
+        "required": ["kind", "seed"],
+        "properties": {"kind": {"enum": list(KINDS)}},
+        "allOf": branches,
+    }
+
+
+WORKLOAD_SCHEMA: dict[str, Any] = build_schema()

@@ -1,0 +1,267 @@
+"""Build, write, read and summarise request traces (results/traces/<workload>.csv)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.random import PCG64, Generator, SeedSequence
+
+from scalezero.errors import UserError
+from scalezero.workload import arrivals, sources
+from scalezero.workload.spec import validate_spec
+from scalezero.workload.text import draw_lengths, make_prompts
+
+TRACE_COLUMNS: tuple[str, ...] = ("request_id", "t_sched_s", "max_tokens", "prompt")
+
+# A trace is replayed request by request and held in memory with its prompts; beyond
+# this size a configuration is almost surely a unit mistake (ms for s, per-day rates).
+MAX_TRACE_REQUESTS = 5_000_000
+
+# Default burst threshold of trace_summary: a gap this many times the median gap
+# separates bursts. A heuristic for describing unknown traces; callers who know the
+# keep-warm TTL or idle gap should pass it instead.
+GAP_THRESHOLD_MEDIANS = 10.0
+
+
+def _streams(seed: int) -> tuple[Generator, Generator, Generator]:
+    # Independent streams for arrivals, output lengths and prompts: changing the prompt
+    # length, say, leaves the arrival times of the same seed untouched.
+    arrivals_ss, tokens_ss, prompts_ss = SeedSequence(seed).spawn(3)
+    return Generator(PCG64(arrivals_ss)), Generator(PCG64(tokens_ss)), Generator(PCG64(prompts_ss))
+
+
+def _check_size(workload: str, expected_requests: float) -> None:
+    if expected_requests > MAX_TRACE_REQUESTS:
+        raise UserError(
+            f"workload {workload!r}: about {expected_requests:,.0f} requests expected, more "
+            f"than the limit of {MAX_TRACE_REQUESTS:,}; check rates and durations, "
+            "or set max_requests"
+        )
+
+
+def _azure_arrivals_us(
+    workload: str, p: Mapping[str, Any], path: Path, rng: Generator
+) -> tuple[np.ndarray, dict[str, Any]]:
+    selection = sources.read_azure_counts(
+        workload, path, p["function"], p["app"], p["start_minute"], p["minutes"]
+    )
+    if arrivals.to_us(60.0 / p["time_compression"]) < 1:
+        raise UserError(
+            f"workload {workload!r}: key 'time_compression' makes a minute shorter than 1 us"
+        )
+    counts = selection.counts
+    if p["arrivals_within_minute"] == "poisson":
+        counts = arrivals.poisson_counts(rng, counts)
+    if p["max_requests"] is not None:
+        # Minutes after the one that reaches max_requests cannot contribute (minutes are
+        # disjoint and ordered); dropping them keeps the same draws for the rest.
+        reached = np.flatnonzero(np.cumsum(counts) >= p["max_requests"])
+        if reached.size:
+            counts = counts[: reached[0] + 1]
+    _check_size(workload, float(counts.sum()))
+    bounds_us = arrivals.minute_bounds_us(counts.size, p["time_compression"])
+    times_us = arrivals.per_minute_us(
+        rng, counts, bounds_us, even=p["arrivals_within_minute"] == "even"
+    )
+    info = {
+        "function": selection.function,
+        "app": selection.app,
+        "owner": selection.owner,
+        "trigger": selection.trigger,
+        "invocations": int(selection.counts.sum()),
+    }
+    return times_us, info
+
+
+def generate_trace(
+    name: str, spec: Mapping[str, Any], base_dir: Path | None = None
+) -> pd.DataFrame:
+    """Build the trace of workload `name` from its config entry `spec`.
+
+    Returns a frame with TRACE_COLUMNS, sorted by t_sched_s (whole microseconds),
+    request_id 0..n-1. Relative paths in spec resolve against base_dir (default: the
+    current directory). Raises UserError for an invalid spec or unreadable input.
+    Source details (the chosen Azure function, ...) are left in `df.attrs["workload"]`.
+    """
+    p = validate_spec(name, spec)
+    kind = p["kind"]
+    arrivals_rng, tokens_rng, prompts_rng = _streams(p["seed"])
+    recorded: sources.RecordedTrace | None = None
+    info: dict[str, Any] = {}
+
+    if kind == "poisson":
+        _check_size(name, p["rate_rps"] * p["duration_s"])
+        times_us = arrivals.poisson_us(arrivals_rng, p["rate_rps"], p["duration_s"])
+    elif kind == "gamma":
+        _check_size(name, p["rate_rps"] * p["duration_s"])
+        times_us = arrivals.gamma_us(arrivals_rng, p["rate_rps"], p["burstiness"], p["duration_s"])
+    elif kind == "bursty":
+        _check_size(name, p["bursts"] * (1 + p["burst_rate_rps"] * p["burst_duration_s"]))
+        if arrivals.to_us(p["burst_duration_s"]) < 1:
+            raise UserError(f"workload {name!r}: key 'burst_duration_s' is below 1 us")
+        times_us = arrivals.bursty_us(
+            arrivals_rng,
+            p["bursts"],
+            p["burst_duration_s"],
+            p["burst_rate_rps"],
+            p["idle_gap_s"],
+            p["first_burst_at_s"],
+        )
+    elif kind == "trace_csv":
+        path = sources.resolve_path(name, p["path"], base_dir)
+        recorded = sources.read_trace_csv(name, path, p["time_scale"], p["start_offset_s"])
+        times_us = recorded.times_us
+        info = {"path": str(path)}
+    elif kind == "azure_functions":
+        path = sources.resolve_path(name, p["path"], base_dir)
+        times_us, info = _azure_arrivals_us(name, p, path, arrivals_rng)
+        info["path"] = str(path)
+    else:  # validate_spec admits only the kinds above
+        raise AssertionError(kind)
+
+    n = int(times_us.size) if p["max_requests"] is None else min(times_us.size, p["max_requests"])
+    if n == 0:
+        raise UserError(f"workload {name!r}: the configuration produces no requests")
+    times_us = times_us[:n]
+
+    max_tokens = draw_lengths(tokens_rng, n, *p["max_tokens"])
+    prompts: list[str | None] = [None] * n
+    if recorded is not None:
+        given = np.isfinite(recorded.max_tokens[:n])
+        max_tokens[given] = recorded.max_tokens[:n][given].astype(np.int64)
+        prompts = list(recorded.prompts[:n])
+    missing = [i for i, prompt in enumerate(prompts) if prompt is None]
+    if missing:
+        made = make_prompts(prompts_rng, len(missing), *p["prompt_words"], workload=name)
+        for i, prompt in zip(missing, made, strict=True):
+            prompts[i] = prompt
+
+    df = pd.DataFrame(
+        {
+            "request_id": np.arange(n, dtype=np.int64),
+            "t_sched_s": times_us / arrivals.US_PER_S,
+            "max_tokens": max_tokens.astype(np.int64),
+            "prompt": pd.array(prompts, dtype="str"),
+        }
+    )
+    df.attrs["workload"] = {"name": name, "kind": kind, **info}
+    return df
+
+
+def write_trace(df: pd.DataFrame, path: Path) -> None:
+    """Write a trace CSV with fixed formatting (times to 1 us, '\\n' line ends, UTF-8),
+    so that equal frames give equal bytes. The file appears atomically."""
+    missing = [c for c in TRACE_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"trace for {str(path)!r} lacks columns {missing}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = zip(
+        df["request_id"].astype("int64").tolist(),
+        df["t_sched_s"].astype("float64").tolist(),
+        df["max_tokens"].astype("int64").tolist(),
+        df["prompt"].astype(str).tolist(),
+        strict=True,
+    )
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(TRACE_COLUMNS)
+            for request_id, t_s, max_tokens, prompt in rows:
+                writer.writerow((request_id, f"{t_s:.6f}", max_tokens, prompt))
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_trace(path: Path) -> pd.DataFrame:
+    """Read a trace CSV written by write_trace (prompts stay text, even 'NA')."""
+    try:
+        df = pd.read_csv(
+            path,
+            dtype={
+                "request_id": "int64",
+                "t_sched_s": "float64",
+                "max_tokens": "int64",
+                "prompt": "str",
+            },
+            keep_default_na=False,
+        )
+    except FileNotFoundError:
+        raise UserError(f"no such trace file {str(path)!r}") from None
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise UserError(f"{str(path)!r} is not a trace CSV: {exc}") from exc
+    if tuple(df.columns) != TRACE_COLUMNS:
+        raise UserError(
+            f"{str(path)!r} has columns {list(df.columns)}, expected {list(TRACE_COLUMNS)}"
+        )
+    return df
+
+
+def _num(value: float) -> float | None:
+    # JSON-friendly: plain float, None for undefined (NaN) values.
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def trace_summary(df: pd.DataFrame, gap_threshold_s: float | None = None) -> dict[str, Any]:
+    """Describe a trace's arrival pattern. All values are plain Python numbers or None.
+
+    Gaps are differences of consecutive t_sched_s. A gap longer than gap_threshold_s
+    separates two bursts; pass the keep-warm TTL to count the idle periods a keep-warm
+    instance would time out in (ignoring service time), or a bursty workload's
+    idle_gap_s to recover its bursts. Default threshold: 10 x the median gap (or
+    10 x the mean gap when the median is 0).
+
+    Keys: n_requests, first_s, last_s, span_s (last - first), mean_rate_rps
+    ((n - 1) / span_s, i.e. 1 / mean gap), mean_gap_s, median_gap_s, max_gap_s,
+    gap_cv2 (squared coefficient of variation of gaps; 1 for Poisson),
+    gap_threshold_s, n_long_gaps, n_bursts, max_gap_within_bursts_s, long_gaps_s
+    (the long gaps, in trace order), max_tokens_{min,mean,max}, prompt_words_mean.
+    """
+    # Traces carry whole microseconds; computing gaps on that grid keeps them exact.
+    t_us = np.sort(np.round(df["t_sched_s"].to_numpy(dtype=float) * arrivals.US_PER_S))
+    t_s = t_us / arrivals.US_PER_S
+    n = int(t_s.size)
+    gaps = np.diff(t_us) / arrivals.US_PER_S
+    span_s = float(t_us[-1] - t_us[0]) / arrivals.US_PER_S if n else math.nan
+    if gap_threshold_s is None and gaps.size:
+        median = float(np.median(gaps))
+        base = median if median > 0 else float(gaps.mean())
+        gap_threshold_s = GAP_THRESHOLD_MEDIANS * base
+    long_mask = gaps > gap_threshold_s if gap_threshold_s is not None else gaps < 0
+    within = gaps[~long_mask]
+    mean_gap = float(gaps.mean()) if gaps.size else math.nan
+    max_tokens = df["max_tokens"].to_numpy(dtype=float)
+    prompt_words = [len(str(p).split()) for p in df["prompt"].tolist()]
+    return {
+        "n_requests": n,
+        "first_s": _num(t_s[0]) if n else None,
+        "last_s": _num(t_s[-1]) if n else None,
+        "span_s": _num(span_s),
+        "mean_rate_rps": _num(1.0 / mean_gap) if gaps.size and mean_gap > 0 else None,
+        "mean_gap_s": _num(mean_gap),
+        "median_gap_s": _num(float(np.median(gaps))) if gaps.size else None,
+        "max_gap_s": _num(float(gaps.max())) if gaps.size else None,
+        "gap_cv2": _num(float(gaps.var() / mean_gap**2))
+        if gaps.size > 1 and mean_gap > 0
+        else None,
+        "gap_threshold_s": _num(gap_threshold_s) if gap_threshold_s is not None else None,
+        "n_long_gaps": int(long_mask.sum()),
+        "n_bursts": int(long_mask.sum()) + 1 if n else 0,
+        "max_gap_within_bursts_s": _num(float(within.max())) if within.size else None,
+        "long_gaps_s": [float(g) for g in gaps[long_mask]],
+        "max_tokens_min": int(max_tokens.min()) if n else None,
+        "max_tokens_mean": _num(float(max_tokens.mean())) if n else None,
+        "max_tokens_max": int(max_tokens.max()) if n else None,
+        "prompt_words_mean": _num(float(np.mean(prompt_words))) if n else None,
+    }
