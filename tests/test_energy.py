@@ -42,9 +42,12 @@ def _telemetry(offset_s: float = 0.5) -> pd.DataFrame:
 
 def test_instance_spans_and_outcomes() -> None:
     events = pd.DataFrame(
-        lifecycle("i1", 1.0, runtime_ready_s=1.5, model_loaded_s=2.0, ready_s=3.0)
-        + [event_row(5.0, "i2", "spawn"), event_row(6.0, "i2", "start_failed"),
-           event_row(7.0, "i3", "spawn")]
+        [
+            *lifecycle("i1", 1.0, runtime_ready_s=1.5, model_loaded_s=2.0, ready_s=3.0),
+            event_row(5.0, "i2", "spawn"),
+            event_row(6.0, "i2", "start_failed"),
+            event_row(7.0, "i3", "spawn"),
+        ]
     )
     spans = en.instance_spans(events).set_index("instance_id")
     assert spans.at["i1", "outcome"] == "ready"

@@ -97,12 +97,26 @@ def terminate_group(proc: subprocess.Popen, grace_s: float = 5.0) -> int | None:
     pgid = proc.pid
     if proc.poll() is None:
         signal_group(pgid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
     # Grandchildren may outlive the leader: clear the whole group either way.
     signal_group(pgid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace_s)
     return proc.returncode
+
+
+def package_env() -> dict[str, str]:
+    """The environment for a child that runs `python -m scalezero...`.
+
+    The workflow imports the package from the source tree without installing it, so a
+    child interpreter finds it only if the tree is on PYTHONPATH.
+    """
+    import scalezero
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(scalezero.__file__)))
+    env = dict(os.environ)
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if package_root not in parts:
+        env["PYTHONPATH"] = os.pathsep.join([package_root, *parts])
+    return env

@@ -40,7 +40,7 @@ import httpx
 
 from scalezero import __version__
 from scalezero.errors import UserError
-from scalezero.procs import free_tcp_port, terminate_group
+from scalezero.procs import free_tcp_port, package_env, terminate_group
 from scalezero.replay import ReplayRequest, replay, write_requests, write_tokens
 
 RUN_FILES = ("requests.csv", "tokens.csv", "events.csv", "telemetry.csv", "run.json")
@@ -122,7 +122,7 @@ def _spawn(command: list[str], log_path: Path | None, env: Mapping[str, str] | N
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **(env or {})},
+            env={**package_env(), **(env or {})},
         )
     finally:
         if log_path:
@@ -177,7 +177,7 @@ def environment_info(device: str) -> dict[str, Any]:
         lcp = json.loads(out.strip().splitlines()[-1])
         info["llama_cpp_python"] = lcp["version"]
         info["llama_cpp_gpu_offload"] = lcp["gpu_offload"]
-    except Exception as exc:  # noqa: BLE001 - provenance must not fail a run
+    except Exception as exc:
         info["llama_cpp_python_error"] = str(exc)[:200]
     with contextlib.suppress(Exception):
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -192,7 +192,7 @@ def _telemetry_info(backend: str, gpu_index: int | None) -> dict[str, Any]:
         from scalezero.telemetry import device_info
 
         return dict(device_info(gpu_index))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return {"error": str(exc)[:200], "requested_backend": backend}
 
 
@@ -392,7 +392,7 @@ def _finish_files(plan: RunPlan, run: dict[str, Any], records: list, items: list
             counts = _count_prompt_tokens(plan.model_path, [prompts[r.request_id] for r in records])
             for record, count in zip(records, counts, strict=True):
                 record.tokens_in = count
-        except Exception as exc:  # noqa: BLE001 - counts are optional, the run is not
+        except Exception as exc:
             run["tokens_in_error"] = str(exc)[:300]
         write_requests(records, out / "requests.csv")
         write_tokens(records, out / "tokens.csv")
@@ -400,6 +400,68 @@ def _finish_files(plan: RunPlan, run: dict[str, Any], records: list, items: list
         if not (out / name).exists():
             (out / name).write_text("t_s,instance_id,event,state,pid,reason,detail\n")
     (out / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def run_from_settings(
+    settings: Mapping[str, Any],
+    model_path: Path,
+    trace_path: Path,
+    out_dir: Path,
+    keep_failed_in: Path | None = None,
+) -> dict[str, Any]:
+    """A measured run as the workflow describes it (see workflow/rules/common.smk).
+
+    On failure the partial run files are copied to `keep_failed_in` before the error
+    propagates: the workflow engine deletes the outputs of a failed job, and what a
+    failed run measured is often what explains the failure.
+    """
+    from scalezero.config import config_sha256
+
+    instance = dict(settings.get("instance") or {})
+    gateway = dict(settings.get("gateway") or {})
+    telemetry = dict(settings.get("telemetry") or {})
+    device = settings.get("device", "cpu")
+    plan = RunPlan(
+        trace_path=trace_path,
+        model_path=model_path,
+        out_dir=out_dir,
+        policy=settings["policy"],
+        policy_params=dict(settings.get("policy_params") or {}),
+        model_name=settings.get("model_name") or model_path.stem,
+        workload=settings.get("workload", ""),
+        strategy=settings.get("strategy", ""),
+        rep=int(settings.get("rep", 1)),
+        order_index=int(settings.get("order_index", 0)),
+        device=device,
+        gpu_index=settings.get("gpu_index") if device == "cuda" else None,
+        n_ctx=int(instance.get("n_ctx", 512)),
+        n_threads=instance.get("n_threads"),
+        n_gpu_layers=instance.get("n_gpu_layers"),
+        instance_args=tuple(instance.get("extra_args", ())),
+        ready_timeout_s=float(instance.get("ready_timeout_s", 180.0)),
+        max_queue=int(gateway.get("max_queue", 256)),
+        cold_start_timeout_s=float(gateway.get("cold_start_timeout_s", 180.0)),
+        queue_timeout_s=float(gateway.get("queue_timeout_s", 600.0)),
+        telemetry_rate_hz=float(telemetry.get("rate_hz", 10.0)),
+        telemetry_backend=telemetry.get("backend", "auto"),
+        baseline_s=float(telemetry.get("baseline_s", 5.0)),
+        log_dir=(keep_failed_in / "logs") if keep_failed_in else out_dir / "logs",
+        lock_path=Path(settings["lock_file"]) if settings.get("lock_file") else None,
+        config_sha256=config_sha256(settings),
+        seed=settings.get("seed"),
+    )
+    try:
+        return measured_run(plan)
+    except BaseException:
+        if keep_failed_in is not None and out_dir.is_dir():
+            import shutil
+
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            target = keep_failed_in / f"failed-{stamp}"
+            shutil.copytree(out_dir, target, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("logs"))
+            print(f"run: failed; its partial files are kept in {target}", file=sys.stderr)
+        raise
 
 
 def _count_prompt_tokens(model_path: Path, prompts: list[str]) -> list[int]:

@@ -7,11 +7,12 @@ hidden, so that a measured run never gains a CUDA context from bookkeeping.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from scalezero.procs import package_env
 
 
 def count_tokens(model_path: Path, texts: Sequence[str]) -> list[int]:
@@ -28,8 +29,10 @@ def count_tokens(model_path: Path, texts: Sequence[str]) -> list[int]:
     return counts
 
 
-def count_tokens_isolated(model_path: Path, texts: Sequence[str], timeout_s: float = 300) -> list[int]:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+def count_tokens_isolated(
+    model_path: Path, texts: Sequence[str], timeout_s: float = 300
+) -> list[int]:
+    env = {**package_env(), "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
         [sys.executable, "-m", "scalezero.tokens", str(model_path)],
         input=json.dumps(list(texts)),

@@ -17,7 +17,7 @@ from typing import IO
 import httpx
 
 from scalezero.instance import MARKER
-from scalezero.procs import free_tcp_port, signal_group
+from scalezero.procs import free_tcp_port, package_env, signal_group
 
 PhaseCallback = Callable[[str, float], None]
 
@@ -117,13 +117,15 @@ class InstanceProcess:
         self._on_phase = on_phase
         self.port = free_tcp_port(self.spec.host)
         command = self.spec.build_command(self.port, os.getpid())
-        env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"}
+        env = {**package_env(), **self.spec.env, "PYTHONUNBUFFERED": "1"}
         if self.spec.log_dir is not None:
             self.spec.log_dir.mkdir(parents=True, exist_ok=True)
             self._log = (self.spec.log_dir / f"{self.instance_id}.log").open(
                 "a", encoding="utf-8", errors="replace"
             )
             self._log.write(f"# {time.monotonic():.6f} {' '.join(command)}\n")
+        # The cold start begins before fork/exec, so their cost counts as part of it.
+        spawned_at_s = time.monotonic()
         # Spawned from the event-loop thread, which lives as long as the gateway: the
         # parent-death signal fires when the spawning *thread* exits.
         self.proc = await asyncio.create_subprocess_exec(
@@ -134,7 +136,7 @@ class InstanceProcess:
             env=env,
             start_new_session=True,
         )
-        on_phase("spawn", time.monotonic())
+        on_phase("spawn", spawned_at_s)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._readers = [
             asyncio.create_task(self._read_stdout(self.proc.stdout)),
@@ -179,11 +181,15 @@ class InstanceProcess:
         assert self.proc is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.spec.ready_timeout_s
-        # Without phase markers (a custom command) poll from the start.
-        poll_now = bool(self.spec.command)
+        fallback_poll = False
+        # A custom command may print no phase markers: poll it from the start, until it
+        # prints one. Once markers come, wait for `listening`: until then the port may
+        # still belong to someone else (a lost race for it), whose answers mean nothing.
+        custom = bool(self.spec.command)
         url = self.base_url + self.spec.health_path
         async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False) as client:
             while True:
+                poll_now = (custom and not self.phase_times) or self._listening.is_set()
                 if self.proc.returncode is not None:
                     await self._drain_readers()
                     reason = self.failure_reason() or "no output"
@@ -194,7 +200,7 @@ class InstanceProcess:
                     raise InstanceStartError(
                         f"instance not ready after {self.spec.ready_timeout_s:g} s"
                     )
-                if poll_now or self._listening.is_set():
+                if poll_now or fallback_poll:
                     try:
                         response = await client.get(url)
                         if response.status_code == 200:
@@ -207,7 +213,7 @@ class InstanceProcess:
                     await asyncio.wait_for(self._listening.wait(), self.spec.poll_interval_s)
                 # Fall back to polling if the marker never comes (e.g. a patched server).
                 if loop.time() - self.phase_times.get("model_loaded", float("inf")) > 1.0:
-                    poll_now = True
+                    fallback_poll = True
 
     async def wait_exit(self) -> int:
         assert self.proc is not None

@@ -1,0 +1,137 @@
+# Configuration checks and helpers shared by the rules.
+
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+# The package is used from the source tree, so a checkout works without installing it
+# (the conda environments carry only its dependencies).
+SRC_DIR = Path(workflow.basedir) / "src"
+sys.path.insert(0, str(SRC_DIR))
+
+validate(config, "../../config/config.schema.json")
+
+try:
+    from scalezero.config import check_config, run_order
+    from scalezero.strategies import policy_source_file
+except ImportError as exc:  # the package's light modules need only the standard library
+    raise WorkflowError(f"cannot import scalezero from {SRC_DIR}: {exc}") from exc
+
+try:
+    check_config(config)
+except Exception as exc:
+    raise WorkflowError(str(exc)) from None
+
+MODEL = config["model"]
+WORKLOADS = list(config["workloads"])
+STRATEGIES = list(config["strategies"])
+REPEATS = int(config.get("repeats", 1))
+REPORT_WORKLOAD = config.get("report", {}).get("workload") or WORKLOADS[0]
+SWEEP_MODELS = list(config.get("size_sweep", {}).get("models", []))
+LOCK_FILE = "results/.measurement.lock"
+# Rules that start llama.cpp servers need its CUDA build on a cuda host.
+SERVING_ENV = (
+    "../../envs/scalezero-cuda.yaml"
+    if config.get("device", "cpu") == "cuda"
+    else "../../envs/scalezero.yaml"
+)
+
+#: (strategy, rep) in the order the runs are meant to happen; rep counts from 1.
+RUN_ORDER = run_order(
+    STRATEGIES, REPEATS, config.get("order", "interleaved"), int(config.get("order_seed", 0))
+)
+
+
+def _names(values):
+    return "|".join(sorted(values, key=len, reverse=True))
+
+
+wildcard_constraints:
+    workload=_names(WORKLOADS),
+    strategy=_names(STRATEGIES),
+    model=_names(config["models"]),
+    rep=r"\d+",
+
+
+def model_file(name):
+    return f"resources/models/{name}.gguf"
+
+
+def trace_file(workload):
+    return f"results/traces/{workload}.csv"
+
+
+def run_dir(workload, strategy, rep):
+    return f"results/runs/{workload}/{strategy}/{rep}"
+
+
+def run_dirs(workload):
+    """Every run folder of a workload, in the planned order."""
+    return [run_dir(workload, s, r) for s, r in RUN_ORDER]
+
+
+def summary_files(workload):
+    base = f"results/summary/{workload}"
+    return {
+        "summary": f"{base}.csv",
+        "ci": f"{base}_ci.csv",
+        "requests": f"{base}_requests.csv",
+        "energy": f"{base}_energy.csv",
+        "cold_starts": f"{base}_cold_starts.csv",
+    }
+
+
+def order_index(strategy, rep):
+    return RUN_ORDER.index((strategy, int(rep)))
+
+
+def policy_file(wildcards):
+    """The module defining the strategy's policy: editing it reruns that strategy only."""
+    return str(policy_source_file(config["strategies"][wildcards.strategy]["policy"]))
+
+
+def model_inputs(wildcards):
+    """A synthetic model's tokenizer donor, when that donor is another models: entry."""
+    spec = config["models"][wildcards.model]
+    donor = spec.get("donor") if spec.get("source") == "synthetic" else None
+    if isinstance(donor, str) and donor in config["models"] and donor != wildcards.model:
+        return {"donor": model_file(donor)}
+    if spec.get("source") == "local":
+        return {"local": spec["path"]}
+    return {}
+
+
+def workload_inputs(wildcards):
+    """A recorded trace file a workload replays (trace_csv, azure_functions)."""
+    spec = config["workloads"][wildcards.workload]
+    return {"source": spec["path"]} if "path" in spec else {}
+
+
+def run_settings(wildcards):
+    """Everything a run needs besides its input files; a change reruns that run."""
+    spec = dict(config["strategies"][wildcards.strategy])
+    return {
+        "workload": wildcards.workload,
+        "strategy": wildcards.strategy,
+        "rep": int(wildcards.rep),
+        "order_index": order_index(wildcards.strategy, wildcards.rep),
+        "policy": spec.pop("policy"),
+        "policy_params": spec,
+        "model_name": MODEL,
+        "device": config.get("device", "cpu"),
+        "gpu_index": config.get("gpu_index", 0),
+        "instance": config.get("instance", {}),
+        "gateway": config.get("gateway", {}),
+        "telemetry": config.get("telemetry", {}),
+        "seed": config["workloads"][wildcards.workload].get("seed"),
+        "lock_file": LOCK_FILE,
+    }
+
+
+def final_outputs():
+    outputs = ["results/report/report.html"]
+    outputs += [summary_files(w)["summary"] for w in WORKLOADS]
+    if SWEEP_MODELS:
+        outputs.append("results/sweep/size_sweep.csv")
+    return outputs

@@ -1,0 +1,18 @@
+"""Rule run: one measured run (gateway + telemetry + open-loop replay)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+
+from scalezero.runner import run_from_settings
+from scalezero.workflow_io import logged
+
+with logged(snakemake.log[0]):
+    run_from_settings(
+        settings=snakemake.params.settings,
+        model_path=Path(snakemake.input.model),
+        trace_path=Path(snakemake.input.trace),
+        out_dir=Path(snakemake.output.run_json).parent,
+        keep_failed_in=Path(snakemake.params.failed_dir),
+    )
