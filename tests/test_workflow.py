@@ -1,0 +1,204 @@
+"""The workflow as a user runs it: the whole smoke DAG, partial reruns, Ctrl-C, failures.
+
+The smoke DAG runs once per test session in a scratch copy of the project (so a user's
+own results/ are never touched) and the tests below read its outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from workflow_helpers import (
+    REPO_ROOT,
+    SNAKEMAKE,
+    copy_workflow,
+    kill_all,
+    new_tag,
+    planned_jobs,
+    planned_wildcards,
+    snakemake,
+    tagged_env,
+    tagged_servers,
+    wait_no_servers,
+)
+
+pytestmark = pytest.mark.slow
+
+SMOKE = ".test/config.yaml"
+STRATEGIES = ("always_on", "naive", "keep_warm")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, real_model: Path) -> dict:
+    """The whole DAG on the smoke configuration, from a clean tree."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"), real_model)
+    tag = new_tag()
+    started = time.monotonic()
+    try:
+        result = snakemake(workdir, "--cores", "2", "--configfile", SMOKE, tag=tag,
+                           timeout_s=600)
+    finally:
+        leaked = wait_no_servers(tag, 10.0)
+        kill_all(leaked)
+    return {"workdir": workdir, "elapsed_s": time.monotonic() - started,
+            "output": result.stdout + result.stderr, "leaked": leaked}
+
+
+def test_smoke_dag_produces_report_with_expected_ordering(smoke_run: dict) -> None:
+    workdir: Path = smoke_run["workdir"]
+    assert not smoke_run["leaked"], "servers left running after the workflow"
+    report = workdir / "results" / "report" / "report.html"
+    assert report.is_file() and report.stat().st_size > 10_000
+    html = report.read_text(encoding="utf-8")
+    for strategy in STRATEGIES:
+        assert strategy in html
+    summary = pd.read_csv(workdir / "results" / "summary" / "smoke.csv").set_index("strategy")
+    cold = summary["cold_starts"]
+    # The smoke trace's idle gaps exceed the keep-warm TTL, and naive stops after every
+    # request: the three strategies must order this way.
+    assert cold["naive"] > cold["keep_warm"] > cold["always_on"] == 0, cold.to_dict()
+    assert (summary["errors"] == 0).all()
+    # The requested output length is produced: the model is kept from stopping early.
+    requests = pd.read_csv(workdir / "results" / "runs" / "smoke" / "naive" / "1" /
+                           "requests.csv")
+    assert (requests["tokens_out"] == requests["max_tokens"]).all()
+    assert smoke_run["elapsed_s"] < 180, f"smoke DAG took {smoke_run['elapsed_s']:.0f} s"
+
+
+def test_run_files_and_provenance(smoke_run: dict) -> None:
+    run_dir = smoke_run["workdir"] / "results" / "runs" / "smoke" / "keep_warm" / "1"
+    for name in ("requests.csv", "tokens.csv", "events.csv", "telemetry.csv", "run.json"):
+        assert (run_dir / name).stat().st_size > 0, name
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "ok"
+    assert run["model"]["sha256"].startswith("b179c952")
+    assert run["policy"] == {"name": "keep_warm", "keep_warm_ttl_s": 4, "min_instances": 0,
+                             "max_instances": 1}
+    events = pd.read_csv(run_dir / "events.csv")
+    assert {"spawn", "model_loaded", "ready", "first_token", "stopped"} <= set(events["event"])
+
+
+def test_telemetry_lines_up_with_events(smoke_run: dict) -> None:
+    """Instance memory rises within one sample period of each `ready` event."""
+    run_dir = smoke_run["workdir"] / "results" / "runs" / "smoke" / "naive" / "1"
+    run = json.loads((run_dir / "run.json").read_text())
+    period_s = 1.0 / run["telemetry"]["rate_hz"]
+    telemetry = pd.read_csv(run_dir / "telemetry.csv")
+    events = pd.read_csv(run_dir / "events.csv")
+    ready = events.loc[events["event"] == "ready", "t_s"].to_numpy()
+    spawn = events.loc[events["event"] == "spawn", "t_s"].to_numpy()
+    assert len(ready) >= 2
+    mem = telemetry[["t_s", "instance_mem_mib"]].fillna({"instance_mem_mib": 0.0})
+    for t_spawn, t_ready in zip(spawn, ready, strict=False):
+        before = mem.loc[mem["t_s"] < t_spawn, "instance_mem_mib"]
+        after = mem.loc[(mem["t_s"] >= t_ready) & (mem["t_s"] <= t_ready + period_s * 1.5),
+                        "instance_mem_mib"]
+        assert len(after) >= 1, f"no sample within one period after ready at {t_ready}"
+        assert after.max() > (before.iloc[-1] if len(before) else 0.0) + 50, (
+            f"instance memory did not rise by ready at {t_ready}")
+
+
+def test_forcerun_one_strategy_lists_only_it_and_downstream(smoke_run: dict) -> None:
+    tag = new_tag()
+    target = "results/runs/smoke/keep_warm/1/run.json"
+    result = snakemake(smoke_run["workdir"], "-n", "--cores", "2", "--configfile", SMOKE,
+                       "--forcerun", target, tag=tag)
+    out = result.stdout + result.stderr
+    jobs = planned_jobs(out)
+    assert jobs.get("run") == 1, jobs
+    assert planned_wildcards(out, "run") == ["workload=smoke, strategy=keep_warm, rep=1"]
+    assert "fetch_model" not in jobs and "workload" not in jobs, jobs
+    assert jobs.get("aggregate") == 1 and "report" in jobs, jobs
+
+
+def test_changing_a_policy_parameter_reruns_only_that_strategy(smoke_run: dict) -> None:
+    workdir = smoke_run["workdir"]
+    config = yaml.safe_load((workdir / SMOKE).read_text())
+    config["strategies"]["keep_warm"]["keep_warm_ttl_s"] = 5
+    changed = workdir / ".test" / "changed-ttl.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(changed),
+                       tag=new_tag())
+    out = result.stdout + result.stderr
+    assert planned_wildcards(out, "run") == ["workload=smoke, strategy=keep_warm, rep=1"]
+
+
+def test_lint_is_clean() -> None:
+    result = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def _slow_config(workdir: Path, extra: dict | None = None) -> Path:
+    config = yaml.safe_load((workdir / SMOKE).read_text())
+    config["workloads"] = {"slow": {"kind": "poisson", "seed": 1, "rate_rps": 1.0,
+                                    "duration_s": 120, "max_tokens": 16, "prompt_words": 8}}
+    config["strategies"] = {"always_on": {"policy": "always_on"}}
+    config.update(extra or {})
+    path = workdir / ".test" / "slow.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_ctrl_c_leaves_no_server(tmp_path: Path, real_model: Path) -> None:
+    workdir = copy_workflow(tmp_path / "wf", real_model)
+    config = _slow_config(workdir)
+    tag = new_tag()
+    proc = subprocess.Popen(
+        [*SNAKEMAKE, "results/summary/slow.csv", "--cores", "2", "--configfile", str(config)],
+        cwd=workdir, env=tagged_env(tag), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a process group of its own, like a terminal's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 120
+        # Wait until the run is replaying: gateway, sampler and a llama.cpp server are up.
+        while time.monotonic() < deadline:
+            names = " ".join(" ".join(p.cmdline()) for p in tagged_servers(tag))
+            if "scalezero.instance" in names and "serve" in names:
+                break
+            assert proc.poll() is None, "snakemake ended before the run started"
+            time.sleep(0.5)
+        else:
+            pytest.fail("the run never started serving")
+        time.sleep(2.0)
+        # Ctrl-C: the terminal sends SIGINT to every process of the foreground group.
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+        left = wait_no_servers(tag, 10.0)
+        assert not left, [" ".join(p.cmdline()) for p in left]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_all(tagged_servers(tag))
+
+
+def test_failed_run_keeps_partial_files_and_leaves_no_server(tmp_path: Path,
+                                                             real_model: Path) -> None:
+    workdir = copy_workflow(tmp_path / "wf", real_model)
+    # llama.cpp rejects the unknown flag: the always-on instance never becomes ready.
+    config = _slow_config(workdir, {"instance": {"n_ctx": 256,
+                                                 "extra_args": ["--no-such-flag"]}})
+    tag = new_tag()
+    try:
+        result = snakemake(workdir, "results/summary/slow.csv", "--cores", "2",
+                           "--configfile", str(config), tag=tag, check=False, timeout_s=300)
+        assert result.returncode != 0
+        left = wait_no_servers(tag, 10.0)
+        assert not left, [" ".join(p.cmdline()) for p in left]
+        kept = list((workdir / "logs" / "runs" / "slow" / "always_on" / "1").glob("failed-*"))
+        assert kept, "the failed run's partial files were not kept"
+        run = json.loads((kept[0] / "run.json").read_text())
+        assert run["status"] == "failed" and run["error"]
+        log = (workdir / "logs" / "runs" / "slow" / "always_on" / "1.log").read_text()
+        assert "no-such-flag" in log or "start" in log
+    finally:
+        kill_all(tagged_servers(tag))
