@@ -66,8 +66,9 @@ def config_schema() -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {
                 "models": {"type": "array", "items": _NAME, "uniqueItems": True},
-                "strategy": {"type": "string"},
+                "strategy": {"type": "string", "description": "strategies: entry to use"},
                 "requests": {"type": "integer", "minimum": 1, "default": 3},
+                "spacing_s": {**_POSITIVE, "default": 3},
                 "max_tokens": {"type": "integer", "minimum": 1, "default": 8},
             },
         },

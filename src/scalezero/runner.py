@@ -272,7 +272,10 @@ def measured_run(plan: RunPlan) -> dict[str, Any]:
     """Run one strategy on one trace; write the run files into ``plan.out_dir``."""
     from scalezero.strategies import make_policy
 
+    from scalezero.device import require_device
+
     policy = make_policy(plan.policy, plan.policy_params)  # fail early on a bad config
+    require_device(plan.device)
     items = read_trace(plan.trace_path)
     if not plan.model_path.is_file():
         raise UserError(f"model not found: {plan.model_path}")

@@ -10,7 +10,9 @@ from snakemake.utils import validate
 SRC_DIR = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC_DIR))
 
-validate(config, "../../config/config.schema.json")
+# Defaults are applied where values are used: the schema has oneOf branches (model
+# sources) whose defaults must not leak into each other.
+validate(config, "../../config/config.schema.json", set_default=False)
 
 try:
     from scalezero.config import check_config, run_order
@@ -28,7 +30,15 @@ WORKLOADS = list(config["workloads"])
 STRATEGIES = list(config["strategies"])
 REPEATS = int(config.get("repeats", 1))
 REPORT_WORKLOAD = config.get("report", {}).get("workload") or WORKLOADS[0]
-SWEEP_MODELS = list(config.get("size_sweep", {}).get("models", []))
+SWEEP = config.get("size_sweep", {})
+SWEEP_MODELS = list(SWEEP.get("models", []))
+# The sweep measures cold starts: by default the naive policy, under which every
+# request that finds no instance in flight starts one.
+SWEEP_STRATEGY = (
+    dict(config["strategies"][SWEEP["strategy"]])
+    if SWEEP.get("strategy")
+    else {"policy": "naive"}
+)
 LOCK_FILE = "results/.measurement.lock"
 # Rules that start llama.cpp servers need its CUDA build on a cuda host.
 SERVING_ENV = (
@@ -129,9 +139,30 @@ def run_settings(wildcards):
     }
 
 
+def sweep_settings(wildcards):
+    """Run settings of one size-sweep model (same machinery as the strategy runs)."""
+    spec = dict(SWEEP_STRATEGY)
+    return {
+        "workload": "size_sweep",
+        "strategy": SWEEP.get("strategy") or "naive",
+        "rep": 1,
+        "order_index": SWEEP_MODELS.index(wildcards.model),
+        "policy": spec.pop("policy"),
+        "policy_params": spec,
+        "model_name": wildcards.model,
+        "device": config.get("device", "cpu"),
+        "gpu_index": config.get("gpu_index", 0),
+        "instance": config.get("instance", {}),
+        "gateway": config.get("gateway", {}),
+        "telemetry": config.get("telemetry", {}),
+        "seed": None,
+        "lock_file": LOCK_FILE,
+    }
+
+
 def final_outputs():
     outputs = ["results/report/report.html"]
     outputs += [summary_files(w)["summary"] for w in WORKLOADS]
     if SWEEP_MODELS:
-        outputs.append("results/sweep/size_sweep.csv")
+        outputs += ["results/sweep/size_sweep.csv", "results/figures/size_sweep.svg"]
     return outputs

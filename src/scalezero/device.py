@@ -1,0 +1,41 @@
+"""Which accelerator instances run on, and whether this installation can use it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from scalezero.errors import UserError
+from scalezero.procs import package_env
+
+CUDA_REBUILD_HINT = (
+    "rebuild it with CUDA: `SCALEZERO_CUDA=1 tools/setup-venv.sh` (needs nvcc), or run "
+    "`snakemake --use-conda` with `device: cuda`, which uses envs/scalezero-cuda.yaml"
+)
+
+
+def llama_cpp_supports_gpu_offload() -> bool:
+    """Whether the installed llama-cpp-python was built with a GPU backend.
+
+    Asked in a child interpreter: loading the library here would tie this process's
+    memory and GPU context to a library it does not otherwise need.
+    """
+    result = subprocess.run(
+        [sys.executable, "-c",
+         "import llama_cpp, sys; sys.exit(0 if llama_cpp.llama_supports_gpu_offload() else 3)"],
+        env=package_env(), capture_output=True, text=True, timeout=120,
+    )
+    if result.returncode not in (0, 3):
+        raise UserError(f"cannot import llama_cpp: {result.stderr.strip()[-500:]}")
+    return result.returncode == 0
+
+
+def require_device(device: str) -> None:
+    """Refuse, with the fix, to run `device: cuda` on a CPU-only llama-cpp-python."""
+    if device == "cuda" and not llama_cpp_supports_gpu_offload():
+        raise UserError(
+            "device is cuda, but the installed llama-cpp-python was built without CUDA "
+            f"(llama_supports_gpu_offload() is false); {CUDA_REBUILD_HINT}"
+        )
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"device must be cpu or cuda, got {device!r}")

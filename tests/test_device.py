@@ -1,0 +1,33 @@
+"""The cuda switch refuses a CPU-only build of llama-cpp-python, with the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scalezero.device import llama_cpp_supports_gpu_offload, require_device
+from scalezero.errors import UserError
+from scalezero.runner import RunPlan, measured_run
+
+
+def test_cpu_is_always_allowed() -> None:
+    require_device("cpu")
+
+
+def test_unknown_device_is_refused() -> None:
+    with pytest.raises(UserError, match="cpu or cuda"):
+        require_device("tpu")
+
+
+@pytest.mark.skipif(llama_cpp_supports_gpu_offload(), reason="this build has a GPU backend")
+def test_cuda_on_a_cpu_build_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text("request_id,t_sched_s,max_tokens,prompt\n0,0.1,4,hello\n")
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(64))
+    plan = RunPlan(trace_path=trace, model_path=model, out_dir=tmp_path / "run",
+                   policy="naive", device="cuda")
+    with pytest.raises(UserError, match="built without CUDA.*SCALEZERO_CUDA=1"):
+        measured_run(plan)
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,12 @@
+"""Rule sweep_figure: cold start against model size."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+
+from scalezero.sweep import plot_size_sweep  # noqa: E402
+from scalezero.workflow_io import logged  # noqa: E402
+
+with logged(snakemake.log[0]):
+    plot_size_sweep(Path(snakemake.input.summary), Path(snakemake.output.figure))

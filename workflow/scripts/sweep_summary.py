@@ -1,0 +1,20 @@
+"""Rule sweep_summary: cold-start phases per model beside the read-bandwidth bounds."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+
+from scalezero.sweep import summarize_sweep, write_sweep_csv  # noqa: E402
+from scalezero.workflow_io import logged  # noqa: E402
+
+with logged(snakemake.log[0]):
+    rows = summarize_sweep(
+        snakemake.params.models,
+        [Path(p).parent for p in snakemake.input.run_json],
+        [Path(p) for p in snakemake.input.bandwidth],
+        [Path(p) for p in snakemake.input.models],
+    )
+    write_sweep_csv(rows, Path(snakemake.output.summary))
+    for row in rows:
+        print(row)

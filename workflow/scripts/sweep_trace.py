@@ -1,0 +1,13 @@
+"""Rule sweep_trace: evenly spaced requests for the size sweep."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+
+from scalezero.sweep import write_sweep_trace  # noqa: E402
+from scalezero.workflow_io import logged  # noqa: E402
+
+with logged(snakemake.log[0]):
+    write_sweep_trace(Path(snakemake.output.trace), int(snakemake.params.requests),
+                      float(snakemake.params.spacing_s), int(snakemake.params.max_tokens))
