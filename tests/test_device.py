@@ -28,6 +28,6 @@ def test_cuda_on_a_cpu_build_is_refused_before_anything_starts(tmp_path: Path) -
     model.write_bytes(b"GGUF" + bytes(64))
     plan = RunPlan(trace_path=trace, model_path=model, out_dir=tmp_path / "run",
                    policy="naive", device="cuda")
-    with pytest.raises(UserError, match="built without CUDA.*SCALEZERO_CUDA=1"):
+    with pytest.raises(UserError, match=r"built without CUDA.*SCALEZERO_CUDA=1"):
         measured_run(plan)
     assert not (tmp_path / "run").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -83,10 +84,8 @@ def wait_no_servers(tag: str, timeout_s: float) -> list[psutil.Process]:
 
 def kill_all(procs: Sequence[psutil.Process]) -> None:
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def snakemake(workdir: Path, *args: str, tag: str, timeout_s: float = 900,

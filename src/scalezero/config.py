@@ -46,7 +46,7 @@ def config_schema() -> dict[str, Any]:
     try:
         from scalezero.report.config import REPORT_CONFIG_SCHEMA
     except ImportError:  # TEMPORARY until the report package lands
-        REPORT_CONFIG_SCHEMA = {"properties": {  # noqa: N806
+        REPORT_CONFIG_SCHEMA = {"properties": {
             "constants": {"type": "object"}, "projections": {"type": "object"},
             "report": {"type": "object"}}}
     from scalezero.workload.spec import WORKLOAD_SCHEMA

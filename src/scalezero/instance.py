@@ -32,7 +32,7 @@ def emit(phase: str) -> None:
 
 def _instrument_llama_cpp() -> None:
     import llama_cpp
-    import llama_cpp.server.app  # noqa: F401 - import cost belongs to the runtime phase
+    import llama_cpp.server.app
     import uvicorn
 
     llama_cpp.llama_backend_init()

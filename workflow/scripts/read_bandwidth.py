@@ -6,8 +6,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
-from scalezero.sweep import measure_read_bandwidth  # noqa: E402
-from scalezero.workflow_io import logged  # noqa: E402
+from scalezero.sweep import measure_read_bandwidth
+from scalezero.workflow_io import logged
 
 with logged(snakemake.log[0]):
     result = measure_read_bandwidth(Path(snakemake.input.model))

@@ -5,8 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
-from scalezero.sweep import plot_size_sweep  # noqa: E402
-from scalezero.workflow_io import logged  # noqa: E402
+from scalezero.sweep import plot_size_sweep
+from scalezero.workflow_io import logged
 
 with logged(snakemake.log[0]):
     plot_size_sweep(Path(snakemake.input.summary), Path(snakemake.output.figure))

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scalezero import __version__
 from scalezero.gateway.events import EventLog
@@ -142,6 +143,11 @@ class Gateway:
             ) from None
 
 
+def _reject_constant(name: str) -> float:
+    # Python's json accepts NaN and Infinity; JSON does not, and an instance may choke on them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 async def _read_json_body(request: Request, max_bytes: int) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
@@ -159,9 +165,11 @@ async def _read_json_body(request: Request, max_bytes: int) -> dict[str, Any]:
     if not raw:
         raise ApiError(400, "request body is empty; expected a JSON object")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
     return body
@@ -183,6 +191,57 @@ def _cold_headers(lease: Lease, deployment: str) -> dict[str, str]:
     }
 
 
+class _GuardMiddleware:
+    """API-key check and request counting, as plain ASGI.
+
+    Starlette's ``BaseHTTPMiddleware`` would relay every streamed chunk through an extra
+    queue; this costs nothing per chunk, which matters for the gateway's overhead.
+    """
+
+    def __init__(self, app: ASGIApp, gateway: Gateway, routes: list[Any]) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.api_key = (gateway.config.api_key or "").encode()
+        self.routes = routes  # the app's route list, read when needed
+
+    def _authorized(self, scope: Scope) -> bool:
+        headers = dict(scope.get("headers") or ())
+        supplied = headers.get(b"authorization", b"")
+        token = supplied[7:].strip() if supplied[:7].lower() == b"bearer " else b""
+        if not token:
+            token = headers.get(b"x-api-key", b"")
+        return hmac.compare_digest(token, self.api_key)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if self.api_key and path not in OPEN_PATHS and not self._authorized(scope):
+            response = ApiError(
+                401, "invalid or missing API key", "authentication_error", code="invalid_api_key"
+            ).response()
+            await response(scope, receive, send)
+            # Label by known route only: arbitrary paths must not grow the label set.
+            known = any(getattr(route, "path", None) == path for route in self.routes)
+            label = path if known else "unmatched"
+            self.gateway.metrics.requests.labels(label, "401").inc()
+            return
+        status = 500  # what the client gets if the app fails before it starts a response
+
+        async def send_counting(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counting)
+        finally:
+            label = getattr(scope.get("route"), "path", "unmatched")
+            self.gateway.metrics.requests.labels(label, str(status)).inc()
+
+
 def create_app(config: GatewayConfig) -> FastAPI:
     gateway = Gateway(config)
 
@@ -201,27 +260,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         description="OpenAI-compatible gateway that scales llama.cpp instances per policy.",
     )
     app.state.gateway = gateway
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):  # type: ignore[no-untyped-def]
-        path = request.url.path
-        if config.api_key and path not in OPEN_PATHS:
-            supplied = request.headers.get("authorization", "")
-            token = supplied[7:] if supplied.lower().startswith("bearer ") else ""
-            if not token:
-                token = request.headers.get("x-api-key", "")
-            if not hmac.compare_digest(token.encode(), config.api_key.encode()):
-                response: Response = ApiError(
-                    401, "invalid or missing API key", "authentication_error",
-                    code="invalid_api_key",
-                ).response()
-                gateway.metrics.requests.labels(path, "401").inc()
-                return response
-        response = await call_next(request)
-        route = request.scope.get("route")
-        label = getattr(route, "path", "unmatched")
-        gateway.metrics.requests.labels(label, str(response.status_code)).inc()
-        return response
+    app.add_middleware(_GuardMiddleware, gateway=gateway, routes=app.routes)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -237,6 +276,14 @@ def create_app(config: GatewayConfig) -> FastAPI:
             error_body(message, "invalid_request_error", code=kinds.get(exc.status_code)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # A bug in the gateway, not the client's fault; still answered in the OpenAI shape.
+        return JSONResponse(
+            error_body(f"internal gateway error: {type(exc).__name__}", "server_error"),
+            status_code=500,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -351,7 +398,10 @@ async def _proxy(
         )
         upstream = await gateway.client.send(request, stream=True)
     except httpx.TransportError as exc:
-        release()
+        try:
+            await pool.request_failed(lease)
+        finally:
+            release()
         raise ApiError(
             502, f"instance {lease.instance.instance_id} failed: {exc!r}", "upstream_error",
             headers=headers,
@@ -366,6 +416,7 @@ async def _proxy(
             if upstream.status_code == 200:
                 pool.first_token(lease, time.monotonic())
         except httpx.TransportError as exc:
+            await pool.request_failed(lease)
             raise ApiError(
                 502,
                 f"instance {lease.instance.instance_id} failed mid-request: {exc!r}",
@@ -388,6 +439,7 @@ async def _proxy(
                     pool.first_token(lease, time.monotonic())
                 yield chunk
         except httpx.TransportError as exc:
+            await pool.request_failed(lease)
             # Headers are gone already; tell the client in-band, as OpenAI streams do.
             message = f"instance {lease.instance.instance_id} failed mid-stream: {exc!r}"
             yield b"data: " + json.dumps(error_body(message, "upstream_error")).encode() + b"\n\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -31,16 +32,37 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def vocab_size(model_path: Path) -> int | None:
-    """Number of tokens in a GGUF's vocabulary (None if it cannot be read)."""
-    try:
-        import gguf
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default only where there is one worth showing.
 
-        reader = gguf.GGUFReader(str(model_path))
-        field = reader.fields.get("tokenizer.ggml.tokens")
-        return None if field is None else len(field.data)
+    ``ArgumentDefaultsHelpFormatter`` appends "(default: None)" to options whose default
+    is "unset"; those say in their help text what unset means instead.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        if unset or "default:" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def vocab_size(model_path: Path) -> int | None:
+    """Number of tokens in a GGUF's vocabulary (None if it cannot be read).
+
+    Read from the header alone: gguf.GGUFReader takes seconds on a 49k-token vocabulary,
+    which would delay the gateway's start.
+    """
+    from scalezero.model_fetch import GGUFArray, read_gguf_metadata
+
+    try:
+        tokens = read_gguf_metadata(model_path).kv.get("tokenizer.ggml.tokens")
     except Exception:
-        return None
+        return None  # not a readable GGUF: the instance will say why when it starts
+    if isinstance(tokens, GGUFArray):
+        return tokens.length
+    return len(tokens) if isinstance(tokens, list) else None
 
 
 def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -78,7 +100,7 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         ready_timeout_s=args.ready_timeout_s,
         log_dir=Path(args.log_dir) if args.log_dir else None,
         env=env,
-        command=tuple(args.instance_command.split()) if args.instance_command else None,
+        command=tuple(shlex.split(args.instance_command)) if args.instance_command else None,
         health_path=args.health_path,
     )
     limits = PoolLimits(
@@ -136,71 +158,94 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="run the OpenAI-compatible gateway that scales llama.cpp instances",
         description=(
-            "Run the gateway on its own. Clients talk OpenAI's API to it; it starts and "
-            "stops llama.cpp server instances according to the strategy."
+            "Run the gateway on its own. Clients talk OpenAI's API to it (/v1/completions, "
+            "/v1/chat/completions, /v1/models); it starts and stops llama.cpp server "
+            "instances according to the strategy. Also serves /healthz, /metrics "
+            "(Prometheus) and /state (JSON)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="path to the GGUF model file")
-    parser.add_argument(
-        "--model-name", default=None,
+    policy = parser.add_argument_group("model and policy")
+    policy.add_argument("--model", required=True, metavar="PATH",
+                        help="path to the GGUF model file")
+    policy.add_argument(
+        "--model-name", default=None, metavar="NAME",
         help="name clients use in the 'model' field (default: the file name without .gguf)",
     )
-    parser.add_argument(
-        "--strategy", required=True, choices=sorted(REGISTRY),
-        help="scaling policy: always_on (never stops), naive (stops when nothing is in "
-        "flight), keep_warm (stops after --keep-warm-ttl-s idle)",
+    policy.add_argument(
+        "--strategy", required=True, choices=sorted(REGISTRY), metavar="NAME",
+        help=f"scaling policy, one of: {', '.join(sorted(REGISTRY))}. always_on never "
+        "stops its instance; naive stops it as soon as nothing is in flight; keep_warm "
+        "stops it after --keep-warm-ttl-s idle",
     )
-    parser.add_argument(
-        "--keep-warm-ttl-s", type=float, default=None,
+    policy.add_argument(
+        "--keep-warm-ttl-s", type=float, default=None, metavar="S",
         help="keep_warm: seconds an idle instance stays up (policy default: 60)",
     )
-    parser.add_argument("--min-instances", type=int, default=None,
-                        help="never scale below this many instances (policy default)")
-    parser.add_argument("--max-instances", type=int, default=None,
-                        help="never run more than this many instances (policy default)")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+    policy.add_argument("--min-instances", type=int, default=None, metavar="N",
+                        help="never scale below this many instances (policy default if unset)")
+    policy.add_argument("--max-instances", type=int, default=None, metavar="N",
+                        help="never run more than this many instances (policy default if unset)")
+    policy.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="other policy parameter (repeatable), for policies that take more")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind; anything but loopback exposes the gateway")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to bind")
-    parser.add_argument("--api-key", default=None,
-                        help="require 'Authorization: Bearer KEY' on every endpoint but "
-                        "/healthz (or set SCALEZERO_API_KEY)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="where instances run; cuda offloads all layers by default")
-    parser.add_argument("--gpu-index", type=int, default=None,
-                        help="GPU for instances (sets CUDA_VISIBLE_DEVICES)")
-    parser.add_argument("--n-gpu-layers", type=int, default=None,
-                        help="layers to offload (-1 = all; default: all on cuda, 0 on cpu)")
-    parser.add_argument("--n-ctx", type=int, default=2048, help="context size of each instance")
-    parser.add_argument("--n-threads", type=int, default=None,
-                        help="CPU threads per instance (llama-cpp-python's default if unset)")
-    parser.add_argument("--instance-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for llama_cpp.server (repeatable)")
-    parser.add_argument("--instance-command", default=None,
-                        help="run this command instead of llama-cpp-python's server, e.g. "
-                        "'llama-server -m {model} --port {port} --host {host}'")
-    parser.add_argument("--health-path", default="/v1/models",
-                        help="path polled to decide that an instance is ready")
-    parser.add_argument("--instance-concurrency", type=int, default=1,
-                        help="requests one instance serves at once")
-    parser.add_argument("--max-queue", type=int, default=256,
-                        help="requests that may wait for an instance; more get 429")
-    parser.add_argument("--cold-start-timeout-s", type=float, default=180.0,
-                        help="longest wait for a starting instance before 504")
-    parser.add_argument("--queue-timeout-s", type=float, default=600.0,
-                        help="longest wait for a busy instance before 504")
-    parser.add_argument("--ready-timeout-s", type=float, default=180.0,
-                        help="an instance not ready after this long is killed (503)")
-    parser.add_argument("--max-body-bytes", type=int, default=1 << 20,
-                        help="larger request bodies get 413")
-    parser.add_argument("--events-csv", default=None,
-                        help="write instance lifecycle events to this CSV as they happen")
-    parser.add_argument("--log-dir", default=None, help="write each instance's output here")
-    parser.add_argument("--log-level", default="warning",
-                        choices=("critical", "error", "warning", "info", "debug"))
-    parser.add_argument("--access-log", action="store_true", help="log every request")
-    parser.add_argument("--exit-with-parent", action="store_true",
-                        help="shut down when the parent process dies (used by measured runs)")
+
+    http = parser.add_argument_group("HTTP front")
+    http.add_argument("--host", default="127.0.0.1", metavar="HOST",
+                      help="address to bind; anything but loopback exposes the gateway")
+    http.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="PORT",
+                      help="port to bind")
+    http.add_argument("--api-key", default=None, metavar="KEY",
+                      help="require 'Authorization: Bearer KEY' (or 'X-API-Key: KEY') on every "
+                      "endpoint but /healthz; the SCALEZERO_API_KEY environment variable "
+                      "does the same (unset: no key needed)")
+    http.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N",
+                      help="larger request bodies get 413")
+    http.add_argument("--log-level", default="warning",
+                      choices=("critical", "error", "warning", "info", "debug"),
+                      help="log level of the gateway's HTTP server (uvicorn)")
+    http.add_argument("--access-log", action="store_true", help="log every request")
+
+    queue = parser.add_argument_group("queueing and timeouts")
+    queue.add_argument("--instance-concurrency", type=int, default=1, metavar="N",
+                       help="requests one instance serves at once")
+    queue.add_argument("--max-queue", type=int, default=256, metavar="N",
+                       help="requests that may wait for an instance; more get 429 with "
+                       "Retry-After")
+    queue.add_argument("--cold-start-timeout-s", type=float, default=180.0, metavar="S",
+                       help="longest wait for a starting instance before 504")
+    queue.add_argument("--queue-timeout-s", type=float, default=600.0, metavar="S",
+                       help="longest wait for a busy instance before 504")
+    queue.add_argument("--ready-timeout-s", type=float, default=180.0, metavar="S",
+                       help="an instance not ready after this long is killed and its waiting "
+                       "clients get 503")
+
+    inst = parser.add_argument_group("instances")
+    inst.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                      help="where instances run; cuda offloads all layers unless "
+                      "--n-gpu-layers says otherwise")
+    inst.add_argument("--gpu-index", type=int, default=None, metavar="I",
+                      help="GPU for instances (sets CUDA_VISIBLE_DEVICES; unset: all visible)")
+    inst.add_argument("--n-gpu-layers", type=int, default=None, metavar="N",
+                      help="layers to offload (-1 = all; default: all on cuda, 0 on cpu)")
+    inst.add_argument("--n-ctx", type=int, default=2048, metavar="N",
+                      help="context size of each instance; also the largest max_tokens accepted")
+    inst.add_argument("--n-threads", type=int, default=None, metavar="N",
+                      help="CPU threads per instance (unset: llama-cpp-python's default)")
+    inst.add_argument("--instance-arg", action="append", default=[], metavar="ARG",
+                      help="extra argument for llama_cpp.server (repeatable)")
+    inst.add_argument("--instance-command", default=None, metavar="CMD",
+                      help="run CMD (split like a shell would) instead of llama-cpp-python's "
+                      "server, e.g. 'llama-server -m {model} --port {port} --host {host}'; "
+                      "placeholders: {python} {model} {port} {host} {n_ctx} {alias}")
+    inst.add_argument("--health-path", default="/v1/models", metavar="PATH",
+                      help="path polled to decide that an instance is ready")
+
+    records = parser.add_argument_group("records")
+    records.add_argument("--events-csv", default=None, metavar="PATH",
+                         help="write instance lifecycle events to this CSV as they happen "
+                         "(unset: kept in memory only)")
+    records.add_argument("--log-dir", default=None, metavar="DIR",
+                         help="write each instance's output here (unset: not kept)")
+    records.add_argument("--exit-with-parent", action="store_true",
+                         help="shut down when the parent process dies (used by measured runs)")
     parser.set_defaults(func=run_serve)

@@ -177,7 +177,11 @@ class InstanceProcess:
         return " | ".join((interesting or lines)[-3:])[:500]
 
     async def wait_ready(self) -> float:
-        """Return the time the server first answered; raise InstanceStartError otherwise."""
+        """Return the time the server first answered; raise InstanceStartError otherwise.
+
+        Every wait races the process's exit, so a start that fails is reported at once
+        (not after a probe's timeout).
+        """
         assert self.proc is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.spec.ready_timeout_s
@@ -187,33 +191,59 @@ class InstanceProcess:
         # still belong to someone else (a lost race for it), whose answers mean nothing.
         custom = bool(self.spec.command)
         url = self.base_url + self.spec.health_path
-        async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False) as client:
-            while True:
-                poll_now = (custom and not self.phase_times) or self._listening.is_set()
-                if self.proc.returncode is not None:
-                    await self._drain_readers()
-                    reason = self.failure_reason() or "no output"
-                    raise InstanceStartError(
-                        f"instance exited with code {self.proc.returncode} during start: {reason}"
-                    )
-                if loop.time() > deadline:
-                    raise InstanceStartError(
-                        f"instance not ready after {self.spec.ready_timeout_s:g} s"
-                    )
-                if poll_now or fallback_poll:
-                    try:
-                        response = await client.get(url)
-                        if response.status_code == 200:
+        exited = asyncio.ensure_future(self.proc.wait())
+        try:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False) as client:
+                while True:
+                    if exited.done():
+                        await self._drain_readers()
+                        reason = self.failure_reason() or "no output"
+                        raise InstanceStartError(
+                            f"instance exited with code {self.proc.returncode} during start: "
+                            f"{reason}"
+                        )
+                    remaining_s = deadline - loop.time()
+                    if remaining_s <= 0:
+                        raise InstanceStartError(
+                            f"instance not ready after {self.spec.ready_timeout_s:g} s"
+                        )
+                    if (custom and not self.phase_times) or fallback_poll or (
+                        self._listening.is_set()
+                    ):
+                        if await self._probe(client, url, exited, remaining_s):
                             return time.monotonic()
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(self.spec.poll_interval_s / 4)
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._listening.wait(), self.spec.poll_interval_s)
-                # Fall back to polling if the marker never comes (e.g. a patched server).
-                if loop.time() - self.phase_times.get("model_loaded", float("inf")) > 1.0:
-                    fallback_poll = True
+                        await asyncio.wait({exited}, timeout=self.spec.poll_interval_s / 4)
+                        continue
+                    listening = asyncio.ensure_future(self._listening.wait())
+                    await asyncio.wait(
+                        {listening, exited},
+                        timeout=min(self.spec.poll_interval_s, remaining_s),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    listening.cancel()
+                    # Fall back to polling if the marker never comes (e.g. a patched server).
+                    if loop.time() - self.phase_times.get("model_loaded", float("inf")) > 1.0:
+                        fallback_poll = True
+        finally:
+            exited.cancel()
+
+    @staticmethod
+    async def _probe(
+        client: httpx.AsyncClient, url: str, exited: asyncio.Future[int], timeout_s: float
+    ) -> bool:
+        """One readiness request; False on no answer, a non-200 answer, or the process's exit."""
+        probe = asyncio.ensure_future(client.get(url))
+        await asyncio.wait({probe, exited}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if not probe.done():
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+            return False
+        error = probe.exception()
+        if error is None:
+            return probe.result().status_code == 200
+        if isinstance(error, httpx.TransportError):
+            return False
+        raise error
 
     async def wait_exit(self) -> int:
         assert self.proc is not None
@@ -233,10 +263,8 @@ class InstanceProcess:
         pgid = self.proc.pid
         if self.proc.returncode is None:
             signal_group(pgid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.proc.wait(), self.spec.stop_grace_s)
-            except TimeoutError:
-                pass
         signal_group(pgid, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.proc.wait(), self.spec.stop_grace_s)

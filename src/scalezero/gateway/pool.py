@@ -80,6 +80,9 @@ class PoolLimits:
     queue_timeout_s: float = 600.0
     #: Requests one instance serves at once (llama-cpp-python's server runs one at a time).
     instance_concurrency: int = 1
+    #: After a request to an instance breaks off, how long to wait for its process to exit
+    #: before concluding it is still alive (a one-off network error).
+    failure_check_s: float = 1.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -273,6 +276,23 @@ class Pool:
             if inst.in_flight == 0:
                 self._consider_idle(inst)
 
+    async def request_failed(self, lease: Lease) -> None:
+        """A request to the lease's instance broke off (connection reset or refused).
+
+        If its process is exiting, take the instance out of service now, before the client
+        hears of the failure: the exit watcher would notice a moment later, and a retry sent
+        in that moment would go to the dead instance.
+        """
+        inst = lease.instance
+        proc = inst.process.proc
+        if inst.state is not InstanceState.READY or proc is None:
+            return
+        try:
+            code = await asyncio.wait_for(proc.wait(), self.limits.failure_check_s)
+        except TimeoutError:
+            return
+        self._instance_died(inst, code)
+
     def first_token(self, lease: Lease, t_s: float) -> None:
         """The first token of an instance's first request left it: the cold start is over."""
         if lease.first_of_instance:
@@ -335,9 +355,12 @@ class Pool:
 
     def _idle_expired(self, inst: Instance) -> None:
         inst.idle_handle = None
-        if inst.state is InstanceState.READY and inst.in_flight == 0:
-            if len(self._in_state(InstanceState.READY)) > self.policy.min_instances:
-                self._drain(inst, "idle_ttl")
+        if (
+            inst.state is InstanceState.READY
+            and inst.in_flight == 0
+            and len(self._in_state(InstanceState.READY)) > self.policy.min_instances
+        ):
+            self._drain(inst, "idle_ttl")
 
     def _cancel_idle(self, inst: Instance) -> None:
         if inst.idle_handle is not None:
@@ -388,8 +411,13 @@ class Pool:
         except (InstanceStartError, OSError) as exc:
             await self._start_failed(inst, str(exc))
             return
+        except asyncio.CancelledError:
+            # Cancelled by shutdown while the process was being spawned: never leave it behind.
+            await inst.process.stop()
+            raise
         if inst.state is not InstanceState.STARTING:
-            return  # shut down while starting
+            await inst.process.stop()  # shut down while starting
+            return
         inst.state = InstanceState.READY
         inst.ready_at_s = ready_at_s
         inst.idle_since_s = ready_at_s
@@ -410,28 +438,34 @@ class Pool:
             self._min_start_failed = True  # no crash loop; the next request tries again
         inst.state = InstanceState.FAILED
         self._record(inst, "start_failed", detail=reason)
-        await inst.process.stop()
-        self._remove(inst)
         # The waiters were waiting for this start; unless another instance can serve
-        # them, tell them now why, instead of letting them time out.
+        # them, tell them now why (before the stop below, which may take its grace period),
+        # instead of letting them time out.
         if not self._in_state(InstanceState.STARTING, InstanceState.READY):
             while self._waiters:
                 waiter = self._waiters.popleft()
                 if not waiter.future.done():
                     waiter.future.set_exception(StartFailed(f"instance start failed: {reason}"))
+        await inst.process.stop()
+        self._remove(inst)
 
     async def _watch_exit(self, inst: Instance) -> None:
         code = await inst.process.wait_exit()
-        if inst.state is InstanceState.READY:
-            inst.state = InstanceState.FAILED
-            self._cancel_idle(inst)
-            self._record(
-                inst, "died", reason="crash",
-                detail=f"exit code {code}: {inst.process.failure_reason()}",
-            )
-            self._remove(inst)
-            self._dispatch()  # queued requests get a replacement on demand
-            self._ensure_min_instances()
+        self._instance_died(inst, code)
+
+    def _instance_died(self, inst: Instance, code: int) -> None:
+        """A ready instance's process exited unasked; idempotent."""
+        if inst.state is not InstanceState.READY:
+            return
+        inst.state = InstanceState.FAILED
+        self._cancel_idle(inst)
+        self._record(
+            inst, "died", reason="crash",
+            detail=f"exit code {code}: {inst.process.failure_reason()}",
+        )
+        self._remove(inst)
+        self._dispatch()  # queued requests get a replacement on demand
+        self._ensure_min_instances()
 
     # ----------------------------------------------------------------- helpers
     def _remove(self, inst: Instance) -> None:
