@@ -79,11 +79,30 @@ def test_run_files_and_provenance(smoke_run: dict) -> None:
         assert (run_dir / name).stat().st_size > 0, name
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "ok"
+    windows = run["windows"]
+    assert windows["baseline_bare"][0] < windows["baseline_bare"][1] <= \
+        windows["baseline_context"][0] < windows["baseline_context"][1] <= windows["replay"][0]
     assert run["model"]["sha256"].startswith("b179c952")
     assert run["policy"] == {"name": "keep_warm", "keep_warm_ttl_s": 4, "min_instances": 0,
                              "max_instances": 1}
     events = pd.read_csv(run_dir / "events.csv")
     assert {"spawn", "model_loaded", "ready", "first_token", "stopped"} <= set(events["event"])
+
+
+def test_size_sweep_measures_both_synthetic_sizes(smoke_run: dict) -> None:
+    sweep = pd.read_csv(smoke_run["workdir"] / "results" / "sweep" / "size_sweep.csv")
+    assert list(sweep["model"]) == ["synth-tiny", "synth-smollm2-shape"]
+    assert (sweep["cold_starts"] >= 1).all()
+    assert sweep["file_bytes"].is_monotonic_increasing
+    assert (sweep["runtime_ready_to_model_loaded_mean_s"] > 0).all()
+    assert (sweep["page_cache_read_mib_s"] > 0).all()
+    for model in sweep["model"]:
+        requests = pd.read_csv(smoke_run["workdir"] / "results" / "sweep" / "runs" / model /
+                               "requests.csv")
+        # Random weights, real tokenizer: the synthetic model answers in full.
+        assert (requests["status"] == 200).all()
+        assert (requests["tokens_out"] == requests["max_tokens"]).all()
+    assert (smoke_run["workdir"] / "results" / "figures" / "size_sweep.svg").stat().st_size > 0
 
 
 def test_telemetry_lines_up_with_events(smoke_run: dict) -> None:

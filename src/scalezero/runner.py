@@ -73,6 +73,7 @@ class RunPlan:
     telemetry_rate_hz: float = 10.0
     telemetry_backend: str = "auto"
     baseline_s: float = 5.0
+    context_baseline_s: float = 0.0
     tail_s: float = 0.0
     log_dir: Path | None = None
     lock_path: Path | None = None
@@ -354,6 +355,8 @@ def _measured_run_locked(
         t_start = time.monotonic()
         time.sleep(plan.baseline_s)
         run["windows"]["baseline_bare"] = [t_start, time.monotonic()]
+        if plan.context_baseline_s > 0:
+            run["windows"]["baseline_context"] = _context_baseline(plan)
 
         port = free_tcp_port()
         base_url = f"http://127.0.0.1:{port}"
@@ -384,6 +387,36 @@ def _measured_run_locked(
         run["ended_at"] = _now_iso()
         _finish_files(plan, run, records, items)
     return run
+
+
+def _context_baseline(plan: RunPlan) -> list[float]:
+    """Hold a minimal model (runtime and device context, ~no weights) for a window."""
+    from scalezero.context_probe import LOADED_MARKER, ensure_probe_model
+
+    probe_model = ensure_probe_model(plan.out_dir.parent / ".context-probe.gguf")
+    n_gpu_layers = -1 if plan.device == "cuda" else 0
+    # The probe must see the same device as the instances will, and nothing else.
+    env: dict[str, str] = {}
+    if plan.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif plan.gpu_index is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(plan.gpu_index)
+    probe = subprocess.Popen(
+        [sys.executable, "-m", "scalezero.context_probe", "--model", str(probe_model),
+         "--n-gpu-layers", str(n_gpu_layers), "--parent-pid", str(os.getpid())],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        start_new_session=True, env={**package_env(), **env}, text=True,
+    )
+    try:
+        assert probe.stdout is not None
+        line = probe.stdout.readline()  # blocks until loaded or the probe died
+        if not line.startswith(LOADED_MARKER):
+            raise RuntimeError("the context-only probe did not load its model")
+        t_start = time.monotonic()
+        time.sleep(plan.context_baseline_s)
+        return [t_start, time.monotonic()]
+    finally:
+        terminate_group(probe, grace_s=5.0)
 
 
 def _finish_files(plan: RunPlan, run: dict[str, Any], records: list, items: list) -> None:
@@ -448,6 +481,7 @@ def run_from_settings(
         telemetry_rate_hz=float(telemetry.get("rate_hz", 10.0)),
         telemetry_backend=telemetry.get("backend", "auto"),
         baseline_s=float(telemetry.get("baseline_s", 5.0)),
+        context_baseline_s=float(telemetry.get("context_baseline_s", 0.0)),
         log_dir=(keep_failed_in / "logs") if keep_failed_in else out_dir / "logs",
         lock_path=Path(settings["lock_file"]) if settings.get("lock_file") else None,
         config_sha256=config_sha256(settings),
@@ -493,6 +527,7 @@ def run_cli(args: argparse.Namespace) -> int:
         n_ctx=args.n_ctx,
         n_threads=args.n_threads,
         baseline_s=args.baseline_s,
+        context_baseline_s=args.context_baseline_s,
         telemetry_rate_hz=args.rate_hz,
         telemetry_backend=args.telemetry_backend,
         log_dir=Path(args.out_dir) / "logs",
@@ -529,6 +564,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n-threads", type=int, default=None)
     parser.add_argument("--baseline-s", type=float, default=5.0,
                         help="bare-idle baseline before the gateway starts")
+    parser.add_argument("--context-baseline-s", type=float, default=0.0,
+                        help="then a window with a minimal model loaded (0: skip)")
     parser.add_argument("--rate-hz", type=float, default=10.0, help="telemetry sample rate")
     parser.add_argument("--telemetry-backend", choices=("auto", "nvml", "host"), default="auto")
     parser.add_argument("--lock", default=None,
