@@ -9,7 +9,6 @@ that the committed file is current. Regenerate it with
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import random
@@ -189,27 +188,6 @@ def run_order(strategies: list[str], repeats: int, order: str, order_seed: int
     return plan
 
 
-def with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of `config` with the schema's top-level and section defaults filled in."""
-    out = copy.deepcopy(dict(config))
-    schema = config_schema()["properties"]
-    for key, sub in schema.items():
-        if "default" in sub and key not in out:
-            out[key] = sub["default"]
-        if sub.get("type") == "object" and "properties" in sub and key not in ("models",):
-            section = out.setdefault(key, {}) if key in out or _has_defaults(sub) else None
-            if section is None:
-                continue
-            for name, prop in sub["properties"].items():
-                if "default" in prop and name not in section:
-                    section[name] = prop["default"]
-    return out
-
-
-def _has_defaults(schema: Mapping[str, Any]) -> bool:
-    return any("default" in p for p in schema.get("properties", {}).values())
-
-
 def main() -> None:
     """Print the schema (python -m scalezero.config > config/config.schema.json)."""
     print(json.dumps(config_schema(), indent=2))
@@ -219,4 +197,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["check_config", "config_schema", "config_sha256", "run_order", "with_defaults"]
+__all__ = ["check_config", "config_schema", "config_sha256", "run_order"]

@@ -1,0 +1,87 @@
+"""Configuration: the committed schema is current, shipped configs pass, mistakes are named."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from scalezero.config import check_config, config_schema, config_sha256, run_order
+from scalezero.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = [ROOT / "config" / "config.yaml", ROOT / ".test" / "config.yaml"]
+
+
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def test_committed_schema_is_generated_from_the_package() -> None:
+    committed = json.loads((ROOT / "config" / "config.schema.json").read_text())
+    assert committed == config_schema(), (
+        "config/config.schema.json is stale: python -m scalezero.config > "
+        "config/config.schema.json")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.parent.name)
+def test_shipped_configs_are_valid(path: Path) -> None:
+    config = _load(path)
+    jsonschema.Draft202012Validator(config_schema()).validate(config)
+    check_config(config)
+
+
+def test_every_top_level_key_is_documented() -> None:
+    doc = (ROOT / "config" / "README.md").read_text(encoding="utf-8")
+    for key in config_schema()["properties"]:
+        assert f"`{key}`" in doc, key
+
+
+def test_schema_rejects_unknown_keys_and_bad_values() -> None:
+    validator = jsonschema.Draft202012Validator(config_schema())
+    config = _load(CONFIGS[1])
+    assert not list(validator.iter_errors(config))
+    typo = copy.deepcopy(config) | {"repeat": 3}
+    assert list(validator.iter_errors(typo))
+    bad_device = copy.deepcopy(config) | {"device": "gpu"}
+    assert list(validator.iter_errors(bad_device))
+    bad_hash = copy.deepcopy(config)
+    bad_hash["models"]["smollm2-135m"]["sha256"] = "abc"
+    assert list(validator.iter_errors(bad_hash))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c.update(model="nope"), "model 'nope' is not a key of models"),
+        (lambda c: c["strategies"]["keep_warm"].update(ttl=3), "keep_warm.*no parameter"),
+        (lambda c: c["strategies"]["naive"].update(policy="lazy"), "unknown policy 'lazy'"),
+        (lambda c: c["workloads"]["smoke"].pop("seed"), "seed"),
+        (lambda c: c["size_sweep"].update(models=["missing"]), "size_sweep.models"),
+    ],
+)
+def test_cross_reference_mistakes_are_named(change, message: str) -> None:
+    config = _load(CONFIGS[1])
+    change(config)
+    with pytest.raises(UserError, match=message):
+        check_config(config)
+
+
+def test_run_order_interleaves_repeats_and_shuffles_reproducibly() -> None:
+    assert run_order(["a", "b"], 2, "interleaved", 0) == [("a", 1), ("b", 1), ("a", 2),
+                                                          ("b", 2)]
+    shuffled = run_order(["a", "b", "c"], 3, "random", 5)
+    assert shuffled == run_order(["a", "b", "c"], 3, "random", 5)
+    assert sorted(shuffled) == sorted(run_order(["a", "b", "c"], 3, "interleaved", 0))
+    assert shuffled != run_order(["a", "b", "c"], 3, "interleaved", 0)
+    with pytest.raises(UserError):
+        run_order(["a"], 1, "alphabetical", 0)
+
+
+def test_config_hash_ignores_key_order() -> None:
+    assert config_sha256({"a": 1, "b": [1, 2]}) == config_sha256({"b": [1, 2], "a": 1})
+    assert config_sha256({"a": 1}) != config_sha256({"a": 2})
