@@ -20,7 +20,7 @@ include: "workflow/rules/workload.smk"
 include: "workflow/rules/run.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/sweep.smk"
-# include: "workflow/rules/report.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -102,7 +102,7 @@ def test_size_sweep_measures_both_synthetic_sizes(smoke_run: dict) -> None:
         # Random weights, real tokenizer: the synthetic model answers in full.
         assert (requests["status"] == 200).all()
         assert (requests["tokens_out"] == requests["max_tokens"]).all()
-    assert (smoke_run["workdir"] / "results" / "figures" / "size_sweep.svg").stat().st_size > 0
+    assert (smoke_run["workdir"] / "results" / "figures" / "size_sweep.png").stat().st_size > 0
 
 
 def test_telemetry_lines_up_with_events(smoke_run: dict) -> None:

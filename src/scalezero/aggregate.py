@@ -278,8 +278,9 @@ def summarize_run(
 
     row: dict[str, Any] = dict.fromkeys(summary_columns(slo_sets), np.nan)
     row.update({
-        "workload": meta.get("workload", run_dir.parent.parent.name),
-        "strategy": meta.get("strategy", run_dir.parent.name),
+        # `scalezero run` outside the workflow may leave these empty: the folder names them.
+        "workload": meta.get("workload") or run_dir.parent.parent.name,
+        "strategy": meta.get("strategy") or run_dir.parent.name,
         "policy": policy.get("name", np.nan),
         "keep_warm_ttl_s": _scalar(policy.get("keep_warm_ttl_s")),
         "min_instances": _scalar(policy.get("min_instances")),

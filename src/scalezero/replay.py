@@ -71,14 +71,14 @@ def completion_payload(
 ) -> dict[str, Any]:
     """The request body: streaming, and kept from stopping before ``max_tokens``.
 
-    ``min_tokens`` holds off the end-of-sequence token and the logit bias bans the other
-    end-of-generation tokens, so the requested output length is the produced length.
+    The logit bias bans every end-of-generation token, so the requested output length
+    is the produced length. (llama-cpp-python's ``min_tokens`` is not used: combined
+    with a logit bias, its server ends some completions at once with no token.)
     """
     payload: dict[str, Any] = {
         "model": model,
         "prompt": item.prompt,
         "max_tokens": item.max_tokens,
-        "min_tokens": item.max_tokens,
         "temperature": 0.0,
         "seed": item.request_id,
         "stream": True,

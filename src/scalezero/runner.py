@@ -271,9 +271,8 @@ def gateway_command(plan: RunPlan, port: int, events_path: Path) -> list[str]:
 
 def measured_run(plan: RunPlan) -> dict[str, Any]:
     """Run one strategy on one trace; write the run files into ``plan.out_dir``."""
-    from scalezero.strategies import make_policy
-
     from scalezero.device import require_device
+    from scalezero.strategies import make_policy
 
     policy = make_policy(plan.policy, plan.policy_params)  # fail early on a bad config
     require_device(plan.device)

@@ -182,15 +182,15 @@ def write_sweep_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
 
 def plot_size_sweep(sweep_csv: Path, out: Path) -> Path:
     """Cold-start phases against model bytes, beside the read-bandwidth lower bounds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import pandas as pd
+
+    from scalezero.figures import _plt, _save
+
+    plt = _plt()
 
     df = pd.read_csv(sweep_csv).sort_values("file_bytes")
     mib = df["file_bytes"] / MIB
-    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
     phases = [
         ("spawn_to_runtime_ready_mean_s", "spawn → runtime ready", "#9ecae1"),
         ("runtime_ready_to_model_loaded_mean_s", "weights loaded", "#3182bd"),
@@ -210,11 +210,9 @@ def plot_size_sweep(sweep_csv: Path, out: Path) -> Path:
                 label="bytes / cold read bandwidth")
     ax.set_xticks(list(x), [f"{m}\n{s:,.0f} MiB" for m, s in zip(df["model"], mib,
                                                                    strict=True)])
-    ax.set_ylabel("time, s")
+    ax.set_ylabel("mean time from spawn, s")
     ax.set_xlabel("model (file size)")
     ax.set_title("Cold start by phase against model size")
-    ax.legend(fontsize=8, loc="upper left")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    # Below the axes: bars of any height stay readable.
+    fig.legend(fontsize=8, loc="outside lower center", ncols=3, frameon=False)
+    return _save(fig, out)

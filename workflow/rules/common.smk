@@ -1,5 +1,6 @@
 # Configuration checks and helpers shared by the rules.
 
+import glob
 import sys
 from pathlib import Path
 
@@ -160,9 +161,82 @@ def sweep_settings(wildcards):
     }
 
 
+# Report helpers: projections, figures and the report's inputs.
+
+
+def projection_files(workload):
+    base = f"results/projections/{workload}"
+    return {
+        "sweep": f"{base}.csv",
+        "model": f"{base}_model.csv",
+        "runs": f"{base}_runs.csv",
+        "phases": f"{base}_phases.csv",
+        "constants": f"{base}_constants.json",
+    }
+
+
+def figure_file(workload, name):
+    return f"results/figures/{workload}/{name}.png"
+
+
+def report_figures(workload):
+    """Figure name -> file, in the report's order (one timeline per strategy)."""
+    names = ["latency", "cold_starts"]
+    names += [f"timeline_{s}" for s in STRATEGIES]
+    names += ["energy", "projections"]
+    return {name: figure_file(workload, name) for name in names}
+
+
+def run_files(dirs):
+    """The files of run folders, by kind (the run rule's outputs)."""
+    return {
+        "run_json": [f"{d}/run.json" for d in dirs],
+        "requests": [f"{d}/requests.csv" for d in dirs],
+        "events": [f"{d}/events.csv" for d in dirs],
+        "telemetry": [f"{d}/telemetry.csv" for d in dirs],
+    }
+
+
+def first_run_dir(workload, strategy):
+    """The lowest repeat of a strategy: its run is the one drawn as a timeline."""
+    mine = [d for d in run_dirs(workload) if d.split("/")[-2] == strategy]
+    return min(mine, key=lambda d: int(d.split("/")[-1]))
+
+
+def timeline_inputs(wildcards):
+    """The files of the run a strategy's timeline shows."""
+    files = run_files([first_run_dir(wildcards.workload, wildcards.strategy)])
+    return {kind: paths[0] for kind, paths in files.items()}
+
+
+def report_inputs(wildcards):
+    workload = REPORT_WORKLOAD
+    inputs = {
+        "summary": summary_files(workload)["summary"],
+        "requests": summary_files(workload)["requests"],
+        "cold_starts": summary_files(workload)["cold_starts"],
+        "energy": summary_files(workload)["energy"],
+        "ci": summary_files(workload)["ci"],
+        "trace": trace_file(workload),
+        "run_json": run_files(run_dirs(workload))["run_json"],
+        # The report source (not the captions of `snakemake --report`): an edit reruns it.
+        "source": sorted(
+            p for p in glob.glob("report/**/*", recursive=True)
+            if Path(p).is_file() and not p.startswith("report/captions/")
+            and p != "report/workflow.rst"
+        ),
+    }
+    inputs.update({f"proj_{k}": v for k, v in projection_files(workload).items()})
+    if SWEEP_MODELS:
+        inputs["sweep_summary"] = "results/sweep/size_sweep.csv"
+        inputs["sweep_figure"] = "results/figures/size_sweep.png"
+    inputs.update({f"fig_{k}": v for k, v in report_figures(workload).items()})
+    return inputs
+
+
 def final_outputs():
     outputs = ["results/report/report.html"]
     outputs += [summary_files(w)["summary"] for w in WORKLOADS]
     if SWEEP_MODELS:
-        outputs += ["results/sweep/size_sweep.csv", "results/figures/size_sweep.svg"]
+        outputs += ["results/sweep/size_sweep.csv", "results/figures/size_sweep.png"]
     return outputs

@@ -78,7 +78,7 @@ rule sweep_figure:
         summary="results/sweep/size_sweep.csv",
     output:
         figure=report(
-            "results/figures/size_sweep.svg",
+            "results/figures/size_sweep.png",
             caption="../../report/captions/size_sweep.rst",
             category="Cold starts",
         ),

@@ -3,5 +3,6 @@ instances according to a strategy's policy.
 
 Modules, one job each: ``events`` (the lifecycle record), ``launcher`` (one instance
 process), ``pool`` (instance states and the activator queue), ``app`` (HTTP routes and
-proxying), ``prom`` (Prometheus metrics), ``cli`` (``scalezero serve``).
+proxying), ``upstream`` (the HTTP client for the hop to instances), ``prom`` (Prometheus
+metrics), ``cli`` (``scalezero serve``).
 """

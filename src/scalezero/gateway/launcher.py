@@ -174,7 +174,9 @@ class InstanceProcess:
         interesting = [
             line for line in lines if any(k in line.lower() for k in ("error", "fail", "exception"))
         ]
-        return " | ".join((interesting or lines)[-3:])[:500]
+        # Indented lines of a traceback are source code; the exception line says more.
+        unindented = [line for line in interesting if not line[:1].isspace()]
+        return " | ".join((unindented or interesting or lines)[-3:])[:500]
 
     async def wait_ready(self) -> float:
         """Return the time the server first answered; raise InstanceStartError otherwise.

@@ -1,0 +1,241 @@
+"""Build the HTML report: variables, generated tables, figures, shortcodes, render.
+
+`build_report` works in a scratch folder: it copies the report source (`report/`),
+writes `_variables.yml` and the generated tables under `_generated/`, copies the figures
+under `figures/`, resolves the shortcodes and renders one self-contained HTML file
+(figures, styles and bibliography embedded). It then checks the result: no shortcode
+left, every figure embedded.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scalezero.errors import UserError
+from scalezero.report.config import ReportSettings
+from scalezero.report.render import (
+    ANY_SHORTCODE,
+    choose_renderer,
+    join_front_matter,
+    render,
+    resolve_document,
+)
+from scalezero.report.variables import build_tables, build_variables, collect_inputs
+
+#: The report source shipped with the project (report/ at the repository root).
+DEFAULT_SOURCE_DIR = Path(__file__).resolve().parents[3] / "report"
+MAIN_FILE = "report.qmd"
+PANDOC_CSS = "pandoc.css"
+
+#: Figures of the report, in order of appearance; "timeline" has one per strategy.
+FIGURE_ORDER: tuple[str, ...] = ("latency", "cold_starts", "size_sweep", "timeline", "energy",
+                                 "projections")
+
+SECTIONS: tuple[str, ...] = (
+    "Summary", "Setup", "Latency", "Cold starts", "Resources over time", "Energy",
+    "Projections", "Discussion", "Limitations", "References",
+)
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    html: Path
+    variables: dict[str, Any]
+    renderer: str
+
+
+def timeline_key(strategy: str) -> str:
+    return f"timeline_{strategy}"
+
+
+def figure_numbers(strategies: Sequence[str], size_sweep: bool = False) -> dict[str, int]:
+    """Figure name -> its number in the report (timelines: timeline_<strategy>).
+
+    The size-sweep figure exists only when the configuration has a size sweep.
+    """
+    out: dict[str, int] = {}
+    for name in FIGURE_ORDER:
+        if name == "size_sweep" and not size_sweep:
+            continue
+        if name == "timeline":
+            for s in strategies:
+                out[timeline_key(s)] = len(out) + 1
+        else:
+            out[name] = len(out) + 1
+    return out
+
+
+def _timelines_md(strategies: Sequence[str], numbers: Mapping[str, int],
+                  suffixes: Mapping[str, str]) -> str:
+    parts = []
+    for s in strategies:
+        key = timeline_key(s)
+        parts.append(f"![Figure {numbers[key]}: {s}, first repeat. Top: request arrivals "
+                     "(black: cold, grey: warm) and instances (hatched: starting, solid: up). "
+                     "Middle: memory held by the instances. Bottom: power draw (or the "
+                     f"instances' CPU use where no power sensor exists).]"
+                     f"(figures/{key}{suffixes[key]}){{width=100%}}\n")
+    return "\n".join(parts)
+
+
+def size_sweep_md(summary_csv: Path, figure_number: int, figure_file: str) -> str:
+    """The size-sweep subsection: figure, table and the sentence the numbers support."""
+    import pandas as pd
+
+    df = pd.read_csv(summary_csv).sort_values("file_bytes")
+    if df.empty:
+        return "The size sweep measured no model.\n"
+    mib = 1024 * 1024
+
+    def fmt(value: float, digits: int = 2) -> str:
+        return "n/a" if pd.isna(value) else f"{value:,.{digits}f}"
+
+    rows = ["| model | file, MiB | parameters, M | cold start, s | load, s | "
+            "lower bound (cold read), s | lower bound (page cache), s | TPOT p50, ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in df.itertuples():
+        rows.append(
+            f"| {r.model} | {fmt(r.file_bytes / mib, 0)} | {fmt(r.parameters / 1e6, 0)} | "
+            f"{fmt(r.cold_start_mean_s)} | {fmt(r.runtime_ready_to_model_loaded_mean_s)} | "
+            f"{fmt(r.load_lower_bound_cold_s, 3)} | {fmt(r.load_lower_bound_page_cache_s, 3)} | "
+            f"{fmt(r.tpot_p50_ms, 1)} |")
+    small, large = df.iloc[0], df.iloc[-1]
+    text = (
+        f"![Figure {figure_number}: Cold start by phase for each model of the size sweep, "
+        "against the time it takes to read the file at the bandwidth measured on the same "
+        f"host.]({figure_file}){{width=100%}}\n\n" + "\n".join(rows) + "\n\n"
+    )
+    if len(df) > 1:
+        text += (
+            f"From {small.model} ({fmt(small.file_bytes / mib, 0)} MiB) to {large.model} "
+            f"({fmt(large.file_bytes / mib, 0)} MiB) the cold start went from "
+            f"{fmt(small.cold_start_mean_s)} s to {fmt(large.cold_start_mean_s)} s, of which "
+            f"loading the weights took {fmt(large.runtime_ready_to_model_loaded_mean_s)} s "
+            f"against {fmt(large.load_lower_bound_cold_s, 3)} s to read the file after its "
+            f"cached pages were dropped ({large.cold_read_method}) and "
+            f"{fmt(large.load_lower_bound_page_cache_s, 3)} s from the page cache. "
+            "The sweep's models were read shortly before they were served, so their loads "
+            "are page-cache loads; a first start after a reboot pays the cold-read bound.\n"
+        )
+    return text
+
+
+def check_html(html: str, figure_count: int) -> None:
+    """The rendered page has no shortcode left and embeds `figure_count` images."""
+    leftover = ANY_SHORTCODE.search(html)
+    if leftover:
+        raise UserError(f"shortcode left in the rendered report: "
+                        f"{html[leftover.start():leftover.start() + 60]!r}")
+    if "include" in html and re.search(r"\{\{\s*<\s*include", html):
+        raise UserError("include directive left in the rendered report")
+    embedded = len(re.findall(r"<img[^>]+src=\"data:image/", html))
+    embedded += len(re.findall(r"<svg[\s>]", html))
+    if embedded < figure_count:
+        raise UserError(f"the rendered report embeds {embedded} images, expected "
+                        f"{figure_count}")
+
+
+def build_report(
+    *,
+    workload: str,
+    summary_files: Mapping[str, Path],
+    projection_files: Mapping[str, Path],
+    figures: Mapping[str, Path],
+    out_html: Path,
+    settings: ReportSettings,
+    run_dirs: Sequence[Path] = (),
+    trace: Path | None = None,
+    slo_sets: Mapping[str, Mapping[str, float]] | None = None,
+    variables_out: Path | None = None,
+    source_dir: Path | None = None,
+    renderer: str | None = None,
+    log: Path | None = None,
+    size_sweep: Mapping[str, Path] | None = None,
+) -> ReportResult:
+    """Render the report of one workload into `out_html`.
+
+    `figures` maps figure names (latency, cold_starts, energy, projections and
+    timeline_<strategy> for every strategy) to image files; `summary_files` and
+    `projection_files` are the aggregate and projection steps' outputs (keys as
+    `scalezero.aggregate.aggregate_workload` and `scalezero.projections.projection_paths`
+    return). The variables are also written to `variables_out` when given.
+    """
+    source_dir = Path(source_dir or DEFAULT_SOURCE_DIR)
+    if not (source_dir / MAIN_FILE).is_file():
+        raise UserError(f"report source not found: {source_dir / MAIN_FILE}")
+    inputs = collect_inputs(workload, summary_files, projection_files, run_dirs, trace,
+                            slo_sets)
+    numbers = figure_numbers(inputs.strategies, size_sweep=size_sweep is not None)
+    if size_sweep is not None:
+        figures = {**figures, "size_sweep": Path(size_sweep["figure"])}
+    missing = [k for k in numbers if k not in figures]
+    if missing:
+        raise UserError(f"figures missing for the report: {', '.join(missing)}")
+    engine = choose_renderer(renderer or settings.renderer)
+    variables = build_variables(inputs, title=settings.title, author=settings.author,
+                                renderer=engine.label, figure_numbers=numbers)
+    tables = build_tables(inputs, variables)
+    with tempfile.TemporaryDirectory(prefix="scalezero-report-") as tmp:
+        work = Path(tmp) / "report"
+        shutil.copytree(source_dir, work, ignore=shutil.ignore_patterns(
+            "_generated", "figures", "*.html", "_variables.yml", ".quarto", "*_files"))
+        generated = work / "_generated"
+        generated.mkdir()
+        suffixes = {}
+        (work / "figures").mkdir()
+        for key in numbers:
+            src = Path(figures[key])
+            if not src.is_file() or src.stat().st_size == 0:
+                raise UserError(f"figure {key} is missing or empty: {src}")
+            suffixes[key] = src.suffix
+            shutil.copyfile(src, work / "figures" / f"{key}{src.suffix}")
+        for key in numbers:  # the report links figures/<name>.png: keep the suffix apart
+            variables["fig"][f"{key}_file"] = f"figures/{key}{suffixes[key]}"
+        for name, text in tables.items():
+            (generated / name).write_text(text, encoding="utf-8")
+        (generated / "timelines.md").write_text(
+            _timelines_md(inputs.strategies, numbers, suffixes), encoding="utf-8")
+        if size_sweep is not None:
+            sweep_md = size_sweep_md(Path(size_sweep["summary"]), numbers["size_sweep"],
+                                     variables["fig"]["size_sweep_file"])
+        else:
+            sweep_md = ("No size sweep was configured (`size_sweep.models` in the "
+                        "configuration), so cold start is not related to model size here.\n")
+        (generated / "size_sweep.md").write_text(sweep_md, encoding="utf-8")
+        dumped = yaml.safe_dump(variables, sort_keys=False, allow_unicode=True)
+        (work / "_variables.yml").write_text(dumped, encoding="utf-8")
+        if variables_out is not None:
+            Path(variables_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(variables_out).write_text(dumped, encoding="utf-8")
+        overrides: dict[str, Any] = {"title": settings.title}
+        if settings.author:
+            overrides["author"] = settings.author
+        overrides["date"] = variables["report"]["date"]
+        meta, body = resolve_document(work / MAIN_FILE, variables, overrides)
+        bibliography = meta.get("bibliography")
+        css: list[Path] = []
+        html_format = (meta.get("format") or {}).get("html") or {}
+        if isinstance(html_format, Mapping) and html_format.get("css"):
+            css.append(work / str(html_format["css"]))
+        if engine.name == "pandoc" and (work / PANDOC_CSS).is_file():
+            css.append(work / PANDOC_CSS)  # page layout Quarto's theme provides itself
+        # The resolved text replaces the source copy (Quarto skips files named _*).
+        resolved = work / ("report.qmd" if engine.name == "quarto" else "report.md")
+        resolved.write_text(join_front_matter(meta, body), encoding="utf-8")
+        html_path = render(engine, resolved, Path(out_html),
+                           bibliography=work / bibliography if bibliography else None,
+                           css=css, log=log)
+    check_html(Path(html_path).read_text(encoding="utf-8"), len(numbers))
+    return ReportResult(html=Path(html_path), variables=variables, renderer=engine.label)
+
+
+__all__ = ["DEFAULT_SOURCE_DIR", "FIGURE_ORDER", "SECTIONS", "ReportResult", "build_report",
+           "check_html", "figure_numbers", "timeline_key"]

@@ -1,0 +1,38 @@
+"""``scalezero bench-overhead`` runs end to end (tiny counts: a smoke test, not a timing)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from scalezero.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_overhead_prints_warm_ratios_and_cold_overhead(
+    real_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_json = tmp_path / "bench.json"
+    code = main([
+        "bench-overhead", "--model", str(real_model), "--warm-requests", "3", "--warmup", "1",
+        "--cold-starts", "1", "--max-tokens", "4", "--quiet", "--json", str(out_json),
+    ])
+    assert code == 0
+    table = capsys.readouterr().out
+    ratio = r"\d+\.\d{4} \([+-]\d+\.\d+ %\)"
+    for label in ("warm TTFT", "warm E2E", "cold TTFT vs start+warm TTFT"):
+        assert re.search(rf"^{re.escape(label)} .*{ratio}.*(ok|MISSED)$", table, re.M), table
+    assert "< 2 ms and < 5 %" in table and "< 100 ms" in table
+    results = json.loads(out_json.read_text())
+    for key in ("warm_ttft", "warm_e2e", "cold_vs_warm_ttft", "cold_vs_first_ttft"):
+        assert results[key]["direct_ms"] > 0 and results[key]["gateway_ms"] > 0
+    assert results["meta"]["tokens_per_request"] >= 1
+
+
+def test_bench_overhead_reports_a_missing_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench-overhead", "--model", "/no/such/model.gguf"]) == 2
+    assert "file not found" in capsys.readouterr().err

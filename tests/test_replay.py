@@ -1,0 +1,45 @@
+"""The replay client gets exactly the requested output length from a real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scalezero.replay import ReplayRequest, completion_payload
+from scalezero.runner import RunPlan, measured_run
+
+pytestmark = pytest.mark.slow
+
+
+def test_payload_streams_and_bans_end_of_generation_tokens() -> None:
+    item = ReplayRequest(request_id=3, t_sched_s=0.0, prompt="hi", max_tokens=5)
+    payload = completion_payload(item, "m", [2, 0])
+    assert payload["stream"] is True and payload["max_tokens"] == 5
+    assert payload["logit_bias"] == {"2": -100.0, "0": -100.0}
+    assert payload["temperature"] == 0.0 and payload["seed"] == 3
+
+
+def test_requested_length_is_produced_even_where_the_model_would_stop(
+        tmp_path: Path, real_model: Path) -> None:
+    # Unbiased, SmolLM2 answers this prompt with end-of-sequence as its first token.
+    trace = tmp_path / "trace.csv"
+    pd.DataFrame({
+        "request_id": [0, 1],
+        "t_sched_s": [0.1, 0.2],
+        "max_tokens": [8, 12],
+        "prompt": ["Write one sentence about the sea.", "The quick brown fox"],
+    }).to_csv(trace, index=False)
+    run = measured_run(RunPlan(trace_path=trace, model_path=real_model,
+                               out_dir=tmp_path / "run", policy="always_on", n_ctx=256,
+                               baseline_s=0.2, workload="w", strategy="always_on"))
+    assert run["status"] == "ok"
+    requests = pd.read_csv(tmp_path / "run" / "requests.csv")
+    assert list(requests["status"]) == [200, 200]
+    assert list(requests["tokens_out"]) == [8, 12]
+    assert list(requests["finish_reason"]) == ["length", "length"]
+    # Counted by the model's own tokenizer (SmolLM2 adds no BOS): 7 and 4 tokens.
+    assert list(requests["tokens_in"]) == [7, 4]
+    tokens = pd.read_csv(tmp_path / "run" / "tokens.csv")
+    assert tokens.groupby("request_id").size().tolist() == [8, 12]
