@@ -14,7 +14,7 @@ rule aggregate:
     output:
         **summary_files("{workload}"),
     params:
-        slo_sets=config.get("slo_sets"),
+        slo_sets=_canonical(config.get("slo_sets")),
     log:
         "logs/aggregate/{workload}.log",
     conda:

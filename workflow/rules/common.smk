@@ -119,10 +119,19 @@ def workload_inputs(wildcards):
     return {"source": spec["path"]} if "path" in spec else {}
 
 
+def _canonical(value):
+    """Mappings with sorted keys: the order of keys in a config file must not rerun a run."""
+    if isinstance(value, dict):
+        return {k: _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
 def run_settings(wildcards):
     """Everything a run needs besides its input files; a change reruns that run."""
     spec = dict(config["strategies"][wildcards.strategy])
-    return {
+    return _canonical({
         "workload": wildcards.workload,
         "strategy": wildcards.strategy,
         "rep": int(wildcards.rep),
@@ -137,13 +146,13 @@ def run_settings(wildcards):
         "telemetry": config.get("telemetry", {}),
         "seed": config["workloads"][wildcards.workload].get("seed"),
         "lock_file": LOCK_FILE,
-    }
+    })
 
 
 def sweep_settings(wildcards):
     """Run settings of one size-sweep model (same machinery as the strategy runs)."""
     spec = dict(SWEEP_STRATEGY)
-    return {
+    return _canonical({
         "workload": "size_sweep",
         "strategy": SWEEP.get("strategy") or "naive",
         "rep": 1,
@@ -158,7 +167,7 @@ def sweep_settings(wildcards):
         "telemetry": config.get("telemetry", {}),
         "seed": None,
         "lock_file": LOCK_FILE,
-    }
+    })
 
 
 # Report helpers: projections, figures and the report's inputs.

@@ -8,7 +8,7 @@ rule fetch_model:
     output:
         gguf="resources/models/{model}.gguf",
     params:
-        spec=lambda wildcards: config["models"][wildcards.model],
+        spec=lambda wildcards: _canonical(config["models"][wildcards.model]),
     log:
         "logs/model/{model}.log",
     conda:

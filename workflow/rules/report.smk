@@ -20,8 +20,8 @@ rule projections:
     output:
         **projection_files("{workload}"),
     params:
-        constants=config.get("constants", {}),
-        projections=config.get("projections", {}),
+        constants=_canonical(config.get("constants", {})),
+        projections=_canonical(config.get("projections", {})),
     log:
         "logs/projections/{workload}.log",
     conda:
@@ -43,7 +43,7 @@ rule figure_latency:
     params:
         figure="latency",
         strategies=STRATEGIES,
-        slo_sets=config.get("slo_sets"),
+        slo_sets=_canonical(config.get("slo_sets")),
     log:
         "logs/figures/{workload}/latency.log",
     conda:
@@ -152,8 +152,8 @@ rule report:
         variables="results/report/variables.yml",
     params:
         workload=REPORT_WORKLOAD,
-        report=config.get("report", {}),
-        slo_sets=config.get("slo_sets"),
+        report=_canonical(config.get("report", {})),
+        slo_sets=_canonical(config.get("slo_sets")),
         source_dir="report",
     log:
         "logs/report/report.log",

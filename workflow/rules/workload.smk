@@ -7,7 +7,7 @@ rule workload:
     output:
         trace="results/traces/{workload}.csv",
     params:
-        spec=lambda wildcards: config["workloads"][wildcards.workload],
+        spec=lambda wildcards: _canonical(config["workloads"][wildcards.workload]),
     log:
         "logs/workload/{workload}.log",
     conda:
