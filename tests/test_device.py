@@ -31,3 +31,15 @@ def test_cuda_on_a_cpu_build_is_refused_before_anything_starts(tmp_path: Path) -
     with pytest.raises(UserError, match=r"built without CUDA.*SCALEZERO_CUDA=1"):
         measured_run(plan)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(llama_cpp_supports_gpu_offload(), reason="this build has a GPU backend")
+def test_serve_refuses_cuda_on_a_cpu_build(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from scalezero.cli import main
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(64))
+    assert main(["serve", "--model", str(model), "--strategy", "naive",
+                 "--device", "cuda"]) == 2
+    assert "built without CUDA" in capsys.readouterr().err

@@ -196,3 +196,19 @@ def test_formatting() -> None:
     assert fmt_pct(0.25) == "25 %" and fmt_pct(1e-9) == "< 0.01 %"
     assert fmt_ci([1.0]) == "1" and fmt_ci([2.0, 2.0]) == "2"
     assert fmt_ci([1.0, 3.0]).startswith("2 ± ")
+
+
+def test_three_repeats_give_confidence_intervals_in_summary_and_report(
+        tmp_path: Path) -> None:
+    results = make_results(tmp_path, gpu=True, reps=3)
+    import pandas as pd
+
+    ci = pd.read_csv(tmp_path / "summary" / f"{WORKLOAD}_ci.csv")
+    ttft = ci[ci["metric"] == "ttft_p50_ms"].set_index("strategy")
+    assert (ttft["n"] == 3).all()
+    assert (ttft["ci95_low"] <= ttft["mean"]).all() and (ttft["mean"] <= ttft["ci95_high"]).all()
+    html, variables = _render(tmp_path, results)
+    text = html.read_text(encoding="utf-8")
+    summary = text.split('id="sec-summary"', 1)[1].split('id="sec-setup"', 1)[0]
+    # Mean ± half-width of the 95 % interval, in the summary table.
+    assert len(re.findall(r"\d ± \d", summary)) >= 3, summary[:2000]

@@ -82,6 +82,10 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.max_instances is not None:
         params["max_instances"] = args.max_instances
     policy = make_policy(args.strategy, params)
+    if not args.instance_command:  # a custom command brings its own runtime
+        from scalezero.device import require_device
+
+        require_device(args.device)
     n_gpu_layers = args.n_gpu_layers
     if n_gpu_layers is None:
         n_gpu_layers = -1 if args.device == "cuda" else 0
