@@ -9,7 +9,8 @@ field-value records and the constants. The behaviour is a small model of a GPU:
 - the instant power it reports (`reported_power_w`) can be set to something else, to
   tell energy-from-counter apart from energy-from-power;
 - `unsupported` names functions that raise NVMLError_NotSupported;
-- `processes` maps pid -> GPU bytes for nvmlDeviceGetComputeRunningProcesses.
+- `processes` maps pid -> GPU bytes for nvmlDeviceGetComputeRunningProcesses;
+- `mig_uuids` are MIG slices of the GPU, found by nvmlDeviceGetHandleByUUID.
 
 Use: `fake_nvml.reset(...)`, then put this module in sys.modules["pynvml"] (or pass it
 as `nvml=`). `fake_nvml.state.calls` counts calls per function name.
@@ -106,7 +107,14 @@ class FakeGpu:
     sm_clock_mhz: int = 1410
     power_limit_mw: int = 300_000
     persistence: int = NVML_FEATURE_ENABLED
+    mig_uuids: list[str] = field(default_factory=list)
     t_origin_s: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class FakeMigDevice:
+    uuid: str
+    parent: FakeGpu
 
 
 @dataclass
@@ -188,12 +196,21 @@ def nvmlDeviceGetHandleByIndex(index: int) -> FakeGpu:
     return state.gpus[index]
 
 
-def nvmlDeviceGetHandleByUUID(uuid: str) -> FakeGpu:
+def nvmlDeviceGetHandleByUUID(uuid: str) -> FakeGpu | FakeMigDevice:
     _enter("nvmlDeviceGetHandleByUUID")
     for gpu in state.gpus:
         if gpu.uuid == uuid:
             return gpu
+        if uuid in gpu.mig_uuids:
+            return FakeMigDevice(uuid=uuid, parent=gpu)
     raise NVMLError_NotFound()
+
+
+def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle: FakeMigDevice) -> FakeGpu:
+    _enter("nvmlDeviceGetDeviceHandleFromMigDeviceHandle")
+    if not isinstance(handle, FakeMigDevice):
+        raise NVMLError_InvalidArgument()
+    return handle.parent
 
 
 def nvmlDeviceGetIndex(handle: FakeGpu) -> int:

@@ -109,9 +109,11 @@ def size_sweep_md(summary_csv: Path, figure_number: int, figure_file: str) -> st
             f"{fmt(r.tpot_p50_ms, 1)} |")
     small, large = df.iloc[0], df.iloc[-1]
     text = (
-        f"![Figure {figure_number}: Cold start by phase for each model of the size sweep, "
-        "against the time it takes to read the file at the bandwidth measured on the same "
-        f"host.]({figure_file}){{width=100%}}\n\n" + "\n".join(rows) + "\n\n"
+        f"![Figure {figure_number}: Cold start by phase for each model of the size sweep. "
+        "The markers show where the weights-loading phase would end if loading were only "
+        "reading the file at the bandwidth measured on the same host (page cache, and after "
+        f"dropping the file's cached pages).]({figure_file}){{width=100%}}\n\n"
+        + "\n".join(rows) + "\n\n"
     )
     if len(df) > 1:
         text += (
