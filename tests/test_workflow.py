@@ -177,6 +177,16 @@ def test_reordering_config_keys_reruns_no_measurement(smoke_run: dict) -> None:
     assert "run" not in jobs and "sweep_run" not in jobs, jobs
 
 
+def test_snakemake_report_registers_the_figures(smoke_run: dict) -> None:
+    workdir = smoke_run["workdir"]
+    snakemake(workdir, "--configfile", SMOKE, "--report", "results/snakemake-report.html",
+              tag=new_tag())
+    html = (workdir / "results" / "snakemake-report.html").read_text(encoding="utf-8")
+    for name in ("latency.png", "cold_starts.png", "timeline_naive.png", "size_sweep.png",
+                 "report.html"):
+        assert name in html, name
+
+
 def test_lint_is_clean() -> None:
     result = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO_ROOT, capture_output=True,
                             text=True, timeout=120)

@@ -41,6 +41,11 @@ SWEEP_STRATEGY = (
     else {"policy": "naive"}
 )
 LOCK_FILE = "results/.measurement.lock"
+# Snakemake lowers a job's threads to the cores it was given, so this makes every
+# measured run (and bandwidth measurement) take all of them: measurements never overlap
+# whatever --cores says. (workflow.cores would do the same but is undefined in
+# `snakemake --report` and `--lint`.)
+MEASUREMENT_THREADS = 1024
 # Rules that start llama.cpp servers need its CUDA build on a cuda host.
 SERVING_ENV = (
     "../../envs/scalezero-cuda.yaml"

@@ -18,7 +18,7 @@ rule run:
     params:
         settings=run_settings,
         failed_dir=lambda wildcards: f"logs/runs/{wildcards.workload}/{wildcards.strategy}/{wildcards.rep}",
-    threads: workflow.cores
+    threads: MEASUREMENT_THREADS
     # Earlier in the planned order = higher priority, so runs happen in that order.
     priority: lambda wildcards: len(RUN_ORDER) - order_index(wildcards.strategy, wildcards.rep)
     log:

@@ -22,7 +22,7 @@ rule read_bandwidth:
         model="resources/models/{model}.gguf",
     output:
         bandwidth="results/sweep/bandwidth/{model}.json",
-    threads: workflow.cores  # a measurement: nothing else may read the disk meanwhile
+    threads: MEASUREMENT_THREADS  # a measurement: nothing else may read the disk meanwhile
     log:
         "logs/sweep/bandwidth/{model}.log",
     conda:
@@ -45,7 +45,7 @@ rule sweep_run:
     params:
         settings=sweep_settings,
         failed_dir=lambda wildcards: f"logs/sweep/runs/{wildcards.model}",
-    threads: workflow.cores
+    threads: MEASUREMENT_THREADS
     log:
         "logs/sweep/runs/{model}.log",
     conda:

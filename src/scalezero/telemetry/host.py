@@ -85,13 +85,17 @@ class RaplReader:
 
     def read_mj(self) -> float | None:
         """Energy since an arbitrary origin, in mJ; None if a zone cannot be read."""
-        total_uj = self._total_uj
+        # Read every zone before updating any: a failed read must not drop the energy
+        # the zones read before it have counted since their previous reading.
+        readings: list[int] = []
         for zone in self.zones:
             try:
-                now_uj = _read_int(zone.energy_path)
+                readings.append(_read_int(zone.energy_path))
             except (OSError, ValueError):
                 warn_once(f"rapl-{zone.name}", f"RAPL zone {zone.name} became unreadable")
                 return None
+        total_uj = self._total_uj
+        for zone, now_uj in zip(self.zones, readings, strict=True):
             delta_uj = now_uj - zone.last_uj
             if delta_uj < 0:  # the counter wrapped past max_energy_range_uj
                 delta_uj += zone.max_range_uj

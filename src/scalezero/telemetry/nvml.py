@@ -130,6 +130,7 @@ class NvmlSource:
         except Exception as exc:  # NVMLError, or OSError from a broken library
             raise TelemetryUnavailable(f"NVML is not available: {exc}") from exc
         self._nv = nv
+        self._env = os.environ if env is None else env
         try:
             self.gpu_index, self._handle, self.selected_by = select_device(nv, gpu_index, env)
         except nv.NVMLError as exc:
@@ -304,7 +305,7 @@ class NvmlSource:
             "device": self.device,
             "gpu_index": self.gpu_index,
             "gpu_selected_by": self.selected_by,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "cuda_visible_devices": self._env.get("CUDA_VISIBLE_DEVICES"),
             "device_count": self._call("device_count", nv.nvmlDeviceGetCount),
             "name": self._call("name", nv.nvmlDeviceGetName, handle),
             "uuid": self._call("uuid", nv.nvmlDeviceGetUUID, handle),
