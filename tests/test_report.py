@@ -207,7 +207,7 @@ def test_three_repeats_give_confidence_intervals_in_summary_and_report(
     ttft = ci[ci["metric"] == "ttft_p50_ms"].set_index("strategy")
     assert (ttft["n"] == 3).all()
     assert (ttft["ci95_low"] <= ttft["mean"]).all() and (ttft["mean"] <= ttft["ci95_high"]).all()
-    html, variables = _render(tmp_path, results)
+    html, _ = _render(tmp_path, results)
     text = html.read_text(encoding="utf-8")
     summary = text.split('id="sec-summary"', 1)[1].split('id="sec-setup"', 1)[0]
     # Mean ± half-width of the 95 % interval, in the summary table.
