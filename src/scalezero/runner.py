@@ -399,6 +399,7 @@ def _context_baseline(plan: RunPlan) -> list[float]:
     if plan.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     elif plan.gpu_index is not None:
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order NVML uses
         env["CUDA_VISIBLE_DEVICES"] = str(plan.gpu_index)
     probe = subprocess.Popen(
         [sys.executable, "-m", "scalezero.context_probe", "--model", str(probe_model),

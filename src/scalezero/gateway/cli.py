@@ -93,6 +93,9 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run must not create a CUDA context
     elif args.gpu_index is not None:
+        # NVML numbers GPUs by PCI bus; CUDA, by default, fastest first. Same order for
+        # both, so that --gpu-index names the GPU the sampler watches.
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         env["CUDA_VISIBLE_DEVICES"] = str(args.gpu_index)
     spec = InstanceSpec(
         model_path=model_path.resolve(),
