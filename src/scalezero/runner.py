@@ -192,7 +192,7 @@ def _telemetry_info(backend: str, gpu_index: int | None) -> dict[str, Any]:
     try:
         from scalezero.telemetry import device_info
 
-        return dict(device_info(gpu_index))
+        return dict(device_info(gpu_index, prefer=backend))
     except Exception as exc:
         return {"error": str(exc)[:200], "requested_backend": backend}
 
