@@ -177,6 +177,38 @@ def test_reordering_config_keys_reruns_no_measurement(smoke_run: dict) -> None:
     assert "run" not in jobs and "sweep_run" not in jobs, jobs
 
 
+def test_changing_a_constant_reruns_only_projections_figures_and_report(
+        smoke_run: dict) -> None:
+    workdir = smoke_run["workdir"]
+    variables_file = workdir / "results" / "report" / "variables.yml"
+    before = yaml.safe_load(variables_file.read_text())
+    config = yaml.safe_load((workdir / SMOKE).read_text())
+    config.setdefault("constants", {})["carbon_intensity_g_per_kwh"] = {
+        "value": 950.0, "unit": "g/kWh", "source": "test: twice the world average",
+        "date": "2026"}
+    changed = workdir / ".test" / "carbon.yaml"
+    changed.write_text(yaml.safe_dump(config, sort_keys=False))
+    dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(changed),
+                    tag=new_tag())
+    jobs = planned_jobs(dry.stdout + dry.stderr)
+    assert set(jobs) <= {"projections", "figure_energy", "figure_projections", "report",
+                         "all"}, jobs
+    assert {"projections", "report"} <= set(jobs), jobs
+    snakemake(workdir, "--cores", "2", "--configfile", str(changed), tag=new_tag())
+    after = yaml.safe_load(variables_file.read_text())
+    assert after["const"]["carbon_intensity_g_per_kwh"]["value"] != \
+        before["const"]["carbon_intensity_g_per_kwh"]["value"]
+    for strategy in STRATEGIES:
+        old = float(before["proj"][strategy]["r1"]["kg_co2e_year"].replace(",", ""))
+        new = float(after["proj"][strategy]["r1"]["kg_co2e_year"].replace(",", ""))
+        assert new == pytest.approx(2 * old, rel=0.02), (strategy, old, new)
+        # Energy does not depend on the carbon intensity.
+        assert after["proj"][strategy]["r1"]["kwh_year"] == \
+            before["proj"][strategy]["r1"]["kwh_year"]
+    html = (workdir / "results" / "report" / "report.html").read_text(encoding="utf-8")
+    assert "twice the world average" in html
+
+
 def test_snakemake_report_registers_the_figures(smoke_run: dict) -> None:
     workdir = smoke_run["workdir"]
     snakemake(workdir, "--configfile", SMOKE, "--report", "results/snakemake-report.html",
