@@ -319,7 +319,8 @@ def make_vocab_file(donor: Path, out: Path) -> None:
     writer.add_type("vocab")
     writer.add_name(f"{source_name} vocabulary")
     writer.add_description(
-        f"Tokenizer and hyper-parameters of {source_name} ({donor.name}); no tensors."
+        # Not the donor's file name: the output depends only on the donor's content.
+        f"Tokenizer and hyper-parameters of {source_name}; no tensors."
     )
     for key, value, vtype, item_type in meta_keys:
         if key in skip or key in ("general.architecture", "general.type", "general.name"):
@@ -602,8 +603,15 @@ def _run_cli(args: argparse.Namespace) -> int:
                 f"params(real vocab) {real if real is not None else '-'}  {shape.source}"
             )
         return 0
+    if args.vocab_from:
+        if not args.out:
+            raise UserError("--vocab-from needs --out")
+        make_vocab_file(Path(args.vocab_from), Path(args.out))
+        print(f"vocabulary of {args.vocab_from} -> {args.out} "
+              f"({Path(args.out).stat().st_size:,} bytes)")
+        return 0
     if not (args.shape and args.out):
-        raise UserError("give --shape and --out (or --list-shapes)")
+        raise UserError("give --shape and --out (or --list-shapes, or --vocab-from)")
     info = write_synthetic_model(
         Path(args.out),
         args.shape,
@@ -633,4 +641,8 @@ def add_cli(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", help="output GGUF file")
     parser.add_argument("--list-shapes", action="store_true", help="print the known shapes")
+    parser.add_argument(
+        "--vocab-from", metavar="GGUF",
+        help="instead: write a vocabulary-only GGUF (tokenizer, no weights) of this model to "
+        "--out; the bundled default was made this way from the default model")
     parser.set_defaults(func=_run_cli)
