@@ -437,6 +437,18 @@ def _write(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def summary_paths(summary_dir: Path, workload: str) -> dict[str, Path]:
+    """The files `aggregate_workload` writes for a workload, by kind."""
+    base = Path(summary_dir)
+    return {
+        "summary": base / f"{workload}.csv",
+        "ci": base / f"{workload}_ci.csv",
+        "requests": base / f"{workload}_requests.csv",
+        "energy": base / f"{workload}_energy.csv",
+        "cold_starts": base / f"{workload}_cold_starts.csv",
+    }
+
+
 def aggregate_workload(
     run_dirs: Sequence[Path],
     out_dir: Path,
@@ -478,16 +490,14 @@ def aggregate_workload(
         starts["rep"].astype(str).str.zfill(12)
     starts = starts.sort_values("_run", kind="mergesort").drop(columns="_run")
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = summary_paths(out_dir, workload)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     return {
-        "summary": _write(summary, out_dir / f"{workload}.csv"),
-        "ci": _write(_ci_frame(summary, workload, columns), out_dir / f"{workload}_ci.csv"),
-        "requests": _write(requests[request_file_columns(slo_sets)],
-                           out_dir / f"{workload}_requests.csv"),
-        "energy": _write(energy[list(ENERGY_FILE_COLUMNS)], out_dir / f"{workload}_energy.csv"),
-        "cold_starts": _write(starts[list(COLD_START_FILE_COLUMNS)],
-                              out_dir / f"{workload}_cold_starts.csv"),
+        "summary": _write(summary, paths["summary"]),
+        "ci": _write(_ci_frame(summary, workload, columns), paths["ci"]),
+        "requests": _write(requests[request_file_columns(slo_sets)], paths["requests"]),
+        "energy": _write(energy[list(ENERGY_FILE_COLUMNS)], paths["energy"]),
+        "cold_starts": _write(starts[list(COLD_START_FILE_COLUMNS)], paths["cold_starts"]),
     }
 
 

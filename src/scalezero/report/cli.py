@@ -18,18 +18,6 @@ from typing import Any
 from scalezero.errors import UserError
 
 
-def summary_paths(summary_dir: Path, workload: str) -> dict[str, Path]:
-    """The aggregate step's files of a workload (as `aggregate_workload` names them)."""
-    base = Path(summary_dir)
-    return {
-        "summary": base / f"{workload}.csv",
-        "ci": base / f"{workload}_ci.csv",
-        "requests": base / f"{workload}_requests.csv",
-        "energy": base / f"{workload}_energy.csv",
-        "cold_starts": base / f"{workload}_cold_starts.csv",
-    }
-
-
 def figure_paths(figures_dir: Path, strategies: Sequence[str], suffix: str = ".png"
                  ) -> dict[str, Path]:
     """Figure name -> file (timelines: timeline_<strategy>)."""
@@ -71,6 +59,7 @@ def make_report(
     """All three report steps: projections, figures, HTML. Returns the HTML path."""
     import pandas as pd
 
+    from scalezero.aggregate import summary_paths
     from scalezero.figures import make_figure, strategy_order
     from scalezero.projections import projection_paths, write_projections
     from scalezero.report.build import build_report
