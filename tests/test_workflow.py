@@ -134,9 +134,12 @@ def test_telemetry_lines_up_with_events(smoke_run: dict) -> None:
 def test_forcerun_one_strategy_lists_only_it_and_downstream(smoke_run: dict) -> None:
     tag = new_tag()
     target = "results/runs/smoke/keep_warm/1/run.json"
-    result = snakemake(smoke_run["workdir"], "-n", "--cores", "2", "--configfile", SMOKE,
+    result = snakemake(smoke_run["workdir"], "-n", "--cores", "3", "--configfile", SMOKE,
                        "--forcerun", target, tag=tag)
     out = result.stdout + result.stderr
+    # A measured run takes every core it is given, so no other job runs beside it.
+    run_block = out.split("rule run:", 1)[1].split("\n\n", 1)[0]
+    assert "threads: 3" in run_block, run_block
     jobs = planned_jobs(out)
     assert jobs.get("run") == 1, jobs
     assert planned_wildcards(out, "run") == ["workload=smoke, strategy=keep_warm, rep=1"]
