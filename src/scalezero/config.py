@@ -42,12 +42,7 @@ def _strategy_schema() -> dict[str, Any]:
 def config_schema() -> dict[str, Any]:
     """The JSON schema (draft 2020-12) of config/config.yaml."""
     from scalezero.model_fetch import MODEL_SCHEMA
-    try:
-        from scalezero.report.config import REPORT_CONFIG_SCHEMA
-    except ImportError:  # TEMPORARY until the report package lands
-        REPORT_CONFIG_SCHEMA = {"properties": {
-            "constants": {"type": "object"}, "projections": {"type": "object"},
-            "report": {"type": "object"}}}
+    from scalezero.report.config import REPORT_CONFIG_SCHEMA
     from scalezero.workload.spec import WORKLOAD_SCHEMA
 
     model_entry = {k: v for k, v in MODEL_SCHEMA.items() if k not in ("$schema", "title")}
