@@ -43,3 +43,14 @@ def test_serve_refuses_cuda_on_a_cpu_build(tmp_path: Path,
     assert main(["serve", "--model", str(model), "--strategy", "naive",
                  "--device", "cuda"]) == 2
     assert "built without CUDA" in capsys.readouterr().err
+
+
+def test_children_see_exactly_the_configured_device() -> None:
+    from scalezero.device import default_gpu_layers, device_env
+
+    assert device_env("cpu", 3) == {"CUDA_VISIBLE_DEVICES": ""}
+    assert device_env("cuda", 1) == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+                                      "CUDA_VISIBLE_DEVICES": "1"}
+    assert device_env("cuda", None) == {}
+    assert (default_gpu_layers("cuda"), default_gpu_layers("cpu")) == (-1, 0)
+    assert default_gpu_layers("cuda", 12) == 12

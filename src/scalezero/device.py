@@ -30,6 +30,27 @@ def llama_cpp_supports_gpu_offload() -> bool:
     return result.returncode == 0
 
 
+def device_env(device: str, gpu_index: int | None) -> dict[str, str]:
+    """Environment entries that make a child see exactly the configured device.
+
+    A CPU run must not create a CUDA context, so it sees no GPU. NVML numbers GPUs by
+    PCI bus while CUDA by default puts the fastest first; putting CUDA in PCI order
+    makes `gpu_index` name the same GPU for the instances and the telemetry sampler.
+    """
+    if device == "cpu":
+        return {"CUDA_VISIBLE_DEVICES": ""}
+    if gpu_index is None:
+        return {}
+    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": str(gpu_index)}
+
+
+def default_gpu_layers(device: str, n_gpu_layers: int | None = None) -> int:
+    """Layers to offload: as given, else all of them on cuda and none on cpu."""
+    if n_gpu_layers is not None:
+        return n_gpu_layers
+    return -1 if device == "cuda" else 0
+
+
 def require_device(device: str) -> None:
     """Refuse, with the fix, to run `device: cuda` on a CPU-only llama-cpp-python."""
     if device == "cuda" and not llama_cpp_supports_gpu_offload():

@@ -169,9 +169,9 @@ def environment_info(device: str) -> dict[str, Any]:
         "import json, llama_cpp; print(json.dumps({'version': llama_cpp.__version__, "
         "'gpu_offload': bool(llama_cpp.llama_supports_gpu_offload())}))"
     )
-    env = {**os.environ}
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
+    from scalezero.device import device_env
+
+    env = {**os.environ, **device_env(device, None)}
     try:
         out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                              timeout=120, env=env, check=True).stdout
@@ -393,14 +393,11 @@ def _context_baseline(plan: RunPlan) -> list[float]:
     from scalezero.context_probe import LOADED_MARKER, ensure_probe_model
 
     probe_model = ensure_probe_model(plan.out_dir.parent / ".context-probe.gguf")
-    n_gpu_layers = -1 if plan.device == "cuda" else 0
-    # The probe must see the same device as the instances will, and nothing else.
-    env: dict[str, str] = {}
-    if plan.device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    elif plan.gpu_index is not None:
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order NVML uses
-        env["CUDA_VISIBLE_DEVICES"] = str(plan.gpu_index)
+    from scalezero.device import default_gpu_layers, device_env
+
+    # The probe must see the same device, with the same offload, as the instances.
+    n_gpu_layers = default_gpu_layers(plan.device, plan.n_gpu_layers)
+    env = device_env(plan.device, plan.gpu_index)
     probe = subprocess.Popen(
         [sys.executable, "-m", "scalezero.context_probe", "--model", str(probe_model),
          "--n-gpu-layers", str(n_gpu_layers), "--parent-pid", str(os.getpid())],
@@ -507,19 +504,15 @@ def _count_prompt_tokens(model_path: Path, prompts: list[str]) -> list[int]:
     return count_tokens_isolated(model_path, prompts)
 
 
-def _parse_params(pairs: list[str]) -> dict[str, Any]:
-    from scalezero.gateway.cli import _parse_params as parse
-
-    return parse(pairs)
-
-
 def run_cli(args: argparse.Namespace) -> int:
+    from scalezero.strategies import parse_param_pairs
+
     plan = RunPlan(
         trace_path=Path(args.trace),
         model_path=Path(args.model),
         out_dir=Path(args.out_dir),
         policy=args.strategy,
-        policy_params=_parse_params(args.param),
+        policy_params=parse_param_pairs(args.param),
         model_name=args.model_name or Path(args.model).stem,
         strategy=args.strategy,
         device=args.device,

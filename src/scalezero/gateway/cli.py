@@ -8,28 +8,11 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
+from scalezero.device import default_gpu_layers, device_env, require_device
 from scalezero.errors import UserError
 
 DEFAULT_PORT = 8000
-
-
-def _parse_params(pairs: list[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"--param expects KEY=VALUE, got {pair!r}")
-        for cast in (int, float):
-            try:
-                params[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            params[key] = value
-    return params
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -69,12 +52,12 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from scalezero.gateway.app import GatewayConfig
     from scalezero.gateway.launcher import InstanceSpec
     from scalezero.gateway.pool import PoolLimits
-    from scalezero.strategies import make_policy
+    from scalezero.strategies import make_policy, parse_param_pairs
 
     model_path = Path(args.model)
     if not model_path.is_file():
         raise UserError(f"--model: file not found: {model_path}")
-    params = _parse_params(args.param)
+    params = parse_param_pairs(args.param)
     if args.keep_warm_ttl_s is not None:
         params["keep_warm_ttl_s"] = args.keep_warm_ttl_s
     if args.min_instances is not None:
@@ -83,20 +66,9 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         params["max_instances"] = args.max_instances
     policy = make_policy(args.strategy, params)
     if not args.instance_command:  # a custom command brings its own runtime
-        from scalezero.device import require_device
-
         require_device(args.device)
-    n_gpu_layers = args.n_gpu_layers
-    if n_gpu_layers is None:
-        n_gpu_layers = -1 if args.device == "cuda" else 0
-    env: dict[str, str] = {}
-    if args.device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run must not create a CUDA context
-    elif args.gpu_index is not None:
-        # NVML numbers GPUs by PCI bus; CUDA, by default, fastest first. Same order for
-        # both, so that --gpu-index names the GPU the sampler watches.
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        env["CUDA_VISIBLE_DEVICES"] = str(args.gpu_index)
+    n_gpu_layers = default_gpu_layers(args.device, args.n_gpu_layers)
+    env = device_env(args.device, args.gpu_index)
     spec = InstanceSpec(
         model_path=model_path.resolve(),
         model_alias=args.model_name or model_path.stem,

@@ -50,9 +50,28 @@ def make_policy(policy_name: str, params: Mapping[str, Any] | None = None) -> Po
         raise UserError(f"policy {policy_name!r}: {exc}") from None
 
 
+def parse_param_pairs(pairs: list[str]) -> dict[str, Any]:
+    """Policy parameters from command-line KEY=VALUE pairs (numbers become numbers)."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--param expects KEY=VALUE, got {pair!r}")
+        for cast in (int, float):
+            try:
+                params[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            params[key] = value
+    return params
+
+
 def policy_source_file(policy_name: str) -> Path:
     """The module that defines a policy, so the workflow can rerun a strategy when it changes."""
     return Path(inspect.getfile(REGISTRY[policy_name]))
 
 
-__all__ = ["REGISTRY", "Policy", "make_policy", "policy_source_file", "register"]
+__all__ = ["REGISTRY", "Policy", "make_policy", "parse_param_pairs", "policy_source_file",
+           "register"]
