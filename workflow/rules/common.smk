@@ -133,46 +133,55 @@ def _canonical(value):
     return value
 
 
-def run_settings(wildcards):
-    """Everything a run needs besides its input files; a change reruns that run."""
-    spec = dict(config["strategies"][wildcards.strategy])
+def _measured_run_settings(*, workload, strategy, rep, order, strategy_spec, model_name, seed):
+    """What a measured run needs besides its input files; a change reruns that run.
+
+    Strategy runs and size-sweep runs differ only in these arguments: the device,
+    instance, gateway and telemetry settings are the same for both.
+    """
+    spec = dict(strategy_spec)
     return _canonical({
-        "workload": wildcards.workload,
-        "strategy": wildcards.strategy,
-        "rep": int(wildcards.rep),
-        "order_index": order_index(wildcards.strategy, wildcards.rep),
+        "workload": workload,
+        "strategy": strategy,
+        "rep": rep,
+        "order_index": order,
         "policy": spec.pop("policy"),
         "policy_params": spec,
-        "model_name": MODEL,
+        "model_name": model_name,
         "device": config.get("device", "cpu"),
         "gpu_index": config.get("gpu_index", 0),
         "instance": config.get("instance", {}),
         "gateway": config.get("gateway", {}),
         "telemetry": config.get("telemetry", {}),
-        "seed": config["workloads"][wildcards.workload].get("seed"),
+        "seed": seed,
         "lock_file": LOCK_FILE,
     })
+
+
+def run_settings(wildcards):
+    """Settings of one strategy run."""
+    return _measured_run_settings(
+        workload=wildcards.workload,
+        strategy=wildcards.strategy,
+        rep=int(wildcards.rep),
+        order=order_index(wildcards.strategy, wildcards.rep),
+        strategy_spec=config["strategies"][wildcards.strategy],
+        model_name=MODEL,
+        seed=config["workloads"][wildcards.workload].get("seed"),
+    )
 
 
 def sweep_settings(wildcards):
-    """Run settings of one size-sweep model (same machinery as the strategy runs)."""
-    spec = dict(SWEEP_STRATEGY)
-    return _canonical({
-        "workload": "size_sweep",
-        "strategy": SWEEP.get("strategy") or "naive",
-        "rep": 1,
-        "order_index": SWEEP_MODELS.index(wildcards.model),
-        "policy": spec.pop("policy"),
-        "policy_params": spec,
-        "model_name": wildcards.model,
-        "device": config.get("device", "cpu"),
-        "gpu_index": config.get("gpu_index", 0),
-        "instance": config.get("instance", {}),
-        "gateway": config.get("gateway", {}),
-        "telemetry": config.get("telemetry", {}),
-        "seed": None,
-        "lock_file": LOCK_FILE,
-    })
+    """Settings of one size-sweep model's run."""
+    return _measured_run_settings(
+        workload="size_sweep",
+        strategy=SWEEP.get("strategy") or "naive",
+        rep=1,
+        order=SWEEP_MODELS.index(wildcards.model),
+        strategy_spec=SWEEP_STRATEGY,
+        model_name=wildcards.model,
+        seed=None,
+    )
 
 
 # Report helpers: projections, figures and the report's inputs.
