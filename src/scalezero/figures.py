@@ -231,6 +231,32 @@ def plot_latency(requests_csv: Path, out: Path, *,
 # Cold starts
 
 
+def _strategy_mean(frame: pd.DataFrame, strategy: str, column: str) -> float:
+    """Mean of `column` over the rows of one strategy (0 where there are none)."""
+    values = pd.to_numeric(frame.loc[frame["strategy"].astype(str) == strategy, column],
+                           errors="coerce")
+    return float(np.nan_to_num(values.mean()))
+
+
+def _stacked_barh(ax: Any, names: Sequence[str], colors: Mapping[str, str],
+                  segments: Sequence[tuple[str, str, Sequence[float]]], *,
+                  total_fmt: str, headroom: float) -> None:
+    """One horizontal bar per strategy, stacked from (label, colour, values) segments,
+    with its total written at its end and the strategy labels in their colours."""
+    left = np.zeros(len(names))
+    for label, color, values in segments:
+        ax.barh(range(len(names)), values, left=left, color=color, label=label,
+                height=0.6, edgecolor="white")
+        left += np.asarray(values, dtype=float)
+    for i, total in enumerate(left):
+        ax.text(total, i, " " + total_fmt.format(total), va="center", fontsize=9)
+    ax.set_yticks(range(len(names)), names)
+    for tick, s in zip(ax.get_yticklabels(), names, strict=True):
+        tick.set_color(colors[s])
+    ax.invert_yaxis()
+    ax.set_xlim(0, float(left.max()) * headroom if left.max() > 0 else 1)
+
+
 def plot_cold_starts(cold_starts_csv: Path, summary_csv: Path, out: Path, *,
                      strategies: Sequence[str] | None = None) -> Path:
     """Cold starts per run (bars: mean over repeats, dots: each repeat) and the mean
@@ -259,22 +285,11 @@ def plot_cold_starts(cold_starts_csv: Path, summary_csv: Path, out: Path, *,
     if not shown:
         _empty_note(ax_p, "no completed cold start in the replay window")
     else:
-        left = np.zeros(len(shown))
-        for column, label, color in COLD_START_STEPS:
-            means = np.array([
-                float(pd.to_numeric(starts.loc[starts["strategy"].astype(str) == s, column],
-                                    errors="coerce").mean()) for s in shown])
-            means = np.nan_to_num(means)
-            ax_p.barh(range(len(shown)), means, left=left, color=color, label=label,
-                      height=0.6, edgecolor="white")
-            left += means
-        for i, total in enumerate(left):
-            ax_p.text(total, i, f" {total:.3g} s", va="center", fontsize=9)
-        ax_p.set_yticks(range(len(shown)), shown)
-        for tick, s in zip(ax_p.get_yticklabels(), shown, strict=True):
-            tick.set_color(colors[s])
-        ax_p.invert_yaxis()
-        ax_p.set_xlim(0, float(left.max()) * 1.25 if left.max() > 0 else 1)
+        _stacked_barh(
+            ax_p, shown, colors,
+            [(label, color, [_strategy_mean(starts, s, column) for s in shown])
+             for column, label, color in COLD_START_STEPS],
+            total_fmt="{:.3g} s", headroom=1.25)
         ax_p.set_xlabel("mean time from spawn (s)")
         ax_p.set_title("Anatomy of a cold start")
         ax_p.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
@@ -424,23 +439,12 @@ def plot_energy(phases_csv: Path, runs_csv: Path, out: Path, *,
     ax_rq = fig.add_subplot(grid[1, 0])
     ax_tk = fig.add_subplot(grid[1, 1])
     note = _basis_note(runs)
-    bottom = np.zeros(len(names))
-    for phase in PHASES:
-        sel = phases[phases["phase"] == phase]
-        means = np.array([float(pd.to_numeric(
-            sel.loc[sel["strategy"].astype(str) == s, "energy_j"], errors="coerce").mean())
-            for s in names])
-        means = np.nan_to_num(means)
-        ax_ph.barh(range(len(names)), means, left=bottom, color=PHASE_COLORS[phase],
-                   label=PHASE_LABELS[phase], height=0.6, edgecolor="white")
-        bottom += means
-    for i, total in enumerate(bottom):
-        ax_ph.text(total, i, f" {total:.4g} J", va="center", fontsize=9)
-    ax_ph.set_yticks(range(len(names)), names)
-    for tick, s in zip(ax_ph.get_yticklabels(), names, strict=True):
-        tick.set_color(colors[s])
-    ax_ph.invert_yaxis()
-    ax_ph.set_xlim(0, float(bottom.max()) * 1.15 if bottom.max() > 0 else 1)
+    _stacked_barh(
+        ax_ph, names, colors,
+        [(PHASE_LABELS[phase], PHASE_COLORS[phase],
+          [_strategy_mean(phases[phases["phase"] == phase], s, "energy_j") for s in names])
+         for phase in PHASES],
+        total_fmt="{:.4g} J", headroom=1.15)
     ax_ph.set_xlabel("energy over the replay window (J, mean over repeats)")
     ax_ph.set_title(f"Energy by phase ({note})")
     ax_ph.legend(loc="lower center", bbox_to_anchor=(0.5, -0.42), ncol=4, frameon=False)
