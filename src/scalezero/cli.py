@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "aggregate": "scalezero.aggregate",
     "bench-overhead": "scalezero.bench",
     "report": "scalezero.report.cli",
+    "doctor": "scalezero.doctor",
 }
 
 
