@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
 import signal
 import socket
@@ -17,6 +18,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil
 
 PR_SET_PDEATHSIG = 1
 
@@ -61,6 +66,53 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
     if os.getppid() != parent_pid:
         os._exit(3)
     start_parent_watchdog(parent_pid)
+
+
+def is_snakemake(cmdline: list[str]) -> bool:
+    """Whether a command line runs Snakemake itself (`snakemake ...`, `python
+    .../bin/snakemake ...`, `python -m snakemake ...`), not merely mentions it (the shell
+    Snakemake runs a job script through names `.snakemake/scripts/...`)."""
+    head = [os.path.basename(part) for part in cmdline[:2]]
+    if "snakemake" in head:
+        return True
+    return any(a == "-m" and b == "snakemake" for a, b in itertools.pairwise(cmdline))
+
+
+def workflow_ancestor() -> psutil.Process | None:
+    """The nearest ancestor that is Snakemake (the one running this job, whatever shell
+    stands between), or None."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        for ancestor in psutil.Process().parents():
+            with contextlib.suppress(psutil.Error):
+                if is_snakemake(ancestor.cmdline()):
+                    return ancestor
+    return None
+
+
+def watch_process(proc: psutil.Process, on_gone: Callable[[], None],
+                  interval_s: float = 0.5) -> threading.Thread:
+    """Call `on_gone` once `proc` has ended (pid and start time checked, so a reused pid
+    does not count as alive). A SIGKILLed parent sends no signal to its children: only
+    watching notices it."""
+
+    def watch() -> None:
+        while proc.is_running() and proc.status() != "zombie":
+            time.sleep(interval_s)
+        on_gone()
+
+    def guarded() -> None:
+        import psutil
+
+        try:
+            watch()
+        except psutil.NoSuchProcess:
+            on_gone()
+
+    thread = threading.Thread(target=guarded, name="workflow-watchdog", daemon=True)
+    thread.start()
+    return thread
 
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:

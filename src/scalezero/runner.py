@@ -40,7 +40,13 @@ import httpx
 
 from scalezero import __version__
 from scalezero.errors import UserError
-from scalezero.procs import free_tcp_port, package_env, terminate_group
+from scalezero.procs import (
+    free_tcp_port,
+    package_env,
+    terminate_group,
+    watch_process,
+    workflow_ancestor,
+)
 from scalezero.replay import ReplayRequest, replay, write_requests, write_tokens
 
 RUN_FILES = ("requests.csv", "tokens.csv", "events.csv", "telemetry.csv", "run.json")
@@ -283,11 +289,31 @@ def measured_run(plan: RunPlan) -> dict[str, Any]:
     if plan.log_dir is not None:
         plan.log_dir.mkdir(parents=True, exist_ok=True)
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+    _stop_when_workflow_ends()
     try:
         with measurement_lock(plan.lock_path):
             return _measured_run_locked(plan, policy.params(), items)
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _stop_when_workflow_ends() -> None:
+    """Stop this run (as SIGTERM does) when the Snakemake that started it ends.
+
+    Killed with SIGKILL (an out-of-memory kill, a closed terminal), Snakemake cannot stop
+    its jobs; a run that went on would measure into files Snakemake discards and hold
+    the measurement lock against the next invocation.
+    """
+    workflow = workflow_ancestor()
+    if workflow is None:
+        return
+
+    def on_gone() -> None:
+        print(f"run: Snakemake (pid {workflow.pid}) is gone: stopping this run",
+              file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    watch_process(workflow, on_gone)
 
 
 def _measured_run_locked(
