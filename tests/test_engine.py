@@ -162,3 +162,17 @@ def test_self_check_cli_reports_success(real_model: Path) -> None:
                           timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("engine self-check: ok: 3 tokens")
+
+
+def test_run_json_environment_records_the_engine_build_and_cpu_features() -> None:
+    from scalezero.runner import environment_info
+
+    info = environment_info("cpu")
+    assert info["engine"]["build"] == installed_build()
+    assert info["engine"]["amx_compiled"] is False
+    assert "AVX2" in info["engine"]["backends"]["CPU"]
+    # The CPU's features ggml can use, as /proc/cpuinfo lists them.
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    flags = set(next(ln for ln in cpuinfo.splitlines() if ln.startswith("flags")).split())
+    assert set(info["cpu_features"]) <= flags
+    assert ("avx2" in info["cpu_features"]) == ("avx2" in flags)

@@ -171,21 +171,25 @@ def environment_info(device: str) -> dict[str, Any]:
         import psutil
 
         info["memory_total_mib"] = round(psutil.virtual_memory().total / 2**20)
-    probe = (
-        "import json, llama_cpp; print(json.dumps({'version': llama_cpp.__version__, "
-        "'gpu_offload': bool(llama_cpp.llama_supports_gpu_offload())}))"
-    )
     from scalezero.device import device_env
+    from scalezero.engine_build import (
+        GGML_CPU_FEATURES,
+        engine_report,
+        installed_build,
+        read_cpu_flags,
+    )
 
-    env = {**os.environ, **device_env(device, None)}
-    try:
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                             timeout=120, env=env, check=True).stdout
-        lcp = json.loads(out.strip().splitlines()[-1])
-        info["llama_cpp_python"] = lcp["version"]
-        info["llama_cpp_gpu_offload"] = lcp["gpu_offload"]
-    except Exception as exc:
-        info["llama_cpp_python_error"] = str(exc)[:200]
+    flags = read_cpu_flags()
+    info["cpu_features"] = [f for f in GGML_CPU_FEATURES if f in flags]
+    engine = engine_report(env={**os.environ, **device_env(device, None)})
+    if "error" in engine:
+        info["llama_cpp_python_error"] = str(engine["error"])[:200]
+    else:
+        info["llama_cpp_python"] = engine["llama_cpp_python"]
+        info["llama_cpp_gpu_offload"] = engine["gpu_offload"]
+        # What ggml says it was compiled with, and the flags setup built it with.
+        info["engine"] = {"backends": engine["backends"], "amx_compiled": engine["amx_compiled"],
+                          "build": installed_build()}
     with contextlib.suppress(Exception):
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, cwd=Path(__file__).parent).stdout.strip()
