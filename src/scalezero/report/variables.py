@@ -243,8 +243,39 @@ def setup_facts(run_meta: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def measured_rows(facts: Mapping[str, Any], runs: pd.DataFrame) -> list[list[str]]:
-    """What was and was not measured: [quantity, status, how]."""
+def context_power_w(summary: pd.DataFrame) -> tuple[float, float]:
+    """(context-only idle power, bare idle power), W: means over the runs whose energy
+    counter covered a context-only window; NaN when none did (no window, or no power
+    sensor to read it with)."""
+    if "context_idle_power_w" not in summary.columns:
+        return math.nan, math.nan
+    ctx = pd.to_numeric(summary["context_idle_power_w"], errors="coerce")
+    seen = ctx.notna()
+    if "bare_idle_power_w" not in summary.columns:
+        return _mean(ctx[seen]), math.nan
+    bare = pd.to_numeric(summary["bare_idle_power_w"], errors="coerce")
+    return _mean(ctx[seen]), _mean(bare[seen])
+
+
+def _context_row(facts: Mapping[str, Any], summary: pd.DataFrame | None) -> list[str]:
+    quantity = "context-only idle power (a runtime without weights)"
+    ctx_w, bare_w = context_power_w(summary) if summary is not None else (math.nan,) * 2
+    if math.isfinite(ctx_w):
+        return [quantity, "measured",
+                f"mean power over the baseline_context window: {fmt(ctx_w)} W, against "
+                f"{fmt(bare_w)} W bare idle ({facts['energy_source']})"]
+    if facts["context_baseline"]:
+        # The window was recorded, but nothing on this host can read its power.
+        return [quantity, "not measured",
+                "a baseline_context window was recorded, but this host has no power "
+                "sensor or energy counter that covered it"]
+    return [quantity, "not measured", "no baseline_context window was recorded"]
+
+
+def measured_rows(facts: Mapping[str, Any], runs: pd.DataFrame,
+                  summary: pd.DataFrame | None = None) -> list[list[str]]:
+    """What was and was not measured: [quantity, status, how]. The context-only idle
+    power counts as measured only where `summary` holds a value for it."""
     on_gpu = facts["on_gpu"]
     bases = set(runs["basis"].astype(str)) if "basis" in runs.columns else set()
     rate = fmt(facts.get("rate_hz"))
@@ -276,10 +307,7 @@ def measured_rows(facts: Mapping[str, Any], runs: pd.DataFrame) -> list[list[str
         rows.append(["host memory (RSS of the instance processes)", "measured",
                      f"psutil, {rate} Hz samples"])
     rows.append(["instance CPU use", "measured", f"psutil, {rate} Hz samples"])
-    rows.append(["context-only idle power (a runtime without weights)",
-                 "measured" if facts["context_baseline"] else "not measured",
-                 "baseline_context window" if facts["context_baseline"]
-                 else "no baseline_context window was recorded"])
+    rows.append(_context_row(facts, summary))
     if facts["unsupported"]:
         rows.append(["NVML queries the device refused", "not measured",
                      ", ".join(map(str, facts["unsupported"]))])
@@ -507,6 +535,21 @@ def _discussion_vars(inp: ReportInputs, facts: Mapping[str, Any],
             f"{best} ({fmt(best_v)} ms).")
     else:
         out["latency"] = "No cold request completed, so cold and warm latency cannot be compared."
+    ctx_w, bare_w = context_power_w(inp.summary)
+    if math.isfinite(ctx_w):
+        out["context"] = (
+            f"A process holding the runtime and a device context with a tiny model, but "
+            f"not the served model's weights, drew {fmt(ctx_w)} W against {fmt(bare_w)} W "
+            f"bare idle (measured over each run's context-only window, before the replay).")
+    elif facts["context_baseline"]:
+        out["context"] = (
+            "The context-only idle power (a runtime holding a device context but no "
+            "weights) was not measured: the runs recorded a context-only window, but no "
+            "power sensor or energy counter covered it on this host.")
+    else:
+        out["context"] = ("The context-only idle power (a runtime holding a device context "
+                          "but no weights) was not measured: no run recorded a context-only "
+                          "window.")
     return out
 
 
@@ -591,6 +634,7 @@ def build_variables(inp: ReportInputs, *, title: str, author: str, renderer: str
             else NA,
             "telemetry_rate_hz": fmt(facts["rate_hz"]),
             "energy_basis": _energy_basis_text(inp.runs, facts),
+            "context_idle_power_w": fmt(context_power_w(summary)[0]),
             "model_name": facts["model_name"],
             "model_mib": fmt(model_bytes / 2**20) if math.isfinite(model_bytes) else NA,
             "model_sha256": str(facts["model_sha256"])[:16] if facts["model_sha256"] != NA
@@ -687,8 +731,8 @@ def setup_table(inp: ReportInputs, variables: Mapping[str, Any]) -> str:
 
 def measured_table(inp: ReportInputs) -> str:
     facts = setup_facts(inp.run_meta)
-    return markdown_table(["quantity", "status", "how"], measured_rows(facts, inp.runs),
-                          ["l", "l", "l"])
+    return markdown_table(["quantity", "status", "how"],
+                          measured_rows(facts, inp.runs, inp.summary), ["l", "l", "l"])
 
 
 def constants_table(inp: ReportInputs) -> str:
@@ -830,7 +874,7 @@ def limitations_bullets(inp: ReportInputs, variables: Mapping[str, Any]) -> str:
                  "(load above one) they do not hold.")
     lines.append("Costs price only the instance time held, at one on-demand price; storage, "
                  "network, platform fees and minimum billing increments are not included.")
-    if not facts["context_baseline"]:
+    if not math.isfinite(context_power_w(inp.summary)[0]):
         lines.append("The idle power of a runtime holding a GPU context but no weights was "
                      "not measured, so the parking cost of a half-warm tier is unknown.")
     return _bullets(lines)

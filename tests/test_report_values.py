@@ -1,0 +1,486 @@
+"""The report's numbers, strategy by strategy, against values worked out by hand.
+
+The runs are those of report_value_fixtures: every strategy has its own latencies,
+cold-start phases, power levels and memory, so a number shown under the wrong strategy
+or pooled over strategies differs from the expected one. Expected values are derived
+below from the fixture's hand-chosen inputs (arithmetic written out, percentiles by
+their definition), never read back from the code under test. Strings are compared after
+formatting with `fmt`, whose own behaviour test_report.test_formatting pins down.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from report_value_fixtures import (
+    CONFIG,
+    DURATION_S,
+    PRICE_USD_PER_H,
+    STRATEGIES,
+    TOKENS_OUT,
+    TRAFFIC_RPH,
+    WORKLOAD,
+    make_value_results,
+)
+
+from scalezero import projections as pj
+from scalezero.report.config import report_settings
+from scalezero.report.variables import (
+    NA,
+    build_tables,
+    build_variables,
+    collect_inputs,
+    fmt,
+    fmt_pct,
+)
+
+ORDER = ("always_on", "keep_warm", "naive")  # the report's column order
+DAY_S = 86400.0
+
+
+def build(root: Path, *, gpu: bool = True, context: bool = True) -> dict[str, Any]:
+    """Runs -> aggregate -> projections -> report variables and tables (no rendering)."""
+    results = make_value_results(root, gpu=gpu, context=context)
+    settings = report_settings(CONFIG)
+    projections = pj.write_projections(
+        results["summary"]["summary"], results["summary"]["energy"], results["run_dirs"],
+        settings, pj.projection_paths(root / "projections", WORKLOAD))
+    inputs = collect_inputs(WORKLOAD, results["summary"], projections, results["run_dirs"],
+                            results["trace"])
+    variables = build_variables(inputs, title="T", author="", renderer="test")
+    return {"results": results, "projections": projections, "inputs": inputs,
+            "variables": variables, "tables": build_tables(inputs, variables)}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return build(tmp_path_factory.mktemp("values"))
+
+
+def parse_table(markdown: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a generated pipe table (escaped pipes are not used here)."""
+    lines = [line for line in markdown.strip().splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return cells[0], cells[2:]
+
+
+def table_rows(markdown: str) -> dict[str, dict[str, str]]:
+    """Row label -> {column header: cell} of a generated table."""
+    header, rows = parse_table(markdown)
+    return {row[0]: dict(zip(header[1:], row[1:], strict=True)) for row in rows}
+
+
+def by_strategy(markdown: str) -> dict[str, dict[str, str]]:
+    """Strategy -> {column header: cell} of a table with one row per strategy."""
+    header, rows = parse_table(markdown)
+    return {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), by definition."""
+    xs = sorted(values)
+    rank = (len(xs) - 1) * q / 100.0
+    lo = math.floor(rank)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (rank - lo) * (xs[hi] - xs[lo])
+
+
+# ---------------------------------------------------------------------------------------
+# Hand-derived expectations per strategy (one run each). Power levels, phase times and
+# memory come from report_value_fixtures.STRATEGIES; the sums are spelled out.
+
+# Seconds in each phase of the 20 s replay window.
+PHASE_S = {
+    # Up all window; active while one of the three requests is in flight.
+    "always_on": {"cold_start": 0.0, "active": 0.4 + 0.5 + 0.6, "idle_loaded": 20.0 - 1.5,
+                  "empty": 0.0},
+    # Three 1.5 s starts; active from ready to the end of the answer (2.5->3.0,
+    # 8.5->9.1, 14.5->15.7); 0.2 s idle before each stop.
+    "naive": {"cold_start": 3 * 1.5, "active": 0.5 + 0.6 + 1.2, "idle_loaded": 3 * 0.2,
+              "empty": 20.0 - (2.2 + 2.3 + 2.9)},
+    # Two 1.0 s starts; active 2.0->2.4, 3.0->3.4, 11.0->11.8, 12.0->12.5, 14.0->14.7;
+    # up 1.0->6.4 and 10.0->17.7.
+    "keep_warm": {"cold_start": 2 * 1.0, "active": 0.4 + 0.4 + 0.8 + 0.5 + 0.7,
+                  "idle_loaded": (5.4 + 7.7) - 2.0 - 2.8, "empty": 20.0 - (5.4 + 7.7)},
+}
+POWER_OF_PHASE = {"cold_start": "starting", "active": "active", "idle_loaded": "idle",
+                  "empty": "bare"}
+INSTANCE_S = {"always_on": 20.0, "naive": 2.2 + 2.3 + 2.9, "keep_warm": 5.4 + 7.7}
+COLD_STARTS = {"always_on": 0, "naive": 3, "keep_warm": 2}
+COLD_START_S = {"naive": 0.3 + 0.9 + 0.3, "keep_warm": 0.2 + 0.6 + 0.2}
+
+
+def phase_energy_j(strategy: str, phase: str) -> float:
+    return PHASE_S[strategy][phase] * STRATEGIES[strategy].power_w[POWER_OF_PHASE[phase]]
+
+
+def energy_total_j(strategy: str) -> float:
+    return sum(phase_energy_j(strategy, p) for p in PHASE_S[strategy])
+
+
+def ok_requests(strategy: str) -> int:
+    return len(STRATEGIES[strategy].requests)
+
+
+def test_hand_derivation_is_consistent() -> None:
+    """The phase times above add up to the window (a check of the derivation itself)."""
+    for strategy, phases in PHASE_S.items():
+        assert sum(phases.values()) == pytest.approx(DURATION_S), strategy
+        assert phases["cold_start"] == pytest.approx(
+            COLD_STARTS[strategy] * COLD_START_S.get(strategy, 0.0))
+    assert energy_total_j("always_on") == pytest.approx(608.0)  # 18.5*28 + 1.5*60
+    assert energy_total_j("naive") == pytest.approx(647.9)  # 4.5*45+2.3*70+0.6*33+12.6*21
+    assert energy_total_j("keep_warm") == pytest.approx(752.3)  # 2*50+2.8*75+8.3*35+6.9*22
+
+
+# ---------------------------------------------------------------------------------------
+# Latency
+
+
+@pytest.mark.parametrize("strategy", ORDER)
+def test_latency_percentiles_are_each_strategys_own(built: dict, strategy: str) -> None:
+    v = built["variables"]["s"][strategy]
+    reqs = STRATEGIES[strategy].requests
+    subsets = {"": reqs, "cold_": [r for r in reqs if r.cold],
+               "warm_": [r for r in reqs if not r.cold]}
+    for metric in ("ttft", "e2e"):
+        for subset, rs in subsets.items():
+            values = [getattr(r, f"{metric}_ms") for r in rs]
+            for q in (50, 90, 99):
+                expected = fmt(percentile(values, q)) if values else NA
+                assert v[f"{metric}_{subset}p{q}_ms"] == expected, (metric, subset, q)
+    # TPOT = (E2E - TTFT) / (tokens - 1), per request.
+    tpot = [(r.e2e_ms - r.ttft_ms) / (TOKENS_OUT - 1) for r in reqs]
+    assert v["tpot_p50_ms"] == fmt(percentile(tpot, 50))
+    assert v["tpot_p99_ms"] == fmt(percentile(tpot, 99))
+
+
+def test_latency_values_spot_checked_by_hand(built: dict) -> None:
+    """A few of the above as literals, so a wrong `percentile` helper cannot hide."""
+    s = built["variables"]["s"]
+    assert s["always_on"]["ttft_p50_ms"] == "52"  # 40, 52, 64
+    assert s["always_on"]["ttft_p90_ms"] == "61.6"  # 52 + 0.8 * 12
+    assert s["naive"]["ttft_cold_p50_ms"] == "1,800"  # 1700, 1800, 1900
+    assert s["naive"]["ttft_warm_p50_ms"] == NA
+    assert s["keep_warm"]["ttft_cold_p50_ms"] == "1,150"  # (1100 + 1200) / 2
+    assert s["keep_warm"]["ttft_warm_p99_ms"] == "99.9"  # 96 + 0.98 * 4 = 99.92
+    assert s["keep_warm"]["e2e_p50_ms"] == "700"  # 400 500 700 1400 1800
+
+
+def test_goodput_attainment_per_strategy(built: dict) -> None:
+    # mlperf_standard: TTFT <= 2000 ms and TPOT <= 100 ms.
+    # always_on TPOT 90, 112, 134 -> 1 of 3; naive TPOT 75, 75, 200 -> 2 of 3;
+    # keep_warm TPOT 75, 80, 150, 101, 150 -> 2 of 5.
+    s = built["variables"]["s"]
+    assert s["always_on"]["attainment_mlperf_standard_pct"] == fmt(100 / 3)
+    assert s["naive"]["attainment_mlperf_standard_pct"] == fmt(200 / 3)
+    assert s["keep_warm"]["attainment_mlperf_standard_pct"] == fmt(40.0)
+    assert s["keep_warm"]["goodput_mlperf_standard_rps"] == fmt(2 / DURATION_S)
+
+
+# ---------------------------------------------------------------------------------------
+# Cold starts
+
+
+def test_cold_start_counts_and_phases(built: dict) -> None:
+    s = built["variables"]["s"]
+    cold_requests = {"always_on": 0, "naive": 3, "keep_warm": 2}
+    for st in ORDER:
+        assert s[st]["cold_starts"] == fmt(COLD_STARTS[st]), st
+        assert s[st]["cold_share_pct"] == fmt(100 * cold_requests[st] / ok_requests(st)), st
+    rows = by_strategy(built["tables"]["cold_start_table.md"])
+    assert rows["always_on"]["cold starts per run"] == "0"
+    assert rows["always_on"]["spawn → ready (s)"] == NA  # its only start preceded the replay
+    naive, warm = rows["naive"], rows["keep_warm"]
+    assert (naive["spawn → runtime (s)"], naive["runtime → loaded (s)"],
+            naive["loaded → ready (s)"], naive["spawn → ready (s)"]) == ("0.3", "0.9", "0.3",
+                                                                       "1.5")
+    assert (warm["spawn → runtime (s)"], warm["runtime → loaded (s)"],
+            warm["loaded → ready (s)"], warm["spawn → ready (s)"]) == ("0.2", "0.6", "0.2",
+                                                                     "1")
+    # ready -> first token: naive 0.2, 0.3, 0.4; keep_warm 0.1, 0.2.
+    assert naive["ready → first token (s)"] == fmt(0.3)
+    assert warm["ready → first token (s)"] == fmt(0.15)
+    # A cold start's energy: starting power x its duration.
+    assert naive["energy per cold start (J)"] == fmt(45.0 * 1.5)
+    assert warm["energy per cold start (J)"] == fmt(50.0 * 1.0)
+    assert rows["naive"]["cold starts per run"] == "3"
+    assert rows["keep_warm"]["cold starts per run"] == "2"
+
+
+# ---------------------------------------------------------------------------------------
+# Energy
+
+
+@pytest.mark.parametrize("strategy", ORDER)
+def test_energy_per_phase_per_run_and_per_request(built: dict, strategy: str) -> None:
+    p = STRATEGIES[strategy].power_w
+    total = energy_total_j(strategy)
+    above = total - p["bare"] * DURATION_S
+    ok = ok_requests(strategy)
+    tokens = ok * TOKENS_OUT
+    runs = pd.read_csv(built["projections"]["runs"]).set_index("strategy")
+    row = runs.loc[strategy]
+    assert row["energy_total_j"] == pytest.approx(total, rel=1e-9)
+    assert row["energy_above_baseline_j"] == pytest.approx(above, rel=1e-9)
+    assert row["energy_per_request_j"] == pytest.approx(total / ok, rel=1e-9)
+    assert row["bare_idle_power_w"] == pytest.approx(p["bare"], rel=1e-9)
+    phases = pd.read_csv(built["projections"]["phases"])
+    mine = phases[phases["strategy"] == strategy].set_index("phase")
+    for phase, seconds in PHASE_S[strategy].items():
+        assert mine.at[phase, "duration_s"] == pytest.approx(seconds, abs=1e-9), phase
+        assert mine.at[phase, "energy_j"] == pytest.approx(
+            phase_energy_j(strategy, phase), abs=1e-6), phase
+
+    v = built["variables"]["s"][strategy]
+    assert v["energy_total_j"] == fmt(total)
+    assert v["energy_above_baseline_j"] == fmt(above)
+    assert v["energy_per_request_j"] == fmt(total / ok)
+    assert v["energy_per_request_above_baseline_j"] == fmt(above / ok)
+    assert v["energy_per_output_token_j"] == fmt(total / tokens)
+    assert v["above_baseline_share_pct"] == fmt(100 * above / total)
+    assert v["idle_loaded_energy_j"] == fmt(phase_energy_j(strategy, "idle_loaded"))
+    assert v["idle_loaded_s"] == fmt(PHASE_S[strategy]["idle_loaded"])
+    cold = COLD_START_S.get(strategy)
+    assert v["cold_start_energy_mean_j"] == (fmt(p["starting"] * cold) if cold else NA)
+
+    table = by_strategy(built["tables"]["energy_table.md"])[strategy]
+    assert table["energy per run (J)"] == fmt(total)
+    assert table["above bare idle (J)"] == fmt(above)
+    assert table["per request (J)"] == fmt(total / ok)
+    assert table["per output token (J)"] == fmt(total / tokens)
+    assert table["basis"] == "measured"
+
+
+# ---------------------------------------------------------------------------------------
+# Memory, instance time and cost
+
+
+@pytest.mark.parametrize("strategy", ORDER)
+def test_memory_instance_time_and_cost(built: dict, strategy: str) -> None:
+    spec = STRATEGIES[strategy]
+    held_s = INSTANCE_S[strategy]
+    # Memory is held while an instance is alive: mem x alive seconds in the window.
+    gib_h = spec.mem_mib * held_s / 1024.0 / 3600.0
+    cost_usd = held_s / 3600.0 * PRICE_USD_PER_H
+    v = built["variables"]["s"][strategy]
+    assert v["instance_s"] == fmt(held_s)
+    assert v["mem_gib_h"] == fmt(gib_h)
+    assert v["cost_per_1000_requests_usd"] == fmt(cost_usd / ok_requests(strategy) * 1000)
+    assert v["busy_share_pct"] == fmt_pct(PHASE_S[strategy]["active"] / held_s)
+    runs = pd.read_csv(built["projections"]["runs"]).set_index("strategy")
+    assert runs.at[strategy, "cost_usd"] == pytest.approx(cost_usd, rel=1e-9)
+    assert runs.at[strategy, "mem_gib_h"] == pytest.approx(gib_h, rel=1e-9)
+    resources = built["tables"]["resources_list.md"]
+    line = next(x for x in resources.splitlines() if x.startswith(f"- **{strategy}**"))
+    assert f"up {fmt(held_s)} s of a {fmt(DURATION_S)} s replay" in line
+    assert f"held {fmt(gib_h)} GiB·h (peak {fmt(spec.mem_mib)} MiB)" in line
+
+
+def test_summary_table_puts_each_value_in_its_strategys_column(built: dict) -> None:
+    header, _ = parse_table(built["tables"]["summary_table.md"])
+    assert header[1:] == list(ORDER)
+    rows = table_rows(built["tables"]["summary_table.md"])
+    expect = {
+        "TTFT p50, warm requests (ms)": {"always_on": "52", "naive": NA, "keep_warm": "96"},
+        "TTFT p50, cold requests (ms)": {"always_on": NA, "naive": "1,800",
+                                         "keep_warm": "1,150"},
+        "cold starts per run": {"always_on": "0", "naive": "3", "keep_warm": "2"},
+        "cold-start share of requests (%)": {"always_on": "0", "naive": "100",
+                                             "keep_warm": "40"},
+        "energy per request (J)": {st: fmt(energy_total_j(st) / ok_requests(st))
+                                   for st in ORDER},
+        "idle-loaded energy per run (J)": {st: fmt(phase_energy_j(st, "idle_loaded"))
+                                           for st in ORDER},
+        "GPU memory held (GiB·h per run)": {
+            st: fmt(STRATEGIES[st].mem_mib * INSTANCE_S[st] / 1024 / 3600) for st in ORDER},
+    }
+    for label, cells in expect.items():
+        assert rows[label] == cells, label
+    price_row = next(k for k in rows if k.startswith("cost per 1,000 requests"))
+    assert rows[price_row] == {
+        st: fmt(INSTANCE_S[st] / 3600 * PRICE_USD_PER_H / ok_requests(st) * 1000)
+        for st in ORDER}
+    # The literal values, as a reader would check them: 608/3, 647.9/3, 752.3/5 J.
+    assert rows["energy per request (J)"] == {"always_on": "203", "naive": "216",
+                                              "keep_warm": "150"}
+
+
+# ---------------------------------------------------------------------------------------
+# Projections: the model pooled over runs, then level by level
+
+
+def pooled_model() -> dict[str, float]:
+    """The projection's inputs from the fixture by hand: state power pooled over the
+    runs (energy / time), cold starts weighted by their number."""
+    idle_s = sum(PHASE_S[st]["idle_loaded"] for st in ORDER)
+    active_s = sum(PHASE_S[st]["active"] for st in ORDER)
+    n_cold = sum(COLD_STARTS.values())
+    cold_above = {st: (STRATEGIES[st].power_w["starting"] - STRATEGIES[st].power_w["bare"])
+                  * COLD_START_S[st] for st in COLD_START_S}
+    return {
+        "bare": (20.0 + 21.0 + 22.0) / 3,
+        "idle": sum(phase_energy_j(st, "idle_loaded") for st in ORDER) / idle_s,
+        "active": sum(phase_energy_j(st, "active") for st in ORDER) / active_s,
+        "cold_s": (3 * 1.5 + 2 * 1.0) / n_cold,
+        "cold_j": (3 * 45.0 * 1.5 + 2 * 50.0 * 1.0) / n_cold,
+        "cold_above_j": (3 * cold_above["naive"] + 2 * cold_above["keep_warm"]) / n_cold,
+        "s_per_request": active_s / sum(ok_requests(st) for st in ORDER),
+    }
+
+
+def test_projection_model_pools_the_runs(built: dict) -> None:
+    m = pooled_model()
+    # The same numbers once more as literals: 828.3 J / 27.4 s, 461 J / 6.6 s, ...
+    assert m["idle"] == pytest.approx(828.3 / 27.4)
+    assert m["active"] == pytest.approx(461.0 / 6.6)
+    assert (m["cold_s"], m["cold_j"], m["cold_above_j"]) == pytest.approx((1.3, 60.5, 32.8))
+    assert m["s_per_request"] == pytest.approx(0.6)
+    model = pd.read_csv(built["projections"]["model"]).set_index("strategy")
+    for st in ORDER:
+        row = model.loc[st]
+        assert row["bare_idle_power_w"] == pytest.approx(m["bare"], rel=1e-9)
+        assert row["idle_loaded_power_w"] == pytest.approx(m["idle"], rel=1e-9)
+        assert row["active_power_w"] == pytest.approx(m["active"], rel=1e-9)
+        assert row["cold_start_s"] == pytest.approx(m["cold_s"], rel=1e-9)
+        assert row["cold_start_energy_j"] == pytest.approx(m["cold_j"], rel=1e-9)
+        assert row["cold_start_above_baseline_j"] == pytest.approx(m["cold_above_j"],
+                                                                    rel=1e-9)
+        assert row["active_s_per_request"] == pytest.approx(m["s_per_request"], rel=1e-9)
+        assert row["break_even_ttl_s"] == pytest.approx(
+            32.8 / (828.3 / 27.4 - 21.0), rel=1e-9)
+    assert model.at["keep_warm", "keep_warm_ttl_s"] == 3.0
+    assert model.at["naive", "keep_warm_ttl_s"] == 0.0
+    assert bool(model.at["always_on", "always_on"])
+    proj = built["variables"]["proj"]
+    assert proj["break_even_ttl_s"] == fmt(32.8 / (828.3 / 27.4 - 21.0))
+    assert proj["idle_loaded_power_w"] == fmt(828.3 / 27.4)
+
+
+def expected_day(strategy: str, rph: float) -> dict[str, float]:
+    """One day at `rph` Poisson arrivals, written out per strategy."""
+    m = pooled_model()
+    rate = rph / 3600.0
+    n = rph * 24.0
+    busy_s = n * m["s_per_request"]
+    if strategy == "always_on":  # never cold, held all day, idle when not busy
+        share, n_cold, cold_s, idle_s = 0.0, 0.0, 0.0, DAY_S - busy_s
+        instance_h = 24.0
+    else:
+        ttl = 0.0 if strategy == "naive" else 3.0
+        # Cold when the previous arrival is more than S + TTL back: P = exp(-r (S + TTL)).
+        share = math.exp(-rate * (m["s_per_request"] + ttl))
+        n_cold = n * share
+        cold_s = n_cold * m["cold_s"]
+        # Each gap ~ Exp(r) is idled for min(gap, TTL): D (1 - exp(-r TTL)) a day.
+        idle_s = DAY_S * (1.0 - math.exp(-rate * ttl))
+        instance_h = (busy_s + cold_s + idle_s) / 3600.0
+    empty_s = DAY_S - busy_s - cold_s - idle_s
+    energy_j = (busy_s * m["active"] + n_cold * m["cold_j"] + idle_s * m["idle"]
+                + empty_s * m["bare"])
+    return {"cold_start_share": share, "cold_starts_per_day": n_cold,
+            "instance_h_per_day": instance_h, "idle_loaded_h_per_day": idle_s / 3600.0,
+            "energy_kwh_per_day": energy_j / 3.6e6,
+            "energy_kwh_per_year": energy_j / 3.6e6 * 365,
+            "kg_co2e_per_year": energy_j / 3.6e6 * 365 * 475 / 1000,
+            "cost_usd_per_day": instance_h * PRICE_USD_PER_H,
+            "cost_usd_per_year": instance_h * PRICE_USD_PER_H * 365}
+
+
+def test_expected_day_by_hand_at_60_rph() -> None:
+    """expected_day, checked on one case with the numbers typed in."""
+    naive = expected_day("naive", 60.0)
+    assert naive["cold_start_share"] == pytest.approx(math.exp(-0.01))  # r = 1/60, S = 0.6
+    busy, cold = 1440 * 0.6, 1440 * math.exp(-0.01) * 1.3
+    assert naive["instance_h_per_day"] == pytest.approx((busy + cold) / 3600)
+    warm = expected_day("keep_warm", 60.0)
+    assert warm["idle_loaded_h_per_day"] == pytest.approx(24 * (1 - math.exp(-0.05)))
+    assert expected_day("always_on", 60.0)["cost_usd_per_day"] == pytest.approx(86.4)
+
+
+@pytest.mark.parametrize("rph", TRAFFIC_RPH)
+def test_projection_at_each_traffic_level(built: dict, rph: float) -> None:
+    sweep = pd.read_csv(built["projections"]["sweep"])
+    assert sorted(set(sweep["traffic_rph"])) == sorted(TRAFFIC_RPH)
+    table = built["tables"]["projections_table.md"]
+    _, table_body = parse_table(table)
+    for st in ORDER:
+        exp = expected_day(st, rph)
+        row = sweep[(sweep["strategy"] == st) & (sweep["traffic_rph"] == rph)]
+        assert len(row) == 1, (st, rph)
+        row = row.iloc[0]
+        assert row["requests_per_day"] == pytest.approx(rph * 24)
+        for column, value in exp.items():
+            assert row[column] == pytest.approx(value, rel=1e-9, abs=1e-12), (st, rph, column)
+        key = f"r{fmt(rph)}"
+        proj = built["variables"]["proj"][st][key]
+        assert proj["cold_share_pct"] == fmt_pct(exp["cold_start_share"])
+        assert proj["instance_h_day"] == fmt(exp["instance_h_per_day"])
+        assert proj["kwh_year"] == fmt(exp["energy_kwh_per_year"])
+        assert proj["kg_co2e_year"] == fmt(exp["kg_co2e_per_year"])
+        assert proj["usd_year"] == fmt(exp["cost_usd_per_year"])
+        cells = next(r for r in table_body if r[0] == fmt(rph) and r[1] == st)
+        assert cells[2:9] == [fmt_pct(exp["cold_start_share"]),
+                              fmt(exp["instance_h_per_day"]),
+                              fmt(exp["energy_kwh_per_day"]),
+                              fmt(exp["energy_kwh_per_year"]),
+                              fmt(exp["kg_co2e_per_year"]),
+                              fmt(exp["cost_usd_per_day"]),
+                              fmt(exp["cost_usd_per_year"])], (st, rph)
+
+
+def test_discussion_prices_the_reference_level(built: dict) -> None:
+    """At the reference 60 requests/h: always-on's monthly bill against the cheaper of
+    naive and keep-warm, with the ratio."""
+    month = 365 / 12
+    ao = expected_day("always_on", 60.0)["cost_usd_per_day"] * month
+    naive = expected_day("naive", 60.0)
+    warm = expected_day("keep_warm", 60.0)
+    assert naive["cost_usd_per_day"] < warm["cost_usd_per_day"]
+    best = naive["cost_usd_per_day"] * month
+    text = built["variables"]["disc"]["divide"]
+    assert f"costs {fmt(ao)} USD per month" in text
+    assert (f"while naive holds an instance {fmt(naive['instance_h_per_day'])} h a day for "
+            f"{fmt(best)} USD per month, {fmt(ao / best)} times less") in text
+
+
+# ---------------------------------------------------------------------------------------
+# Context-only idle power: measured where a counter saw the window, not otherwise
+
+
+def _context_row(inputs: Any) -> list[str]:
+    from scalezero.report.variables import measured_table
+
+    rows = by_strategy(measured_table(inputs))
+    return list(rows["context-only idle power (a runtime without weights)"].values())
+
+
+def test_context_idle_power_measured_with_a_counter(built: dict) -> None:
+    _, status, how = _context_row(built["inputs"])
+    assert status == "measured"
+    # The runs' context windows drew 24, 25, 26 W; bare idle 20, 21, 22 W.
+    assert fmt(25.0) + " W" in how and fmt(21.0) + " W" in how, how
+    assert built["variables"]["run"]["context_idle_power_w"] == fmt(25.0)
+    assert fmt(25.0) in built["variables"]["disc"]["context"]
+
+
+def test_context_idle_power_not_measured_without_a_sensor(tmp_path: Path) -> None:
+    out = build(tmp_path, gpu=False, context=True)
+    _, status, how = _context_row(out["inputs"])
+    assert status == "not measured"
+    assert "no power sensor" in how, how
+    assert out["variables"]["run"]["context_idle_power_w"] == NA
+    assert "not measured" in out["variables"]["disc"]["context"]
+    limitations = out["tables"]["limitations_list.md"]
+    assert "holding a GPU context but no weights was not measured" in limitations
+
+
+def test_context_idle_power_without_a_window(tmp_path: Path) -> None:
+    out = build(tmp_path, gpu=True, context=False)
+    _, status, how = _context_row(out["inputs"])
+    assert status == "not measured"
+    assert "no baseline_context window" in how
