@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_report_fixtures import COLD_START_S, MEM_MIB, POWER_W, SERVICE_S, make_results
+from test_report_fixtures import COLD_START_S, POWER_W, SERVICE_S, TTL_S, make_results
 
 from scalezero import projections as pj
-from scalezero.energy import break_even_ttl_s
 from scalezero.errors import UserError
 from scalezero.report.config import (
-    DEFAULT_CONSTANTS,
     REPORT_CONFIG_SCHEMA,
     report_settings,
 )
@@ -102,6 +100,57 @@ def test_over_capacity_is_flagged() -> None:
     assert out["load"] > 1
 
 
+def test_project_sweeps_every_level_on_its_own() -> None:
+    """project(): three strategies at 1, 100 and 1000 requests/h, each level worked out
+    by hand (S = 0.5 s per request, C = 2 s and 100 J per cold start, 20/30/60 W bare,
+    idle-loaded and active, keep-warm TTL 60 s, 1 USD per instance hour)."""
+    model = pd.DataFrame([
+        {"workload": "w", "strategy": s, "basis": "measured", **_model(**kw)}
+        for s, kw in (("always_on", {"always_on": True, "keep_warm_ttl_s": math.inf}),
+                      ("naive", {}), ("keep_warm", {"keep_warm_ttl_s": 60.0}))])
+    settings = report_settings({"projections": {"traffic_rph": [1000, 1, 100]},
+                                "constants": {"gpu_hour_price_usd": {
+                                    "value": 1.0, "unit": "USD/h", "source": "t",
+                                    "date": "2026"}}})
+    sweep = pj.project(model, settings).set_index(["strategy", "traffic_rph"])
+    assert len(sweep) == 9
+
+    def check(strategy: str, rph: float, share: float, cold_s: float, idle_s: float) -> None:
+        row = sweep.loc[(strategy, rph)]
+        n = 24 * rph
+        busy = 0.5 * n
+        empty = DAY_S - busy - cold_s - idle_s
+        energy = busy * 60 + n * share * 100 + idle_s * 30 + empty * 20
+        held_h = 24.0 if strategy == "always_on" else (busy + cold_s + idle_s) / 3600
+        assert row["requests_per_day"] == pytest.approx(n)
+        assert row["cold_start_share"] == pytest.approx(share, rel=1e-9, abs=1e-15)
+        assert row["cold_starts_per_day"] == pytest.approx(n * share, rel=1e-9, abs=1e-12)
+        assert row["idle_loaded_h_per_day"] * 3600 == pytest.approx(idle_s, rel=1e-9)
+        assert row["empty_h_per_day"] * 3600 == pytest.approx(empty, rel=1e-9, abs=1e-6)
+        assert row["instance_h_per_day"] == pytest.approx(held_h, rel=1e-9)
+        assert row["cost_usd_per_day"] == pytest.approx(held_h, rel=1e-9)
+        assert row["energy_kwh_per_day"] == pytest.approx(energy / 3.6e6, rel=1e-9)
+        assert row["load"] == pytest.approx(busy / DAY_S)
+
+    # 1 request/h: n = 24. Naive is cold unless the previous arrival came < 0.5 s before.
+    check("always_on", 1, 0.0, 0.0, DAY_S - 12.0)
+    check("naive", 1, math.exp(-0.5 / 3600), 24 * math.exp(-0.5 / 3600) * 2.0, 0.0)
+    check("keep_warm", 1, math.exp(-60.5 / 3600),
+          24 * math.exp(-60.5 / 3600) * 2.0, DAY_S * (1 - math.exp(-60 / 3600)))
+    # 100 requests/h: n = 2400, busy 1200 s.
+    check("always_on", 100, 0.0, 0.0, DAY_S - 1200.0)
+    check("naive", 100, math.exp(-50 / 3600), 2400 * math.exp(-50 / 3600) * 2.0, 0.0)
+    check("keep_warm", 100, math.exp(-6050 / 3600),
+          2400 * math.exp(-6050 / 3600) * 2.0, DAY_S * (1 - math.exp(-6000 / 3600)))
+    # 1000 requests/h: n = 24000, busy 12000 s. Keep-warm would idle almost all day
+    # (1 - exp(-16.7)), more than busy time and cold starts leave: it idles the rest.
+    cold_kw = 24000 * math.exp(-60500 / 3600) * 2.0
+    check("always_on", 1000, 0.0, 0.0, DAY_S - 12000.0)
+    check("naive", 1000, math.exp(-500 / 3600), 24000 * math.exp(-500 / 3600) * 2.0, 0.0)
+    check("keep_warm", 1000, math.exp(-60500 / 3600), cold_kw, DAY_S - 12000.0 - cold_kw)
+    assert DAY_S * (1 - math.exp(-60000 / 3600)) > DAY_S - 12000.0 - cold_kw
+
+
 # ----------------------------------------------------------------------- measured runs
 
 
@@ -110,9 +159,23 @@ def test_measured_runs_and_model(gpu: dict, tmp_path: Path) -> None:
     runs = pd.read_csv(paths["runs"])
     assert list(runs.columns) == list(pj.RUN_COLUMNS)
     assert set(runs["basis"]) == {"measured"} and set(runs["method"]) == {"nvml_counter"}
-    summary = pd.read_csv(gpu["summary"]["summary"])
-    assert runs["energy_total_j"].tolist() == pytest.approx(
-        summary["energy_total_j"].tolist())
+    # keep_warm, repeat 1, by hand: bursts at 0.1, 25.1 and 50.1 s of three requests
+    # 1.5 s apart. Each burst: a 1.5 s start, three 0.6 s answers, then up until
+    # TTL_S after the last answer (3.6 s + 8 s after the burst began): 11.6 s alive, of
+    # which 11.6 - 1.5 - 1.8 = 8.3 s idle. The replay ends 1 s after the last answer
+    # (54.7 s), so the third burst is cut to 4.6 s (1.3 s idle); bare idle elsewhere.
+    w = POWER_W
+    burst_j = 1.5 * w["starting"] + 1.8 * w["active"] + (11.6 - 3.3) * w["idle"]
+    last_j = 1.5 * w["starting"] + 1.8 * w["active"] + (4.6 - 3.3) * w["idle"]
+    bare_s = 54.7 - 2 * 11.6 - 4.6
+    assert pytest.approx(11.6) == 3.6 + TTL_S
+    expected_j = 2 * burst_j + last_j + bare_s * w["bare"]
+    assert expected_j == pytest.approx(1601.5)
+    kw1 = runs[(runs["strategy"] == "keep_warm") & (runs["rep"] == 1)].iloc[0]
+    assert kw1["energy_total_j"] == pytest.approx(expected_j, rel=1e-9)
+    assert kw1["energy_above_baseline_j"] == pytest.approx(expected_j - 54.7 * w["bare"],
+                                                           rel=1e-9)
+    assert kw1["energy_per_request_j"] == pytest.approx(expected_j / 9, rel=1e-9)
     phases = pd.read_csv(paths["phases"])
     assert list(phases.columns) == list(pj.PHASE_COLUMNS) and len(phases) == 4 * 6
 
@@ -130,9 +193,13 @@ def test_measured_runs_and_model(gpu: dict, tmp_path: Path) -> None:
     assert row["cold_start_energy_j"] == pytest.approx(POWER_W["starting"] * COLD_START_S,
                                                        rel=0.05)
     assert row["active_s_per_request"] == pytest.approx(SERVICE_S, rel=0.05)
-    assert row["break_even_ttl_s"] == pytest.approx(break_even_ttl_s(
-        row["cold_start_above_baseline_j"], row["idle_loaded_power_w"],
-        row["bare_idle_power_w"]))
+    # Break-even TTL by hand: a start costs (45 - 20) W x 1.5 s above bare idle; idling
+    # loaded costs 30 - 20 W: 3.75 s.
+    above_j = (POWER_W["starting"] - POWER_W["bare"]) * COLD_START_S
+    assert row["cold_start_above_baseline_j"] == pytest.approx(above_j, rel=0.05)
+    assert row["break_even_ttl_s"] == pytest.approx(
+        above_j / (POWER_W["idle"] - POWER_W["bare"]), rel=0.05)
+    assert above_j / (POWER_W["idle"] - POWER_W["bare"]) == pytest.approx(3.75)
 
     sweep = pd.read_csv(paths["sweep"])
     assert list(sweep.columns) == list(pj.SWEEP_COLUMNS)
@@ -154,22 +221,81 @@ def test_carbon_constant_changes_only_emissions(gpu: dict, tmp_path: Path) -> No
 # ---------------------------------------------------------------------- estimated runs
 
 
+def _constant(name: str, value: float, unit: str) -> dict:
+    return {name: {"value": value, "unit": unit, "source": "test", "date": "2026"}}
+
+
+# Host-model constants chosen so that each term is large and distinct: 4 vCPUs x 1 W
+# floor, 10 W more per busy vCPU, 64 W per GiB of resident memory.
+HOST_MODEL = {"constants": {**_constant("cpu_min_w_per_vcpu", 1.0, "W/vCPU"),
+                            **_constant("cpu_max_w_per_vcpu", 11.0, "W/vCPU"),
+                            **_constant("ram_w_per_gib", 64.0, "W/GiB")}}
+
+
 def test_estimated_runs(cpu: dict, tmp_path: Path) -> None:
-    paths = _write(cpu, tmp_path)
+    paths = _write(cpu, tmp_path, HOST_MODEL)
     runs = pd.read_csv(paths["runs"])
     assert set(runs["basis"]) == {"estimated"} and set(runs["method"]) == {"host_model"}
-    c = DEFAULT_CONSTANTS
-    floor_w = 4 * c["cpu_min_w_per_vcpu"]["value"]
-    per_core_w = c["cpu_max_w_per_vcpu"]["value"] - c["cpu_min_w_per_vcpu"]["value"]
+    floor_w = 4 * 1.0  # the fixture host has 4 vCPUs
+    per_core_w = 11.0 - 1.0
+    ram_w = 64.0 * 180.0 / 1024.0  # the instance's 180 MiB: 11.25 W
     assert runs["bare_idle_power_w"].tolist() == pytest.approx([floor_w] * len(runs))
     model = pd.read_csv(paths["model"]).iloc[0]
-    # Active: one busy core plus the instance's 180 MiB of resident memory.
-    ram_w = c["ram_w_per_gib"]["value"] * 180.0 / 1024.0
-    assert model["active_power_w"] == pytest.approx(floor_w + per_core_w + ram_w, rel=0.1)
+    # The fixture's instance uses 100 % of a core while active and 1 % while idle. The
+    # 5 Hz samples blur phase edges (the estimate interpolates between samples), most
+    # for the 0.6 s active phases: allow 5 % (1.3 W) there and 2 % idle. Each term is
+    # larger than that: floor 4 W, a core 10 W, memory 11.25 W.
+    assert model["active_power_w"] == pytest.approx(floor_w + per_core_w + ram_w, rel=0.05)
     assert model["idle_loaded_power_w"] == pytest.approx(floor_w + 0.01 * per_core_w + ram_w,
-                                                         rel=0.05)
+                                                         rel=0.02)
+    # Above bare idle, a loaded idle instance costs its memory and 1 % of a core.
+    assert model["idle_loaded_power_w"] - model["bare_idle_power_w"] == pytest.approx(
+        ram_w + 0.1, rel=0.02)
     assert math.isfinite(model["break_even_ttl_s"]) and model["break_even_ttl_s"] > 0
-    assert MEM_MIB > 180.0  # GPU fixtures hold more memory than host ones
+
+
+def _telemetry(cpu_pct: list[float], mem_mib: list[float], n: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({"t_s": [float(i) for i in range(len(cpu_pct))],
+                         "power_w": float("nan"), "instance_cpu_pct": cpu_pct,
+                         "instance_mem_mib": mem_mib, "n_instances": n})
+
+
+def test_host_power_model_term_by_term() -> None:
+    """Floor per vCPU + (max - min) per busy vCPU + memory power, each term alone."""
+    settings = report_settings(HOST_MODEL)
+    meta = {"env": {"cpu_count": 4}}
+    telemetry = _telemetry(cpu_pct=[0.0, 50.0, 0.0, 250.0, 100.0],
+                           mem_mib=[0.0, 0.0, 2048.0, 0.0, 512.0], n=[0, 1, 1, 1, 1])
+    watts, method = pj.estimated_power_w(telemetry, meta, settings)
+    assert method == "host_model"
+    assert watts.tolist() == pytest.approx([
+        4.0,                       # floor only: 4 vCPUs x 1 W
+        4.0 + 0.5 * 10.0,          # + half a busy core
+        4.0 + 2.0 * 64.0,          # + 2 GiB of memory
+        4.0 + 2.5 * 10.0,          # + two and a half busy cores
+        4.0 + 10.0 + 0.5 * 64.0,   # + one core and half a GiB
+    ], abs=1e-9)
+
+
+def test_host_power_model_vcpus_and_gaps() -> None:
+    settings = report_settings(HOST_MODEL)
+    telemetry = _telemetry(cpu_pct=[float("nan"), 20.0, float("nan"), 40.0],
+                           mem_mib=[float("nan"), 1024.0, float("nan"), 3072.0],
+                           n=[0, 1, 1, 1])
+    # vCPUs from the telemetry's host facts when run.json's env has none.
+    meta = {"telemetry": {"device_info": {"host": {"logical_cpus": 6}}}}
+    watts, _ = pj.estimated_power_w(telemetry, meta, settings)
+    # No instance (n = 0): nothing but the floor; a gap with an instance is bridged
+    # linearly between its neighbours (30 %, 2048 MiB).
+    assert watts.tolist() == pytest.approx([
+        6.0, 6.0 + 2.0 + 64.0, 6.0 + 3.0 + 128.0, 6.0 + 4.0 + 192.0], abs=1e-9)
+    # Nothing said about the host: one vCPU.
+    watts, _ = pj.estimated_power_w(telemetry, {}, settings)
+    assert watts.iloc[0] == pytest.approx(1.0)
+    # Power samples, where there are any, are used as they are (gaps interpolated).
+    sampled = telemetry.assign(power_w=[10.0, float("nan"), 30.0, 40.0])
+    watts, method = pj.estimated_power_w(sampled, {}, settings)
+    assert method == "power_samples" and watts.tolist() == pytest.approx([10, 20, 30, 40])
 
 
 def test_estimate_needs_a_run_folder(cpu: dict, tmp_path: Path) -> None:
@@ -194,18 +320,21 @@ def test_settings_defaults_and_overrides() -> None:
     assert s.value("carbon_intensity_g_per_kwh") == 475  # untouched defaults stay
 
 
-@pytest.mark.parametrize("bad", [
-    {"constants": {"gpu_hour_price_usd": {"value": 1.0, "unit": "USD/h"}}},
-    {"constants": {"gpu_hour_price_usd": {"value": "cheap", "unit": "USD/h", "source": "x",
-                                          "date": "2026"}}},
-    {"projections": {"traffic_rph": []}},
-    {"projections": {"hours_per_day": 25}},
-    {"report": {"renderer": "word"}},
-    {"constants": {"cpu_max_w_per_vcpu": {"value": 0.1, "unit": "W", "source": "x",
-                                          "date": "2026"}}},
+@pytest.mark.parametrize(("bad", "reason"), [
+    ({"constants": {"gpu_hour_price_usd": {"value": 1.0, "unit": "USD/h"}}},
+     "gpu_hour_price_usd: 'source' is a required property"),
+    ({"constants": {"gpu_hour_price_usd": {"value": "cheap", "unit": "USD/h", "source": "x",
+                                           "date": "2026"}}},
+     "gpu_hour_price_usd.value: 'cheap' is not of type 'number'"),
+    ({"projections": {"traffic_rph": []}}, "traffic_rph: .* non-empty"),
+    ({"projections": {"hours_per_day": 25}}, "hours_per_day: 25 is greater than"),
+    ({"report": {"renderer": "word"}}, "renderer: 'word' is not one of"),
+    ({"constants": {"cpu_max_w_per_vcpu": {"value": 0.1, "unit": "W", "source": "x",
+                                           "date": "2026"}}},
+     "cpu_max_w_per_vcpu must be >= cpu_min_w_per_vcpu"),
 ])
-def test_settings_rejects(bad: dict) -> None:
-    with pytest.raises(UserError):
+def test_settings_rejects(bad: dict, reason: str) -> None:
+    with pytest.raises(UserError, match=reason):
         report_settings(bad)
 
 
