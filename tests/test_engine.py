@@ -176,3 +176,23 @@ def test_run_json_environment_records_the_engine_build_and_cpu_features() -> Non
     flags = set(next(ln for ln in cpuinfo.splitlines() if ln.startswith("flags")).split())
     assert set(info["cpu_features"]) <= flags
     assert ("avx2" in info["cpu_features"]) == ("avx2" in flags)
+
+
+@pytest.mark.parametrize("env_file", ["envs/scalezero.yaml", "envs/scalezero-cuda.yaml"])
+def test_conda_environments_build_the_engine_without_native_or_amx(env_file: str) -> None:
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = yaml.safe_load((repo / env_file).read_text())
+    pip_lines = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+    line = next(p for p in pip_lines if p.startswith("llama-cpp-python"))
+    lock = (repo / "requirements.lock").read_text()
+    version = next(ln.split("==")[1] for ln in lock.splitlines()
+                   if ln.startswith("llama_cpp_python=="))
+    assert line.startswith(f"llama-cpp-python[server]=={version} ")
+    args = line.split("--config-settings=cmake.args=", 1)[1].split(";")
+    options = _options(args)
+    assert options["GGML_NATIVE"] == "OFF"
+    assert options["GGML_AMX_TILE"] == options["GGML_AMX_INT8"] == options["GGML_AMX_BF16"]
+    assert options["GGML_AMX_INT8"] == "OFF" and options["GGML_AVX2"] == "ON"
+    assert (options.get("GGML_CUDA") == "on") == ("cuda" in env_file)
