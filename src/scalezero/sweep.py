@@ -7,13 +7,22 @@ page cache, and after asking the kernel to drop the file's cached pages
 (`posix_fadvise(POSIX_FADV_DONTNEED)`), which approximates a cold disk (a hypervisor's
 own cache may still serve it; the result says which method was used). The summary puts
 both lower bounds ("bytes / bandwidth") beside the measured phases.
+
+Whether a load read the file from storage or from memory depends on what the page cache
+held at the time, so the sweep's run records it rather than assuming it: the share of
+the file's pages resident in the page cache when the run begins (before its first cold
+start; nothing else reads the file in between) and when it ends, asked with mincore(2)
+on a read-only mapping, which maps the file without reading it.
 """
 
 from __future__ import annotations
 
 import csv
+import ctypes
+import ctypes.util
 import json
 import math
+import mmap
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -42,6 +51,11 @@ SWEEP_COLUMNS: dict[str, str] = {
     "cold_read_method": "how the cold read was made (fadvise_dontneed, or none)",
     "load_lower_bound_page_cache_s": "file_bytes / page_cache_read_mib_s, s",
     "load_lower_bound_cold_s": "file_bytes / cold_read_mib_s, s",
+    "page_cache_before_pct": "share of the file in the page cache when the sweep run "
+                             "began, before its first cold start, %",
+    "page_cache_after_pct": "share of the file in the page cache when the sweep run "
+                            "ended, %",
+    "page_cache_method": "how residency was read (mincore, or none: unknown)",
     "device": "cpu or cuda",
 }
 
@@ -115,6 +129,57 @@ def measure_read_bandwidth(path: Path, repeats: int = 3) -> dict[str, Any]:
     }
 
 
+def _libc() -> Any:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    libc = ctypes.CDLL(name, use_errno=True)
+    if not hasattr(libc, "mincore"):
+        return None
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    return libc
+
+
+def page_cache_residency(path: Path) -> dict[str, Any]:
+    """How much of `path` is in the page cache now, without reading it.
+
+    Maps the file read-only and asks mincore(2) which of its pages are resident (the
+    mapping itself reads nothing). Returns file_bytes, resident_pages, pages,
+    resident_share (0-1; NaN when it cannot be asked) and method ("mincore", or "none"
+    where the C library has no mincore or the call fails).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    page = mmap.PAGESIZE
+    pages = (size + page - 1) // page
+    out: dict[str, Any] = {"path": str(path), "file_bytes": size, "pages": pages,
+                           "resident_pages": None, "resident_share": math.nan,
+                           "method": "none"}
+    libc = _libc()
+    if libc is None or size == 0:
+        return out
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr is None or addr == ctypes.c_void_p(-1).value:
+            return out
+        try:
+            vec = (ctypes.c_ubyte * pages)()
+            if libc.mincore(ctypes.c_void_p(addr), size, vec) != 0:
+                return out
+        finally:
+            libc.munmap(ctypes.c_void_p(addr), size)
+    finally:
+        os.close(fd)
+    resident = sum(v & 1 for v in vec)  # bit 0: page resident; the rest is reserved
+    out.update(resident_pages=resident, resident_share=resident / pages, method="mincore")
+    return out
+
+
 def _median(values: Sequence[float]) -> float:
     finite = sorted(v for v in values if math.isfinite(v))
     if not finite:
@@ -128,16 +193,22 @@ def summarize_sweep(
     run_dirs: Sequence[Path],
     bandwidth_files: Sequence[Path],
     model_files: Sequence[Path],
+    page_cache_files: Sequence[Path | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per model (SWEEP_COLUMNS), in the order given."""
+    """One row per model (SWEEP_COLUMNS), in the order given. `page_cache_files` are the
+    residency records of the sweep runs (`{"before": ..., "after": ...}`, each a
+    `page_cache_residency` result); without one, residency is unknown (empty)."""
     from scalezero.aggregate import summarize_run
     from scalezero.model_fetch import gguf_info
 
     rows = []
-    for name, run_dir, bw_file, model_file in zip(models, run_dirs, bandwidth_files,
-                                                  model_files, strict=True):
+    residency_files = list(page_cache_files or [None] * len(models))
+    for name, run_dir, bw_file, model_file, cache_file in zip(
+            models, run_dirs, bandwidth_files, model_files, residency_files, strict=True):
         summary = summarize_run(Path(run_dir)).row
         bandwidth = json.loads(Path(bw_file).read_text(encoding="utf-8"))
+        residency = (json.loads(Path(cache_file).read_text(encoding="utf-8"))
+                     if cache_file is not None else {})
         info = gguf_info(Path(model_file))
         size = info["file_bytes"]
         row = {
@@ -159,10 +230,21 @@ def summarize_sweep(
             "cold_read_method": bandwidth["cold_read_method"],
             "load_lower_bound_page_cache_s": _bound(size, bandwidth["page_cache_read_mib_s"]),
             "load_lower_bound_cold_s": _bound(size, bandwidth["cold_read_mib_s"]),
+            "page_cache_before_pct": _pct(residency.get("before")),
+            "page_cache_after_pct": _pct(residency.get("after")),
+            "page_cache_method": (residency.get("before") or {}).get("method", "none"),
             "device": summary.get("device"),
         }
         rows.append(row)
     return rows
+
+
+def _pct(record: Mapping[str, Any] | None) -> float:
+    share = (record or {}).get("resident_share")
+    try:
+        return 100.0 * float(share)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _bound(size_bytes: int, mib_s: float) -> float:

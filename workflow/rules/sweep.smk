@@ -42,6 +42,7 @@ rule sweep_run:
         events="results/sweep/runs/{model}/events.csv",
         telemetry="results/sweep/runs/{model}/telemetry.csv",
         run_json="results/sweep/runs/{model}/run.json",
+        page_cache="results/sweep/page_cache/{model}.json",
     params:
         settings=sweep_settings,
         failed_dir=lambda wildcards: f"logs/sweep/runs/{wildcards.model}",
@@ -51,7 +52,7 @@ rule sweep_run:
     conda:
         SERVING_ENV
     script:
-        "../scripts/run.py"
+        "../scripts/sweep_run.py"
 
 
 rule sweep_summary:
@@ -61,6 +62,7 @@ rule sweep_summary:
         events=expand("results/sweep/runs/{model}/events.csv", model=SWEEP_MODELS),
         requests=expand("results/sweep/runs/{model}/requests.csv", model=SWEEP_MODELS),
         bandwidth=expand("results/sweep/bandwidth/{model}.json", model=SWEEP_MODELS),
+        page_cache=expand("results/sweep/page_cache/{model}.json", model=SWEEP_MODELS),
     output:
         summary="results/sweep/size_sweep.csv",
     params:

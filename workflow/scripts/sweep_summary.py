@@ -14,6 +14,7 @@ with logged(snakemake.log[0]):
         [Path(p).parent for p in snakemake.input.run_json],
         [Path(p) for p in snakemake.input.bandwidth],
         [Path(p) for p in snakemake.input.models],
+        [Path(p) for p in snakemake.input.page_cache],
     )
     write_sweep_csv(rows, Path(snakemake.output.summary))
     for row in rows:

@@ -98,15 +98,19 @@ def size_sweep_md(summary_csv: Path, figure_number: int, figure_file: str) -> st
     def fmt(value: float, digits: int = 2) -> str:
         return "n/a" if pd.isna(value) else f"{value:,.{digits}f}"
 
+    for column in ("page_cache_before_pct", "page_cache_after_pct"):
+        if column not in df.columns:  # a summary written before residency was recorded
+            df[column] = float("nan")
     rows = ["| model | file, MiB | parameters, M | cold start, s | load, s | "
-            "lower bound (cold read), s | lower bound (page cache), s | TPOT p50, ms |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "lower bound (cold read), s | lower bound (page cache), s | "
+            "in page cache at run start, % | TPOT p50, ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in df.itertuples():
         rows.append(
             f"| {r.model} | {fmt(r.file_bytes / mib, 0)} | {fmt(r.parameters / 1e6, 0)} | "
             f"{fmt(r.cold_start_mean_s)} | {fmt(r.runtime_ready_to_model_loaded_mean_s)} | "
             f"{fmt(r.load_lower_bound_cold_s, 3)} | {fmt(r.load_lower_bound_page_cache_s, 3)} | "
-            f"{fmt(r.tpot_p50_ms, 1)} |")
+            f"{fmt(r.page_cache_before_pct, 0)} | {fmt(r.tpot_p50_ms, 1)} |")
     small, large = df.iloc[0], df.iloc[-1]
     text = (
         f"![Figure {figure_number}: Cold start by phase for each model of the size sweep. "
@@ -124,10 +128,40 @@ def size_sweep_md(summary_csv: Path, figure_number: int, figure_file: str) -> st
             f"against {fmt(large.load_lower_bound_cold_s, 3)} s to read the file after its "
             f"cached pages were dropped ({large.cold_read_method}) and "
             f"{fmt(large.load_lower_bound_page_cache_s, 3)} s from the page cache. "
-            "The sweep's models were read shortly before they were served, so their loads "
-            "are page-cache loads; a first start after a reboot pays the cold-read bound.\n"
+            + page_cache_sentence(large) + "\n"
         )
+    elif len(df) == 1:
+        text += page_cache_sentence(df.iloc[0]) + "\n"
     return text
+
+
+#: At or above this share of a file in the page cache, a load is taken to read memory.
+CACHED_PCT = 99.0
+
+
+def page_cache_sentence(row: Any) -> str:
+    """What the sweep measured about where one model's loads read the file from."""
+    import pandas as pd
+
+    before = pd.to_numeric(pd.Series([getattr(row, "page_cache_before_pct", None)]),
+                           errors="coerce").iloc[0]
+    after = pd.to_numeric(pd.Series([getattr(row, "page_cache_after_pct", None)]),
+                          errors="coerce").iloc[0]
+    if pd.isna(before):
+        return (f"Whether {row.model}'s file was in the page cache when its run loaded it "
+                "was not measured (no mincore on this host), so its loads may have read "
+                "the file from memory or from storage.")
+    ended = "" if pd.isna(after) else f", {after:.0f} % when it ended"
+    if before >= CACHED_PCT:
+        where = ("so its loads read the file from memory, not storage; a first start "
+                 "with nothing cached (after a reboot, or on a new host) pays at least "
+                 "the cold-read bound")
+    elif before < 100.0 - CACHED_PCT:
+        where = "so its first load read the file from storage"
+    else:
+        where = "so its first load read the file partly from memory, partly from storage"
+    return (f"When the sweep's run of {row.model} began, {before:.0f} % of its file was "
+            f"in the page cache (measured with mincore{ended}), {where}.")
 
 
 def check_html(html: str, figure_count: int) -> None:
