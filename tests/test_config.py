@@ -78,7 +78,8 @@ def test_run_order_interleaves_repeats_and_shuffles_reproducibly() -> None:
     assert shuffled == run_order(["a", "b", "c"], 3, "random", 5)
     assert sorted(shuffled) == sorted(run_order(["a", "b", "c"], 3, "interleaved", 0))
     assert shuffled != run_order(["a", "b", "c"], 3, "interleaved", 0)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="order must be one of interleaved, random, got "
+                                        "'alphabetical'"):
         run_order(["a"], 1, "alphabetical", 0)
 
 

@@ -415,17 +415,19 @@ def test_a_cuda_index_without_pci_bus_order_is_warned_about(
 
 
 @pytest.mark.parametrize(
-    ("gpu_index", "env"),
-    [(5, {}), (None, {"CUDA_VISIBLE_DEVICES": "GPU-99999999"})],
+    ("gpu_index", "env", "reason"),
+    [(5, {}, "cannot open the requested GPU"),
+     (None, {"CUDA_VISIBLE_DEVICES": "GPU-99999999"},
+      r"no GPU with UUID GPU-99999999 \(from CUDA_VISIBLE_DEVICES\)")],
 )
 def test_a_missing_gpu_is_a_user_error_and_shuts_nvml_down(
-    nvml: ModuleType, gpu_index: int | None, env: dict[str, str]
+    nvml: ModuleType, gpu_index: int | None, env: dict[str, str], reason: str
 ) -> None:
     _two_gpus()
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match=reason):
         NvmlSource(gpu_index, nvml=nvml, env=env)
     assert nvml.state.init_count == 0
-    with pytest.raises(UserError):  # not a silent fall-back to the host
+    with pytest.raises(UserError, match=reason):  # not a silent fall-back to the host
         open_source("auto", gpu_index, env=env)
     assert nvml.state.init_count == 0
 
