@@ -13,7 +13,14 @@ change what the *next* instance does):
 - ``--load-delay-s S``: take S seconds to "load the model" (a slow start);
 - ``--fail-at-load``: exit with an error instead of loading;
 - ``--crash-after-tokens N``: die (exit code 70) after N tokens of a request, only for
-  requests whose prompt contains ``--crash-trigger`` (default: every request).
+  requests whose prompt contains ``--crash-trigger`` (default: every request);
+- ``--error-trigger TEXT``: answer 500 with an empty message (as llama-cpp-python does
+  for an exception) to requests whose prompt contains TEXT;
+- ``--reject-trigger TEXT``: answer 422 with FastAPI's validation body to such requests.
+
+``--record FILE`` appends each completion request's JSON body to FILE, one per line, so
+that tests can see what the gateway sent on. Like ``scalezero.instance``, the chunk of a
+streamed answer that carries the finish reason also carries the token usage.
 
 The model file must start with the GGUF magic, as llama.cpp checks, so a bad model file
 fails the start with a reason on stderr. Standard library only: it must start fast.
@@ -32,7 +39,8 @@ from typing import Any
 
 MARKER = "@scalezero"  # the same marker as scalezero.instance
 CRASH_EXIT_CODE = 70
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+           422: "Unprocessable Entity", 500: "Internal Server Error"}
 
 
 def emit(phase: str) -> None:
@@ -60,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--crash-trigger", default=env("crash_trigger", ""))
     parser.add_argument("--max-generate", type=int, default=int(env("max_generate", "64")),
                         help="cap on tokens produced, whatever max_tokens says")
+    parser.add_argument("--error-trigger", default=env("error_trigger"))
+    parser.add_argument("--reject-trigger", default=env("reject_trigger"))
+    parser.add_argument("--record", default=env("record"))
     parser.add_argument("--control", default=env("control"))
     args = parser.parse_args(argv)
     if args.control and os.path.exists(args.control):
@@ -130,7 +141,20 @@ class FakeServer:
         except ValueError:
             await self.send_json(writer, 400, {"error": {"message": "bad JSON"}})
             return
-        await self.complete(body, chat=path.endswith("chat/completions"), writer=writer)
+        chat = path.endswith("chat/completions")
+        if self.args.record:
+            with open(self.args.record, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"path": path, "body": body}) + "\n")
+        prompt = self.prompt_of(body, chat)
+        if self.args.error_trigger and self.args.error_trigger in prompt:
+            await self.send_json(writer, 500, {"error": {
+                "message": "", "type": "internal_server_error", "param": None, "code": None}})
+            return
+        if self.args.reject_trigger and self.args.reject_trigger in prompt:
+            await self.send_json(writer, 422, {"detail": [
+                {"type": "missing", "loc": ["body", "x"], "msg": "Field required"}]})
+            return
+        await self.complete(body, chat=chat, writer=writer)
 
     # ----------------------------------------------------------- generation
     def prompt_of(self, body: dict[str, Any], chat: bool) -> str:
@@ -164,6 +188,7 @@ class FakeServer:
         created = int(time.time())
         model = str(body.get("model") or self.args.alias)
         obj = "chat.completion" if chat else "text_completion"
+        n_prompt = len(self.prompt_of(body, chat).split())
         if not body.get("stream"):
             text = "".join([tok async for tok in self.tokens(body, chat)])
             n_out = len(text.split())
@@ -175,8 +200,8 @@ class FakeServer:
             await self.send_json(writer, 200, {
                 "id": ident, "object": obj, "created": created, "model": model,
                 "choices": [choice],
-                "usage": {"prompt_tokens": 1, "completion_tokens": n_out,
-                          "total_tokens": n_out + 1},
+                "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out,
+                          "total_tokens": n_prompt + n_out},
             })
             return
         writer.write(
@@ -200,12 +225,17 @@ class FakeServer:
                     "created": created, "model": model, "choices": [choice]}
 
         first = True
+        n_out = 0
         async for token in self.tokens(body, chat):
             if chat and first:
                 await event(chunk({"role": "assistant"}, None))
             first = False
+            n_out += 1
             await event(chunk({"content": token}, None))
-        await event(chunk({}, "length"))
+        last = chunk({}, "length")
+        last["usage"] = {"prompt_tokens": n_prompt, "completion_tokens": n_out,
+                         "total_tokens": n_prompt + n_out}
+        await event(last)
         await event("[DONE]")
         writer.write(b"0\r\n\r\n")
         await writer.drain()

@@ -100,6 +100,18 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     )
 
 
+def configure_logging(level: str) -> None:
+    """The gateway's own log (errors with their request ids) on stderr, like uvicorn's."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("scalezero")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -118,11 +130,15 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     config = build_config(args)
+    configure_logging(args.log_level)
     app = create_app(config)
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
+        # The fastest event loop and HTTP parser uvicorn supports (both are dependencies).
+        loop="uvloop",
+        http="httptools",
         log_level=args.log_level,
         access_log=args.access_log,
         timeout_graceful_shutdown=5,
@@ -184,7 +200,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                       help="larger request bodies get 413")
     http.add_argument("--log-level", default="warning",
                       choices=("critical", "error", "warning", "info", "debug"),
-                      help="log level of the gateway's HTTP server (uvicorn)")
+                      help="log level of the gateway (errors carry the request id) and of "
+                      "its HTTP server (uvicorn)")
     http.add_argument("--access-log", action="store_true", help="log every request")
 
     queue = parser.add_argument_group("queueing and timeouts")
