@@ -96,6 +96,13 @@ def test_size_sweep_measures_both_synthetic_sizes(smoke_run: dict) -> None:
     assert sweep["file_bytes"].is_monotonic_increasing
     assert (sweep["runtime_ready_to_model_loaded_mean_s"] > 0).all()
     assert (sweep["page_cache_read_mib_s"] > 0).all()
+    # Where each run's loads read the file from is measured, and the report says it.
+    assert (sweep["page_cache_method"] == "mincore").all()
+    assert sweep["page_cache_before_pct"].between(0, 100).all()
+    assert sweep["page_cache_after_pct"].between(0, 100).all()
+    html = (smoke_run["workdir"] / "results" / "report" / "report.html").read_text("utf-8")
+    assert "of its file was in the page cache (measured with mincore" in \
+        " ".join(html.split())
     for model in sweep["model"]:
         requests = pd.read_csv(smoke_run["workdir"] / "results" / "sweep" / "runs" / model /
                                "requests.csv")
@@ -296,6 +303,13 @@ def test_failed_run_keeps_partial_files_and_leaves_no_server(tmp_path: Path,
         run = json.loads((kept[0] / "run.json").read_text())
         assert run["status"] == "failed" and run["error"]
         log = (workdir / "logs" / "runs" / "slow" / "always_on" / "1.log").read_text()
-        assert "no-such-flag" in log or "start" in log
+        assert "an initial instance failed to start" in log, log[-3000:]
+        # The reason: the server refused the flag, as its own log says.
+        instance_logs = workdir / "logs" / "runs" / "slow" / "always_on" / "1" / "logs" / \
+            "instances"
+        said = "".join(p.read_text(errors="replace") for p in instance_logs.glob("*.log"))
+        assert "no-such-flag" in said, said[-3000:]
+        events = pd.read_csv(kept[0] / "events.csv")
+        assert "start_failed" in set(events["event"]), events
     finally:
         kill_all(tagged_servers(tag))

@@ -103,17 +103,30 @@ def snakemake(workdir: Path, *args: str, tag: str, timeout_s: float = 900,
 
 
 def planned_jobs(dry_run_output: str) -> dict[str, int]:
-    """Rule -> job count from the 'Job stats' table of a dry run."""
+    """Rule -> job count from the 'Job stats' table of a dry run.
+
+    Empty only when Snakemake says there is nothing to be done; output with neither
+    (an error, a changed format) fails, so that a test expecting no job cannot pass on
+    output it did not understand. The rows must add up to the table's total.
+    """
     jobs: dict[str, int] = {}
     table = dry_run_output.split("Job stats:", 1)
     if len(table) < 2:
-        return jobs
+        if "Nothing to be done" in dry_run_output:
+            return jobs
+        raise AssertionError("dry run printed neither a 'Job stats:' table nor 'Nothing "
+                             f"to be done':\n{dry_run_output[-3000:]}")
+    total = None
     for line in table[1].splitlines()[3:]:
         match = re.match(r"^(\S+)\s+(\d+)$", line.strip())
         if not match:
             break
-        if match.group(1) != "total":
+        if match.group(1) == "total":
+            total = int(match.group(2))
+        else:
             jobs[match.group(1)] = int(match.group(2))
+    if not jobs or total != sum(jobs.values()):
+        raise AssertionError(f"cannot read the 'Job stats:' table:\n{table[1][:2000]}")
     return jobs
 
 
