@@ -866,9 +866,10 @@ def limitations_bullets(inp: ReportInputs, variables: Mapping[str, Any]) -> str:
                  "repeats and are missing where there is a single repeat.")
     lines.append("Prompts are synthetic and generation length is fixed by max_tokens; "
                  "real traffic has longer prompts and varied outputs.")
-    lines.append("Repeated cold starts read the model file from the operating system's "
-                 "page cache after the first one; a cold start from disk or network storage "
-                 "takes longer.")
+    lines.append("Whether these runs' cold starts read the model file from the operating "
+                 "system's page cache or from storage was not measured (the size sweep "
+                 "measures it for its own runs); a file read recently usually stays cached, "
+                 "and a cold start from disk or network storage takes longer.")
     lines.append("The projections assume Poisson arrivals, one instance, no queueing, and "
                  "per-state power pooled over all runs; beyond one instance's capacity "
                  "(load above one) they do not hold.")
