@@ -216,6 +216,19 @@ def _rules(*rules: dict[str, Any]) -> ConfigDict:
     return ConfigDict(json_schema_extra={"allOf": list(rules)})
 
 
+def _integral(value: Any) -> Any:
+    # JSON has one number type: 4.0 is the integer 4 to JSON Schema, and so here.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _whole_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
 class _Strict(BaseModel):
     # Unknown fields are refused (as OpenAI does) and values are never coerced: "5" is
     # not a number and 1 is not true.
@@ -280,10 +293,16 @@ class SamplingFields(_Strict):
         harmless=False,
     ) = None
 
+    # Integer fields stay strict (no "5", no true) but take 4.0 as 4. A class validator,
+    # not an annotated type: pydantic would then drop the ranges from the JSON schema.
+    _integral_fields = field_validator(
+        "max_tokens", "max_completion_tokens", "seed", "n", "top_k", "min_tokens", mode="before"
+    )(_integral)
+
     @field_validator("n", mode="before")
     @classmethod
     def _one_choice(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+        if _whole_number(value) and value > 1:
             raise refusal("n > 1 is not supported: an instance generates one choice per request")
         return value
 
@@ -364,10 +383,12 @@ class CompletionRequest(SamplingFields):
         "in the prompt"
     ) = None
 
+    _integral_fields_completion = field_validator("logprobs", "best_of", mode="before")(_integral)
+
     @field_validator("best_of", mode="before")
     @classmethod
     def _one_candidate(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+        if _whole_number(value) and value > 1:
             raise refusal("best_of > 1 is not supported: an instance generates one completion")
         return value
 
@@ -444,16 +465,21 @@ class ChatMessage(_Strict):
     @model_validator(mode="after")
     def _role_fields(self) -> ChatMessage:
         role = self.role
+
+        def wrong(field: str, message: str) -> PydanticCustomError:
+            return PydanticCustomError(INVALID, message, {"field": field})
+
         if role in ("system", "developer", "user", "tool", "function") and self.content is None:
-            raise invalid(f"a {role} message needs content")
+            raise wrong("content", f"a {role} message needs content")
         if role == "tool" and self.tool_call_id is None:
-            raise invalid("a tool message needs tool_call_id")
+            raise wrong("tool_call_id", "a tool message needs tool_call_id")
         if role == "function" and self.name is None:
-            raise invalid("a function message needs name")
-        if role != "assistant" and (self.tool_calls is not None or self.refusal is not None):
-            raise invalid("only assistant messages carry tool_calls or refusal")
+            raise wrong("name", "a function message needs name")
+        for field in ("tool_calls", "refusal"):
+            if role != "assistant" and getattr(self, field) is not None:
+                raise wrong(field, f"only assistant messages carry {field}")
         if role != "tool" and self.tool_call_id is not None:
-            raise invalid("only tool messages carry tool_call_id")
+            raise wrong("tool_call_id", "only tool messages carry tool_call_id")
         return self
 
     def to_engine(self) -> dict[str, Any]:
@@ -628,6 +654,8 @@ class ChatCompletionRequest(SamplingFields):
     reasoning_effort: _refused("reasoning_effort is not supported: not a reasoning model") = None
     verbosity: _refused("verbosity is not supported by this model") = None
     web_search_options: _refused("web search is not available") = None
+
+    _integral_fields_chat = field_validator("top_logprobs", mode="before")(_integral)
 
     @field_validator("store", mode="before")
     @classmethod
