@@ -57,6 +57,32 @@ def test_openai_client_against_gateway(make_gateway: GatewayFactory, real_model:
     ]
     assert len(streamed) >= 2 and "".join(streamed)
 
+    # The current name of the output limit; the model would go on well past 5 tokens.
+    story = [{"role": "user", "content": "Write a long story about a dragon."}]
+    limited = client.chat.completions.create(
+        model="smollm2", messages=story, max_completion_tokens=5, temperature=0
+    )
+    assert limited.usage.completion_tokens == 5
+    assert limited.choices[0].finish_reason == "length"
+
+    # Usage at the end of a stream, the same as the whole answer's (same greedy output).
+    whole = client.chat.completions.create(
+        model="smollm2", messages=story, max_completion_tokens=12, temperature=0, seed=1
+    )
+    chunks = list(client.chat.completions.create(
+        model="smollm2", messages=story, max_completion_tokens=12, temperature=0, seed=1,
+        stream=True, stream_options={"include_usage": True},
+    ))
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens == 12
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+
+    with pytest.raises(openai.BadRequestError) as several:
+        client.chat.completions.create(model="smollm2", messages=story, n=3)
+    assert several.value.param == "n"
+
     # Errors come back in OpenAI's shape, so the client raises its typed exceptions.
     with pytest.raises(openai.NotFoundError) as not_found:
         client.completions.create(model="gpt-17", prompt="x", max_tokens=2)
