@@ -27,10 +27,13 @@ def test_bench_overhead_prints_warm_ratios_and_cold_overhead(
     for label in ("warm TTFT", "warm E2E", "cold TTFT vs start+warm TTFT"):
         assert re.search(rf"^{re.escape(label)} .*{ratio}.*(ok|MISSED)$", table, re.M), table
     assert "< 2 ms and < 5 %" in table and "< 100 ms" in table
+    assert re.search(r"per streamed token [+-]\d+\.\d{4} ms \(target < 0.05 ms: (ok|MISSED)\)",
+                     table), table
     results = json.loads(out_json.read_text())
     for key in ("warm_ttft", "warm_e2e", "cold_vs_warm_ttft", "cold_vs_first_ttft"):
         assert results[key]["direct_ms"] > 0 and results[key]["gateway_ms"] > 0
     assert results["meta"]["tokens_per_request"] >= 1
+    assert isinstance(results["warm_per_token"]["paired_added_ms"], float)
 
 
 def test_bench_overhead_reports_a_missing_model(capsys: pytest.CaptureFixture[str]) -> None:

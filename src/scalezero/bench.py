@@ -19,6 +19,11 @@ one, which is not the gateway's doing).
 
 TTFT is the first streamed token with text minus the send time, E2E the last such
 token minus the send time (the design notes' definitions), both from this client.
+
+Also reported, as medians of paired differences (the two requests of one pair): the TTFT
+the gateway adds, and what it adds per streamed token, (E2E - TTFT) through the gateway
+minus the same straight to the instance, divided by the tokens after the first. Targets:
+below 0.5 ms and below 0.05 ms.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 WARM_TARGET_ADDED_MS = 2.0
 WARM_TARGET_RATIO = 1.05
 COLD_TARGET_ADDED_MS = 100.0
+PAIRED_TARGET_TTFT_MS = 0.5
+PAIRED_TARGET_PER_TOKEN_MS = 0.05
 READY_POLL_S = 0.005
 
 
@@ -282,6 +289,16 @@ def summarize(
             "paired_added_ms": paired_ms, "ratio": ratio,
             "ok": added_ms < WARM_TARGET_ADDED_MS and ratio < WARM_TARGET_RATIO,
         }
+    per_token_ms = _median_ms([
+        ((g.e2e_s - g.ttft_s) - (d.e2e_s - d.ttft_s)) / max(1, d.tokens - 1)
+        for g, d in zip(gateway, direct, strict=True)
+    ])
+    summary["warm_per_token"] = {
+        "paired_added_ms": per_token_ms, "ok": per_token_ms < PAIRED_TARGET_PER_TOKEN_MS,
+    }
+    summary["warm_ttft"]["paired_ok"] = (
+        summary["warm_ttft"]["paired_added_ms"] < PAIRED_TARGET_TTFT_MS
+    )
     if not cold:
         return summary
     warm_ttft_s = statistics.median(s.ttft_s for s in direct)
@@ -349,6 +366,12 @@ def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"warm, median of paired differences (same pair): TTFT "
         f"{summary['warm_ttft']['paired_added_ms']:+.2f} ms, E2E "
         f"{summary['warm_e2e']['paired_added_ms']:+.2f} ms",
+        f"warm, paired: TTFT added {summary['warm_ttft']['paired_added_ms']:+.3f} ms "
+        f"(target < {PAIRED_TARGET_TTFT_MS:g} ms: "
+        f"{'ok' if summary['warm_ttft']['paired_ok'] else 'MISSED'}), per streamed token "
+        f"{summary['warm_per_token']['paired_added_ms']:+.4f} ms "
+        f"(target < {PAIRED_TARGET_PER_TOKEN_MS:g} ms: "
+        f"{'ok' if summary['warm_per_token']['ok'] else 'MISSED'})",
     ]
     parts = summary.get("cold_parts")
     if parts:
