@@ -111,9 +111,14 @@ def test_numbers_follow_the_constants(rendered: dict, tmp_path: Path) -> None:
         "value": 123, "unit": "gCO2e/kWh", "source": "test grid", "date": "2026"}}}
     html, variables = _render(root, rendered["results"], config=config, out_name="b.html")
     assert variables["const"]["carbon_intensity_g_per_kwh"]["value"] == "123"
-    before = rendered["variables"]["proj"]["always_on"]["r10"]["kg_co2e_year"]
-    after = variables["proj"]["always_on"]["r10"]["kg_co2e_year"]
-    assert before != after
+    # Emissions scale with the intensity: 123/475 of the default's, within the three
+    # significant digits shown; energy does not change.
+    for strategy in STRATEGIES:
+        before = rendered["variables"]["proj"][strategy]["r10"]
+        after = variables["proj"][strategy]["r10"]
+        assert float(after["kg_co2e_year"].replace(",", "")) == pytest.approx(
+            float(before["kg_co2e_year"].replace(",", "")) * 123 / 475, rel=0.01)
+        assert after["kwh_year"] == before["kwh_year"]
     text = re.sub(r"\s+", " ", html.read_text(encoding="utf-8"))
     assert "123 gCO2e/kWh" in text and "test grid" in text
 
@@ -195,7 +200,12 @@ def test_formatting() -> None:
     assert fmt(float("nan")) == "n/a" and fmt(None) == "n/a" and fmt(0) == "0"
     assert fmt_pct(0.25) == "25 %" and fmt_pct(1e-9) == "< 0.01 %"
     assert fmt_ci([1.0]) == "1" and fmt_ci([2.0, 2.0]) == "2"
-    assert fmt_ci([1.0, 3.0]).startswith("2 ± ")
+    # Mean ± t(0.975, n-1) x sd / sqrt(n), t from the table: 12.706 (1 df), 4.303 (2 df).
+    # [1, 3]: sd sqrt(2), half-width 12.706 x 1 = 12.7; [1, 2, 3]: 4.303 / sqrt(3) = 2.48.
+    assert fmt_ci([1.0, 3.0]) == "2 ± 13"
+    assert fmt_ci([1.0, 2.0, 3.0]) == "2 ± 2.5"
+    # Scaled before the interval; whole numbers are shown whole: 12.7062 x 1000.
+    assert fmt_ci([10.0, 30.0], scale=100.0) == "2,000 ± 12,706"
 
 
 def test_three_repeats_give_confidence_intervals_in_summary_and_report(
@@ -212,3 +222,18 @@ def test_three_repeats_give_confidence_intervals_in_summary_and_report(
     summary = text.split('id="sec-summary"', 1)[1].split('id="sec-setup"', 1)[0]
     # Mean ± half-width of the 95 % interval, in the summary table.
     assert len(re.findall(r"\d ± \d", summary)) >= 3, summary[:2000]
+    # Latencies identical in every repeat show no interval. By hand from the fixture:
+    # always_on answers at once (120 ms); a cold request waits the 1.5 s start (1,620 ms);
+    # keep_warm's second request of a burst queues behind the first (720 ms), its third
+    # does not (120 ms), so its warm median is 420 ms.
+    cells = re.sub(r"<[^>]+>", "|", summary)
+    cells = [c.strip() for c in re.split(r"\|+", cells) if c.strip()]
+
+    def row(label: str) -> list[str]:
+        i = cells.index(label)
+        return cells[i + 1:i + 4]
+
+    first = cells.index("always_on")  # the header: strategies in the report's order
+    assert cells[first:first + 3] == ["always_on", "keep_warm", "naive"]
+    assert row("TTFT p50, warm requests (ms)") == ["120", "420", "720"]
+    assert row("TTFT p50, cold requests (ms)") == ["n/a", "1,620", "1,620"]
