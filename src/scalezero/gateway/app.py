@@ -272,11 +272,12 @@ def _cold_headers(lease: Lease, deployment: str, request_id: str) -> dict[str, s
 class _GuardMiddleware:
     """API-key check, request counting and the completion routes' fast path, as plain ASGI.
 
-    Starlette's ``BaseHTTPMiddleware`` would relay every streamed chunk through an extra
-    queue; this costs nothing per chunk. The completion routes (``fast_routes``) are
-    served from here directly, skipping the router and its middleware stack: they are
-    what the gateway's latency overhead is measured on. They stay registered with the
-    app too, for the OpenAPI schema and for methods other than POST.
+    It sits in front of the whole FastAPI app (see ``GatewayApp``). Starlette's
+    ``BaseHTTPMiddleware`` would relay every streamed chunk through an extra queue; this
+    costs nothing per chunk. The completion routes (``fast_routes``) are served from here
+    directly, skipping FastAPI's per-request checks, its router and its middleware stack:
+    they are what the gateway's latency overhead is measured on. They stay registered
+    with the app too, for the OpenAPI schema and for methods other than POST.
     """
 
     def __init__(
@@ -311,7 +312,7 @@ class _GuardMiddleware:
             # Label by known route only: arbitrary paths must not grow the label set.
             known = any(getattr(route, "path", None) == path for route in self.routes)
             label = path if known else "unmatched"
-            self.gateway.metrics.requests.labels(label, "401").inc()
+            self.gateway.metrics.count_request(label, 401)
             return
         handler = self.fast_routes.get(path) if scope["method"] == "POST" else None
         if handler is not None:
@@ -329,7 +330,7 @@ class _GuardMiddleware:
             await self.app(scope, receive, send_counting)
         finally:
             label = getattr(scope.get("route"), "path", "unmatched")
-            self.gateway.metrics.requests.labels(label, str(status)).inc()
+            self.gateway.metrics.count_request(label, status)
 
     async def _fast(
         self, handler: RouteHandler, path: str, scope: Scope, receive: Receive, send: Send
@@ -354,7 +355,7 @@ class _GuardMiddleware:
                 logger.exception("request %s: failed while sending the answer", request_id)
                 raise
         finally:
-            self.gateway.metrics.requests.labels(path, str(status)).inc()
+            self.gateway.metrics.count_request(path, status)
 
 
 # ---------------------------------------------------------------- streaming
@@ -501,9 +502,18 @@ def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _STREAM_SCHEMA = {
-    "type": "string",
-    "description": "Server-sent events, `data: <chunk JSON>` each, ending with `data: [DONE]`; "
-    "an instance failing mid-stream ends it with `data: {\"error\": ...}`.",
+    # Before OpenAPI 3.2, the schema of an event stream describes one event.
+    "type": "object",
+    "description": "One server-sent event: `data` is a chunk as JSON; the last event's data "
+    "is `[DONE]`; an instance failing mid-stream ends the stream with an event whose data "
+    "is an error body.",
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
 }
 _RESPONSE_HEADERS = {
     "x-request-id": "Request id; quote it to find the request in the gateway's log",
@@ -598,7 +608,22 @@ def build_openapi(app: FastAPI, gateway: Gateway) -> dict[str, Any]:
     return document
 
 
-def create_app(config: GatewayConfig) -> FastAPI:
+class GatewayApp(FastAPI):
+    """FastAPI with the guard in front of it, not inside its middleware stack."""
+
+    guard: _GuardMiddleware
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.guard(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def call_inner(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
+def create_app(config: GatewayConfig) -> GatewayApp:
     gateway = Gateway(config)
 
     @contextlib.asynccontextmanager
@@ -609,18 +634,19 @@ def create_app(config: GatewayConfig) -> FastAPI:
         finally:
             await gateway.stop()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="scalezero gateway",
         version=__version__,
         lifespan=lifespan,
         description="OpenAI-compatible gateway that scales llama.cpp instances per policy. "
         "Which request fields are honoured and which are refused: docs/api.md.",
+        # The gateway has its own Prometheus metrics; FastAPI's OpenTelemetry hooks would
+        # cost a check per request even with no provider configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.gateway = gateway
     fast_routes: dict[str, RouteHandler] = {}
-    app.add_middleware(
-        _GuardMiddleware, gateway=gateway, routes=app.routes, fast_routes=fast_routes
-    )
+    app.guard = _GuardMiddleware(app.call_inner, gateway, app.routes, fast_routes)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -63,6 +64,15 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.registry.register(_PoolCollector(pools))
+        self._request_counters: dict[tuple[str, int], Any] = {}
+
+    def count_request(self, route: str, status: int) -> None:
+        """One answered request; the labelled child is looked up once per (route, status)."""
+        key = (route, status)
+        counter = self._request_counters.get(key)
+        if counter is None:
+            counter = self._request_counters[key] = self.requests.labels(route, str(status))
+        counter.inc()
 
     def observe_cold_start(self, deployment: str, seconds: float) -> None:
         self.cold_starts.labels(deployment).inc()
