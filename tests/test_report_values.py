@@ -42,13 +42,12 @@ ORDER = ("always_on", "keep_warm", "naive")  # the report's column order
 DAY_S = 86400.0
 
 
-def build(root: Path, *, gpu: bool = True, context: bool = True) -> dict[str, Any]:
-    """Runs -> aggregate -> projections -> report variables and tables (no rendering)."""
-    results = make_value_results(root, gpu=gpu, context=context)
+def report_from(results: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Aggregated runs -> projections -> report variables and tables (no rendering)."""
     settings = report_settings(CONFIG)
     projections = pj.write_projections(
         results["summary"]["summary"], results["summary"]["energy"], results["run_dirs"],
-        settings, pj.projection_paths(root / "projections", WORKLOAD))
+        settings, pj.projection_paths(out / "projections", WORKLOAD))
     inputs = collect_inputs(WORKLOAD, results["summary"], projections, results["run_dirs"],
                             results["trace"])
     variables = build_variables(inputs, title="T", author="", renderer="test")
@@ -56,9 +55,21 @@ def build(root: Path, *, gpu: bool = True, context: bool = True) -> dict[str, An
             "variables": variables, "tables": build_tables(inputs, variables)}
 
 
+def build(root: Path, *, gpu: bool = True, context: bool = True) -> dict[str, Any]:
+    return report_from(make_value_results(root, gpu=gpu, context=context), root)
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return build(tmp_path_factory.mktemp("values"))
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return make_value_results(tmp_path_factory.mktemp("values"))
+
+
+@pytest.fixture
+def built(results: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """Projections and report for each test anew (a quarter of a second): every test
+    runs the code whose output it checks, which is what a mutation tool, crediting code
+    to the tests that ran it, needs to pick the right tests."""
+    return report_from(results, tmp_path)
 
 
 def parse_table(markdown: str) -> tuple[list[str], list[list[str]]]:
