@@ -495,3 +495,87 @@ def test_context_idle_power_without_a_window(tmp_path: Path) -> None:
     _, status, how = _context_row(out["inputs"])
     assert status == "not measured"
     assert "no baseline_context window" in how
+
+
+# ---------------------------------------------------------------------------------------
+# Estimated energy (no counter): the host power model through the whole pipeline
+
+HOST_CONSTANTS = {name: {"value": value, "unit": unit, "source": "test", "date": "2026"}
+                  for name, value, unit in (("cpu_min_w_per_vcpu", 1.0, "W/vCPU"),
+                                            ("cpu_max_w_per_vcpu", 11.0, "W/vCPU"),
+                                            ("ram_w_per_gib", 64.0, "W/GiB"))}
+HOST_CONFIG = {**CONFIG, "constants": {**CONFIG["constants"], **HOST_CONSTANTS}}
+FLOOR_W = 8 * 1.0  # the fixture host's 8 vCPUs at 1 W
+
+
+def instance_w(strategy: str) -> float:
+    """What an alive instance adds in the host model: half a core (50 % CPU) at 10 W
+    per core, and its memory at 64 W/GiB."""
+    return 0.5 * (11.0 - 1.0) + 64.0 * STRATEGIES[strategy].mem_mib / 1024.0
+
+
+def test_estimated_energy_per_strategy(tmp_path: Path) -> None:
+    results = make_value_results(tmp_path, gpu=False)
+    paths = pj.write_projections(
+        results["summary"]["summary"], results["summary"]["energy"], results["run_dirs"],
+        report_settings(HOST_CONFIG), pj.projection_paths(tmp_path / "p", WORKLOAD))
+    runs = pd.read_csv(paths["runs"]).set_index("strategy")
+    assert set(runs["basis"]) == {"estimated"} and set(runs["method"]) == {"host_model"}
+    for st in ORDER:
+        # The floor all window, plus the instance's power while one is alive. (Samples
+        # are 0.1 s apart and every start and stop falls on one, so the linear
+        # interpolation gains half a sample at a start and loses it at the stop.)
+        total = FLOOR_W * DURATION_S + instance_w(st) * INSTANCE_S[st]
+        row = runs.loc[st]
+        assert row["energy_total_j"] == pytest.approx(total, rel=1e-9), st
+        assert row["energy_above_baseline_j"] == pytest.approx(total - FLOOR_W * DURATION_S,
+                                                               rel=1e-9), st
+        assert row["bare_idle_power_w"] == pytest.approx(FLOOR_W, rel=1e-9), st
+        assert row["cold_starts"] == COLD_STARTS[st], st
+        assert row["energy_per_request_j"] == pytest.approx(total / ok_requests(st), rel=1e-9)
+        if st in COLD_START_S:
+            s = COLD_START_S[st]
+            assert row["cold_start_mean_s"] == pytest.approx(s, rel=1e-9)
+            assert row["cold_start_energy_mean_j"] == pytest.approx(
+                (FLOOR_W + instance_w(st)) * s, rel=1e-9)
+            assert row["cold_start_above_baseline_mean_j"] == pytest.approx(
+                instance_w(st) * s, rel=1e-9)
+        else:
+            assert math.isnan(row["cold_start_mean_s"])
+    phases = pd.read_csv(paths["phases"])
+    kw = phases[phases["strategy"] == "keep_warm"].set_index("phase")
+    # By phase the half samples show: each of keep_warm's two starts adds half a sample
+    # of instance power to the empty 0.1 s before it, each stop takes it from the last
+    # 0.1 s it was idle.
+    half_sample_j = 0.05 * instance_w("keep_warm")
+    assert kw.at["idle_loaded", "energy_j"] == pytest.approx(
+        (FLOOR_W + instance_w("keep_warm")) * PHASE_S["keep_warm"]["idle_loaded"]
+        - 2 * half_sample_j, rel=1e-9)
+    assert kw.at["empty", "energy_j"] == pytest.approx(
+        FLOOR_W * PHASE_S["keep_warm"]["empty"] + 2 * half_sample_j, rel=1e-9)
+    assert kw.at["cold_start", "energy_j"] == pytest.approx(
+        (FLOOR_W + instance_w("keep_warm")) * 2.0, rel=1e-9)
+
+
+def test_estimate_without_a_recorded_replay_window(tmp_path: Path) -> None:
+    """Without windows.replay in run.json the replay spans the first send to the last
+    answer: naive's 1.0 s to 15.7 s, in which instances are alive 2.2 + 2.3 s and the
+    third from 13.0 s to the end (it stops at 15.9 s). The first instance starts on the
+    window's edge and the third is still up at its end: no half-sample at either."""
+    import json
+
+    results = make_value_results(tmp_path, gpu=False, strategies=("naive",))
+    run_dir = results["run_dirs"][0]
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["windows"]["replay"] = None
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    est = pj.estimate_run_energy(run_dir, report_settings(HOST_CONFIG))
+    assert est.method == "host_model" and est.cold_starts == 3
+    alive_s = 2.2 + 2.3 + (15.7 - 13.0)
+    assert est.total_j == pytest.approx(FLOOR_W * (15.7 - 1.0) + instance_w("naive") * alive_s,
+                                        rel=1e-9)
+    # A window that ends before it starts is no window either.
+    meta["windows"]["replay"] = [5.0, 4.0]
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    assert pj.estimate_run_energy(run_dir, report_settings(HOST_CONFIG)).total_j == \
+        pytest.approx(est.total_j, rel=1e-12)
