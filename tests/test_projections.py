@@ -225,10 +225,11 @@ def _constant(name: str, value: float, unit: str) -> dict:
     return {name: {"value": value, "unit": unit, "source": "test", "date": "2026"}}
 
 
-# Host-model constants chosen so that each term is large and distinct: 4 vCPUs x 1 W
-# floor, 10 W more per busy vCPU, 64 W per GiB of resident memory.
-HOST_MODEL = {"constants": {**_constant("cpu_min_w_per_vcpu", 1.0, "W/vCPU"),
-                            **_constant("cpu_max_w_per_vcpu", 11.0, "W/vCPU"),
+# Host-model constants chosen so that each term is large and distinct: 2 W per vCPU at
+# idle (not 1, so that a product and a quotient differ), 10 W more per busy vCPU, and
+# 64 W per GiB of resident memory.
+HOST_MODEL = {"constants": {**_constant("cpu_min_w_per_vcpu", 2.0, "W/vCPU"),
+                            **_constant("cpu_max_w_per_vcpu", 12.0, "W/vCPU"),
                             **_constant("ram_w_per_gib", 64.0, "W/GiB")}}
 
 
@@ -236,15 +237,15 @@ def test_estimated_runs(cpu: dict, tmp_path: Path) -> None:
     paths = _write(cpu, tmp_path, HOST_MODEL)
     runs = pd.read_csv(paths["runs"])
     assert set(runs["basis"]) == {"estimated"} and set(runs["method"]) == {"host_model"}
-    floor_w = 4 * 1.0  # the fixture host has 4 vCPUs
-    per_core_w = 11.0 - 1.0
+    floor_w = 4 * 2.0  # the fixture host has 4 vCPUs
+    per_core_w = 12.0 - 2.0
     ram_w = 64.0 * 180.0 / 1024.0  # the instance's 180 MiB: 11.25 W
     assert runs["bare_idle_power_w"].tolist() == pytest.approx([floor_w] * len(runs))
     model = pd.read_csv(paths["model"]).iloc[0]
     # The fixture's instance uses 100 % of a core while active and 1 % while idle. The
     # 5 Hz samples blur phase edges (the estimate interpolates between samples), most
-    # for the 0.6 s active phases: allow 5 % (1.3 W) there and 2 % idle. Each term is
-    # larger than that: floor 4 W, a core 10 W, memory 11.25 W.
+    # for the 0.6 s active phases: allow 5 % (1.5 W) there and 2 % idle. Each term is
+    # larger than that: floor 8 W, a core 10 W, memory 11.25 W.
     assert model["active_power_w"] == pytest.approx(floor_w + per_core_w + ram_w, rel=0.05)
     assert model["idle_loaded_power_w"] == pytest.approx(floor_w + 0.01 * per_core_w + ram_w,
                                                          rel=0.02)
@@ -254,7 +255,7 @@ def test_estimated_runs(cpu: dict, tmp_path: Path) -> None:
     assert math.isfinite(model["break_even_ttl_s"]) and model["break_even_ttl_s"] > 0
 
 
-def _telemetry(cpu_pct: list[float], mem_mib: list[float], n: list[int]) -> pd.DataFrame:
+def _telemetry(cpu_pct: list, mem_mib: list, n: list[int]) -> pd.DataFrame:
     return pd.DataFrame({"t_s": [float(i) for i in range(len(cpu_pct))],
                          "power_w": float("nan"), "instance_cpu_pct": cpu_pct,
                          "instance_mem_mib": mem_mib, "n_instances": n})
@@ -269,33 +270,72 @@ def test_host_power_model_term_by_term() -> None:
     watts, method = pj.estimated_power_w(telemetry, meta, settings)
     assert method == "host_model"
     assert watts.tolist() == pytest.approx([
-        4.0,                       # floor only: 4 vCPUs x 1 W
-        4.0 + 0.5 * 10.0,          # + half a busy core
-        4.0 + 2.0 * 64.0,          # + 2 GiB of memory
-        4.0 + 2.5 * 10.0,          # + two and a half busy cores
-        4.0 + 10.0 + 0.5 * 64.0,   # + one core and half a GiB
+        8.0,                       # floor only: 4 vCPUs x 2 W
+        8.0 + 0.5 * 10.0,          # + half a busy core
+        8.0 + 2.0 * 64.0,          # + 2 GiB of memory
+        8.0 + 2.5 * 10.0,          # + two and a half busy cores
+        8.0 + 10.0 + 0.5 * 64.0,   # + one core and half a GiB
     ], abs=1e-9)
 
 
-def test_host_power_model_vcpus_and_gaps() -> None:
+def test_host_power_model_gaps() -> None:
     settings = report_settings(HOST_MODEL)
-    telemetry = _telemetry(cpu_pct=[float("nan"), 20.0, float("nan"), 40.0],
+    meta = {"env": {"cpu_count": 3}}
+    telemetry = _telemetry(cpu_pct=[float("nan"), 20.0, "n/a", 40.0],
                            mem_mib=[float("nan"), 1024.0, float("nan"), 3072.0],
                            n=[0, 1, 1, 1])
-    # vCPUs from the telemetry's host facts when run.json's env has none.
-    meta = {"telemetry": {"device_info": {"host": {"logical_cpus": 6}}}}
     watts, _ = pj.estimated_power_w(telemetry, meta, settings)
-    # No instance (n = 0): nothing but the floor; a gap with an instance is bridged
-    # linearly between its neighbours (30 %, 2048 MiB).
+    # No instance (n = 0): nothing but the floor; a gap with an instance (or a value
+    # that is not a number) is bridged linearly between its neighbours (30 %, 2 GiB).
     assert watts.tolist() == pytest.approx([
         6.0, 6.0 + 2.0 + 64.0, 6.0 + 3.0 + 128.0, 6.0 + 4.0 + 192.0], abs=1e-9)
-    # Nothing said about the host: one vCPU.
-    watts, _ = pj.estimated_power_w(telemetry, {}, settings)
-    assert watts.iloc[0] == pytest.approx(1.0)
-    # Power samples, where there are any, are used as they are (gaps interpolated).
-    sampled = telemetry.assign(power_w=[10.0, float("nan"), 30.0, 40.0])
+    # Leading and trailing gaps with an instance take the nearest sample's value.
+    edges = _telemetry(cpu_pct=[float("nan"), 50.0, float("nan")],
+                       mem_mib=[float("nan"), 1024.0, float("nan")], n=[1, 1, 1])
+    watts, _ = pj.estimated_power_w(edges, meta, settings)
+    assert watts.tolist() == pytest.approx([6.0 + 5.0 + 64.0] * 3, abs=1e-9)
+    # An instance that reported nothing at all adds nothing (it is not guessed).
+    silent = _telemetry(cpu_pct=[float("nan")] * 2, mem_mib=[float("nan")] * 2, n=[1, 1])
+    watts, _ = pj.estimated_power_w(silent, meta, settings)
+    assert watts.tolist() == pytest.approx([6.0, 6.0], abs=1e-9)
+    # Without the columns at all, the same.
+    bare = pd.DataFrame({"t_s": [0.0, 1.0]})
+    watts, method = pj.estimated_power_w(bare, meta, settings)
+    assert method == "host_model" and watts.tolist() == pytest.approx([6.0, 6.0])
+
+
+@pytest.mark.parametrize(("meta", "vcpus"), [
+    ({"env": {"cpu_count": 5}, "telemetry": {"device_info": {"host": {"logical_cpus": 6}}}},
+     5),
+    ({"env": {"cpu_count": 1}, "telemetry": {"device_info": {"host": {"logical_cpus": 6}}}},
+     1),
+    # run.json's env first; the telemetry's host facts when env has none or nonsense.
+    ({"telemetry": {"device_info": {"host": {"logical_cpus": 6}}}}, 6),
+    ({"env": {"cpu_count": 0}, "telemetry": {"device_info": {"host": {"logical_cpus": 6}}}},
+     6),
+    ({"env": {"cpu_count": -2}, "telemetry": {"device_info": {"host": {"logical_cpus": 6}}}},
+     6),
+    ({"env": {"cpu_count": "many"}}, 1),
+    ({}, 1),  # nothing said about the host: one vCPU
+])
+def test_host_power_model_vcpus(meta: dict, vcpus: int) -> None:
+    telemetry = _telemetry(cpu_pct=[0.0, 0.0], mem_mib=[0.0, 0.0], n=[0, 0])
+    watts, _ = pj.estimated_power_w(telemetry, meta, report_settings(HOST_MODEL))
+    assert watts.tolist() == pytest.approx([2.0 * vcpus] * 2)
+
+
+def test_power_samples_are_used_where_there_are_two() -> None:
+    settings = report_settings(HOST_MODEL)
+    nan = float("nan")
+    telemetry = _telemetry(cpu_pct=[100.0] * 4, mem_mib=[1024.0] * 4, n=[1] * 4)
+    # Gaps interpolated, the ends held from the nearest sample.
+    sampled = telemetry.assign(power_w=[nan, 20.0, nan, 40.0])
     watts, method = pj.estimated_power_w(sampled, {}, settings)
-    assert method == "power_samples" and watts.tolist() == pytest.approx([10, 20, 30, 40])
+    assert method == "power_samples" and watts.tolist() == pytest.approx([20, 20, 30, 40])
+    # One sample is no timeline: the host model is used instead.
+    single = telemetry.assign(power_w=[nan, 20.0, nan, nan])
+    watts, method = pj.estimated_power_w(single, {}, settings)
+    assert method == "host_model" and watts.tolist() == pytest.approx([2 + 10 + 64] * 4)
 
 
 def test_estimate_needs_a_run_folder(cpu: dict, tmp_path: Path) -> None:

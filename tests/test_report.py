@@ -23,7 +23,7 @@ from scalezero.report.render import (
     resolve_shortcodes,
     split_front_matter,
 )
-from scalezero.report.variables import fmt, fmt_ci, fmt_pct
+from scalezero.report.variables import fmt, fmt_ci, fmt_int, fmt_pct
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -199,6 +199,8 @@ def test_formatting() -> None:
     assert fmt(0.012345) == "0.0123" and fmt(24.0) == "24" and fmt(1.5) == "1.5"
     assert fmt(float("nan")) == "n/a" and fmt(None) == "n/a" and fmt(0) == "0"
     assert fmt_pct(0.25) == "25 %" and fmt_pct(1e-9) == "< 0.01 %"
+    assert fmt_int(1234.6) == "1,235" and fmt_int("7") == "7"
+    assert fmt_int(float("nan")) == "n/a" and fmt_int(None) == "n/a" and fmt_int("x") == "n/a"
     assert fmt_ci([1.0]) == "1" and fmt_ci([2.0, 2.0]) == "2"
     # Mean ± t(0.975, n-1) x sd / sqrt(n), t from the table: 12.706 (1 df), 4.303 (2 df).
     # [1, 3]: sd sqrt(2), half-width 12.706 x 1 = 12.7; [1, 2, 3]: 4.303 / sqrt(3) = 2.48.
