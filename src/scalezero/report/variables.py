@@ -220,6 +220,9 @@ def setup_facts(run_meta: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "python": get("env", "python") or NA,
         "llama_cpp_python": get("env", "llama_cpp_python") or NA,
         "gpu_offload": get("env", "llama_cpp_gpu_offload"),
+        "cpu_features": get("env", "cpu_features") or [],
+        "ggml_backends": get("env", "engine", "backends") or {},
+        "engine_cmake_args": get("env", "engine", "build", "cmake_args") or [],
         "scalezero": get("env", "scalezero") or NA,
         "git_commit": get("env", "git_commit") or NA,
         "config_sha256": get("config_sha256") or NA,
@@ -704,6 +707,17 @@ def _short(digest: str) -> str:
     return digest if digest == NA else f"{digest}..."
 
 
+def _engine_text(facts: Mapping[str, Any]) -> str:
+    """What the engine was built with and what ggml says it can use, on this CPU."""
+    backends = facts["ggml_backends"]
+    used = "; ".join(f"{name}: " + " ".join(k for k, v in features.items() if v == "1")
+                     for name, features in backends.items()) or NA
+    cpu = " ".join(facts["cpu_features"]) or NA
+    flags = " ".join(a.removeprefix("-D") for a in facts["engine_cmake_args"]) or (
+        "not recorded (engine not installed by tools/setup-venv.sh)")
+    return f"ggml reports {used}; CPU offers {cpu}; build flags {flags}"
+
+
 def setup_table(inp: ReportInputs, variables: Mapping[str, Any]) -> str:
     facts = setup_facts(inp.run_meta)
     r, w = variables["run"], variables["workload"]
@@ -716,6 +730,7 @@ def setup_table(inp: ReportInputs, variables: Mapping[str, Any]) -> str:
     rows += [["host CPU", f"{r['cpu_model']} ({r['cpu_count']} logical CPUs)"],
              ["operating system", r["os"]],
              ["Python / llama-cpp-python", f"{r['python']} / {r['llama_cpp_python']}"],
+             ["engine", _engine_text(facts)],
              ["model", f"{r['model_name']} ({r['model_mib']} MiB, sha256 "
                        f"{_short(r['model_sha256'])})"],
              ["workload", f"{w['name']}: {w['requests']} requests over {w['span_s']} s "
