@@ -42,9 +42,10 @@ ORDER = ("always_on", "keep_warm", "naive")  # the report's column order
 DAY_S = 86400.0
 
 
-def report_from(results: dict[str, Any], out: Path) -> dict[str, Any]:
+def report_from(results: dict[str, Any], out: Path,
+                config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Aggregated runs -> projections -> report variables and tables (no rendering)."""
-    settings = report_settings(CONFIG)
+    settings = report_settings(config or CONFIG)
     projections = pj.write_projections(
         results["summary"]["summary"], results["summary"]["energy"], results["run_dirs"],
         settings, pj.projection_paths(out / "projections", WORKLOAD))
@@ -213,6 +214,14 @@ def test_busy_share_without_instance_time(results: dict, tmp_path: Path) -> None
     assert variables["s"]["keep_warm"]["busy_share_pct"] == fmt_pct(2.8 / 13.1)
 
 
+def test_failed_starts_in_their_strategys_row(results: dict, tmp_path: Path) -> None:
+    inputs = report_from(results, tmp_path)["inputs"]
+    inputs.summary.loc[inputs.summary["strategy"] == "keep_warm", "failed_starts"] = 1
+    rows = by_strategy(build_tables(inputs, build_variables(
+        inputs, title="T", author="", renderer="test"))["cold_start_table.md"])
+    assert [rows[st]["failed per run"] for st in ORDER] == ["0", "1", "0"]
+
+
 def test_goodput_attainment_per_strategy(built: dict) -> None:
     # mlperf_standard: TTFT <= 2000 ms and TPOT <= 100 ms.
     # always_on TPOT 90, 112, 134 -> 1 of 3; naive TPOT 75, 75, 200 -> 2 of 3;
@@ -234,7 +243,13 @@ def test_cold_start_counts_and_phases(built: dict) -> None:
     for st in ORDER:
         assert s[st]["cold_starts"] == fmt(COLD_STARTS[st]), st
         assert s[st]["cold_share_pct"] == fmt(100 * cold_requests[st] / ok_requests(st)), st
+    header, _ = parse_table(built["tables"]["cold_start_table.md"])
+    assert header == ["strategy", "cold starts per run", "failed per run",
+                      "spawn → runtime (s)", "runtime → loaded (s)", "loaded → ready (s)",
+                      "ready → first token (s)", "spawn → ready (s)",
+                      "energy per cold start (J)"]
     rows = by_strategy(built["tables"]["cold_start_table.md"])
+    assert [rows[st]["failed per run"] for st in ORDER] == ["0", "0", "0"]
     assert rows["always_on"]["cold starts per run"] == "0"
     assert rows["always_on"]["spawn → ready (s)"] == NA  # its only start preceded the replay
     naive, warm = rows["naive"], rows["keep_warm"]
@@ -343,13 +358,44 @@ def test_summary_table_puts_each_value_in_its_strategys_column(built: dict) -> N
     }
     for label, cells in expect.items():
         assert rows[label] == cells, label
-    price_row = next(k for k in rows if k.startswith("cost per 1,000 requests"))
+    assert rows["TTFT p99, warm requests (ms)"] == {"always_on": fmt(64 - 0.02 * 12),
+                                                    "keep_warm": fmt(96 + 0.98 * 4),
+                                                    "naive": NA}
+    assert rows["TTFT p99, cold requests (ms)"] == {"always_on": NA,
+                                                    "keep_warm": fmt(1100 + 0.99 * 100),
+                                                    "naive": fmt(1800 + 0.98 * 100)}
+    # The price the costs assume, in the row's label.
+    price_row = "cost per 1,000 requests (USD, at 3.6 USD/h of instance time)"
     assert rows[price_row] == {
         st: fmt(INSTANCE_S[st] / 3600 * PRICE_USD_PER_H / ok_requests(st) * 1000)
         for st in ORDER}
     # The literal values, as a reader would check them: 608/3, 647.9/3, 752.3/5 J.
     assert rows["energy per request (J)"] == {"always_on": "203", "naive": "216",
                                               "keep_warm": "150"}
+    assert list(rows) == [
+        "TTFT p50, cold requests (ms)", "TTFT p99, cold requests (ms)",
+        "TTFT p50, warm requests (ms)", "TTFT p99, warm requests (ms)",
+        "cold-start share of requests (%)", "cold starts per run", "energy per request (J)",
+        "idle-loaded energy per run (J)", "GPU memory held (GiB·h per run)", price_row,
+        "requests meeting mlperf_standard (%)", "requests meeting mlperf_interactive (%)"]
+
+
+def test_summary_table_labels_estimates_and_host_memory(tmp_path: Path) -> None:
+    out = build(tmp_path, gpu=False)
+    labels = list(table_rows(out["tables"]["summary_table.md"]))
+    assert "energy per request (J) (estimated)" in labels
+    assert "idle-loaded energy per run (J) (estimated)" in labels
+    assert "host memory held (instance RSS) (GiB·h per run)" in labels
+
+
+def test_projection_keys_name_the_level(results: dict, tmp_path: Path) -> None:
+    """proj.<strategy>.r<level>: the level with six significant digits, "_" for the
+    point and no thousands separator."""
+    config = {**CONFIG, "projections": {**CONFIG["projections"],
+                                        "traffic_rph": [0.1234567, 2.5, 1500]}}
+    proj = report_from(results, tmp_path, config)["variables"]["proj"]
+    assert sorted(proj["naive"]) == ["r0_123457", "r1500", "r2_5"]
+    assert proj["levels"] == "0.123, 2.5, 1,500"
 
 
 # ---------------------------------------------------------------------------------------
