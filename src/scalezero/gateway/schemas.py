@@ -231,8 +231,9 @@ def _whole_number(value: Any) -> bool:
 
 class _Strict(BaseModel):
     # Unknown fields are refused (as OpenAI does) and values are never coerced: "5" is
-    # not a number and 1 is not true.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # not a number and 1 is not true. NaN and Infinity (which Python's JSON reads) are
+    # not numbers either.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # ------------------------------------------------------------------- requests
