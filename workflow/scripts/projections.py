@@ -4,7 +4,7 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
 from scalezero.projections import write_projections
 from scalezero.report.config import report_settings
