@@ -344,8 +344,9 @@ def test_schemathesis_finds_nothing(make_gateway: GatewayFactory, tmp_path: Path
     run = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env,
                          cwd=tmp_path)
     elapsed_s = time.monotonic() - started_s
-    summary = [line for line in run.stdout.splitlines() if line.startswith("====")]
-    print(f"schemathesis ({elapsed_s:.1f} s): {summary[-1] if summary else '?'}")
+    summary = [line.strip() for line in run.stdout.splitlines()
+               if line.startswith("====") or " generated, " in line]
+    print(f"schemathesis ({elapsed_s:.1f} s): {' | '.join(summary)}")
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-3000:]
     assert "Tested: 6" in run.stdout  # every operation
     assert elapsed_s < 60
