@@ -28,6 +28,7 @@ from report_value_fixtures import (
 )
 
 from scalezero import projections as pj
+from scalezero.errors import UserError
 from scalezero.report.config import report_settings
 from scalezero.report.variables import (
     NA,
@@ -709,3 +710,121 @@ def test_estimate_without_a_recorded_replay_window(tmp_path: Path) -> None:
     (run_dir / "run.json").write_text(json.dumps(meta))
     assert pj.estimate_run_energy(run_dir, report_settings(HOST_CONFIG)).total_j == \
         pytest.approx(est.total_j, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# Per-run power and break-even; measured and estimated runs side by side
+
+
+def test_per_run_state_power_and_break_even(built: dict) -> None:
+    runs = pd.read_csv(built["projections"]["runs"]).set_index("strategy")
+    for st in ORDER:
+        p = STRATEGIES[st].power_w
+        assert runs.at[st, "idle_loaded_power_w"] == pytest.approx(p["idle"], rel=1e-9)
+        assert runs.at[st, "active_power_w"] == pytest.approx(p["active"], rel=1e-9)
+    # A start's energy above bare idle / (idle-loaded - bare idle power), per run.
+    assert runs.at["naive", "break_even_ttl_s"] == pytest.approx((45 - 21) * 1.5 / (33 - 21))
+    assert runs.at["keep_warm", "break_even_ttl_s"] == pytest.approx((50 - 22) * 1.0
+                                                                     / (35 - 22))
+    assert math.isnan(runs.at["always_on", "break_even_ttl_s"])  # no start to weigh
+
+
+def test_measured_runs_are_not_pooled_with_estimates(tmp_path: Path) -> None:
+    """always_on ran without an energy counter, the others with one: the projection
+    pools only the measured runs."""
+    from report_value_fixtures import make_run, make_trace
+
+    from scalezero.aggregate import aggregate_workload
+
+    run_dirs = [make_run(tmp_path / "runs", "always_on", gpu=False),
+                make_run(tmp_path / "runs", "naive"), make_run(tmp_path / "runs", "keep_warm")]
+    make_trace(tmp_path / "trace.csv")
+    summary = aggregate_workload(run_dirs, tmp_path / "summary", WORKLOAD)
+    paths = pj.write_projections(summary["summary"], summary["energy"], run_dirs,
+                                 report_settings(CONFIG),
+                                 pj.projection_paths(tmp_path / "p", WORKLOAD))
+    runs = pd.read_csv(paths["runs"]).set_index("strategy")
+    assert runs.at["always_on", "basis"] == "estimated"
+    assert set(runs.loc[["naive", "keep_warm"], "basis"]) == {"measured"}
+    model = pd.read_csv(paths["model"]).set_index("strategy")
+    assert set(model["basis"]) == {"measured"} and set(model["method"]) == {"nvml_counter"}
+    row = model.loc["always_on"]
+    assert row["bare_idle_power_w"] == pytest.approx((21 + 22) / 2)
+    assert row["idle_loaded_power_w"] == pytest.approx((0.6 * 33 + 8.3 * 35) / (0.6 + 8.3))
+    assert row["active_power_w"] == pytest.approx((2.3 * 70 + 2.8 * 75) / (2.3 + 2.8))
+    assert row["active_s_per_request"] == pytest.approx((2.3 + 2.8) / (3 + 5))
+
+
+def test_projection_model_from_hand_made_tables() -> None:
+    """projection_model on tables typed in: policies, and which rows the pooling and
+    the weighting skip (no time, no weight, no value)."""
+    nan = float("nan")
+    summary = pd.DataFrame([
+        {"workload": "w", "strategy": "ao", "policy": "always_on", "min_instances": 1,
+         "keep_warm_ttl_s": nan},
+        {"workload": "w", "strategy": "kw", "policy": "keep_warm", "min_instances": 0,
+         "keep_warm_ttl_s": 0.5},
+        {"workload": "w", "strategy": "odd", "policy": nan, "min_instances": nan,
+         "keep_warm_ttl_s": -1.0},
+    ])
+    runs = pd.DataFrame([
+        # strategy, rep, bare W, cold starts, mean start s, J, J above bare, ok
+        {"strategy": s, "rep": 1, "basis": "measured", "method": "nvml_counter",
+         "bare_idle_power_w": bare, "cold_starts": n, "cold_start_mean_s": cs,
+         "cold_start_energy_mean_j": cj, "cold_start_above_baseline_mean_j": ca, "ok": ok}
+        for s, bare, n, cs, cj, ca, ok in (("ao", 10.0, 0, 99.0, 999.0, 999.0, 4),
+                                           ("kw", 20.0, 1, 2.0, 50.0, 30.0, 4),
+                                           ("odd", 30.0, 3, nan, 80.0, 40.0, 2))])
+    phases = pd.DataFrame([
+        {"strategy": s, "rep": 1, "phase": ph, "duration_s": d, "energy_j": e}
+        for s, ph, d, e in (("ao", "idle_loaded", 10.0, 300.0),
+                            ("ao", "idle_loaded", 0.0, 5.0),   # no time: skipped
+                            ("kw", "idle_loaded", 30.0, 1200.0),
+                            ("kw", "active", 4.0, 400.0),
+                            ("odd", "active", 6.0, nan),       # no energy: skipped
+                            ("odd", "active", 2.0, 200.0))])
+    model = pj.projection_model(summary, runs, phases).set_index("strategy")
+    assert model.at["ao", "policy"] == "always_on" and bool(model.at["ao", "always_on"])
+    assert math.isinf(model.at["ao", "keep_warm_ttl_s"])
+    assert model.at["kw", "keep_warm_ttl_s"] == 0.5 and not model.at["kw", "always_on"]
+    # No policy name: the strategy's; a negative TTL means none.
+    assert model.at["odd", "policy"] == "odd" and model.at["odd", "keep_warm_ttl_s"] == 0.0
+    row = model.loc["kw"]  # pooled, so the same for every strategy
+    assert row["bare_idle_power_w"] == pytest.approx(20.0)
+    assert row["idle_loaded_power_w"] == pytest.approx((300 + 1200) / (10 + 30))
+    assert row["active_power_w"] == pytest.approx((400 + 200) / (4 + 2))
+    # Weighted by cold starts; a run without starts, or without a value, does not count.
+    assert row["cold_start_s"] == pytest.approx(2.0)
+    assert row["cold_start_energy_j"] == pytest.approx((1 * 50 + 3 * 80) / 4)
+    assert row["cold_start_above_baseline_j"] == pytest.approx((1 * 30 + 3 * 40) / 4)
+    assert row["active_s_per_request"] == pytest.approx((4 + 6 + 2) / 10)
+    assert row["break_even_ttl_s"] == pytest.approx(37.5 / (37.5 - 20.0))
+
+
+def test_run_folders_are_found_by_their_run_json(tmp_path: Path) -> None:
+    """An estimated run's folder is matched by run.json's strategy and repeat, whatever
+    the folder is called; without a readable run.json, by the folder names."""
+    import json
+    import shutil
+
+    results = make_value_results(tmp_path / "a", gpu=False, strategies=("naive",))
+    original = results["run_dirs"][0]
+    moved = tmp_path / "elsewhere" / "x" / "y"
+    shutil.copytree(original, moved)
+    settings = report_settings(HOST_CONFIG)
+    summary = pd.read_csv(results["summary"]["summary"])
+    energy = pd.read_csv(results["summary"]["energy"])
+    runs, _ = pj.run_energy_tables(summary, energy, [moved], settings)
+    expected = FLOOR_W * DURATION_S + instance_w("naive") * INSTANCE_S["naive"]
+    assert runs.at[0, "energy_total_j"] == pytest.approx(expected, rel=1e-9)
+    # run.json without strategy and repeat: the folder names (<strategy>/<rep>) say it.
+    named = tmp_path / "named" / "naive" / "1"
+    shutil.copytree(original, named)
+    meta = json.loads((named / "run.json").read_text())
+    del meta["strategy"], meta["rep"]
+    (named / "run.json").write_text(json.dumps(meta))
+    runs, _ = pj.run_energy_tables(summary, energy, [named], settings)
+    assert runs.at[0, "energy_total_j"] == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(UserError, match="no energy counter in naive repeat 1 and no run "
+                                        "folder to estimate its energy from"):
+        pj.run_energy_tables(summary, energy, [tmp_path / "named" / "naive" / "2"], settings)

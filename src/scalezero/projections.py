@@ -325,7 +325,9 @@ def run_energy_tables(
 
 def _policy(row: Mapping[str, Any]) -> tuple[str, bool, float]:
     """(policy name, always on?, keep-warm TTL in s: 0 for naive, inf for always on)."""
-    policy = str(row.get("policy") or row.get("strategy"))
+    name = row.get("policy")
+    # An empty CSV cell reads as NaN, which is truthy: fall back to the strategy's name.
+    policy = name if isinstance(name, str) and name else str(row.get("strategy"))
     min_instances = _num(row.get("min_instances"))
     if math.isfinite(min_instances) and min_instances >= 1:
         return policy, True, math.inf
