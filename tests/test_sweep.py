@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from report_value_fixtures import make_run
 
+from scalezero.pagecache import page_cache_residency
 from scalezero.report.build import size_sweep_md
-from scalezero.sweep import SWEEP_COLUMNS, page_cache_residency, summarize_sweep
+from scalezero.sweep import SWEEP_COLUMNS, summarize_sweep
 
 MIB = 1024 * 1024
 

@@ -18,16 +18,14 @@ on a read-only mapping, which maps the file without reading it.
 from __future__ import annotations
 
 import csv
-import ctypes
-import ctypes.util
 import json
 import math
-import mmap
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from scalezero.pagecache import drop_cached_pages
 
 READ_BLOCK_BYTES = 16 * 1024 * 1024
 MIB = 1024 * 1024
@@ -87,21 +85,6 @@ def _read_all(path: Path) -> tuple[int, float]:
     return total, time.perf_counter() - start
 
 
-def _drop_cached_pages(path: Path) -> bool:
-    if not hasattr(os, "posix_fadvise"):
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        # Dirty pages cannot be dropped: a file just written must reach the disk first.
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
 def measure_read_bandwidth(path: Path, repeats: int = 3) -> dict[str, Any]:
     """Read `path` after dropping its cached pages, then from the page cache.
 
@@ -111,7 +94,7 @@ def measure_read_bandwidth(path: Path, repeats: int = 3) -> dict[str, Any]:
     cold, warm = [], []
     method = "fadvise_dontneed"
     for _ in range(repeats):
-        if _drop_cached_pages(path):
+        if drop_cached_pages(path):
             size, seconds = _read_all(path)
             cold.append(size / MIB / seconds if seconds > 0 else math.nan)
         else:
@@ -127,57 +110,6 @@ def measure_read_bandwidth(path: Path, repeats: int = 3) -> dict[str, Any]:
         "cold_read_method": method,
         "repeats": repeats,
     }
-
-
-def _libc() -> Any:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    libc = ctypes.CDLL(name, use_errno=True)
-    if not hasattr(libc, "mincore"):
-        return None
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    return libc
-
-
-def page_cache_residency(path: Path) -> dict[str, Any]:
-    """How much of `path` is in the page cache now, without reading it.
-
-    Maps the file read-only and asks mincore(2) which of its pages are resident (the
-    mapping itself reads nothing). Returns file_bytes, resident_pages, pages,
-    resident_share (0-1; NaN when it cannot be asked) and method ("mincore", or "none"
-    where the C library has no mincore or the call fails).
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    page = mmap.PAGESIZE
-    pages = (size + page - 1) // page
-    out: dict[str, Any] = {"path": str(path), "file_bytes": size, "pages": pages,
-                           "resident_pages": None, "resident_share": math.nan,
-                           "method": "none"}
-    libc = _libc()
-    if libc is None or size == 0:
-        return out
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if addr is None or addr == ctypes.c_void_p(-1).value:
-            return out
-        try:
-            vec = (ctypes.c_ubyte * pages)()
-            if libc.mincore(ctypes.c_void_p(addr), size, vec) != 0:
-                return out
-        finally:
-            libc.munmap(ctypes.c_void_p(addr), size)
-    finally:
-        os.close(fd)
-    resident = sum(v & 1 for v in vec)  # bit 0: page resident; the rest is reserved
-    out.update(resident_pages=resident, resident_share=resident / pages, method="mincore")
-    return out
 
 
 def _median(values: Sequence[float]) -> float:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
+from scalezero.pagecache import page_cache_residency
 from scalezero.runner import run_from_settings
-from scalezero.sweep import page_cache_residency
 from scalezero.workflow_io import logged
 
 with logged(snakemake.log[0]):
