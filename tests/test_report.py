@@ -200,6 +200,13 @@ def test_formatting() -> None:
     assert fmt(float("nan")) == "n/a" and fmt(None) == "n/a" and fmt(0) == "0"
     assert fmt_pct(0.25) == "25 %" and fmt_pct(1e-9) == "< 0.01 %"
     assert fmt_int(1234.6) == "1,235" and fmt_int("7") == "7"
+    # Scientific notation only from 1e15 up and below 1e-6, with `digits` digits.
+    assert fmt(1.23456e16) == "1.23e+16" and fmt(1e15) == "1.00e+15"
+    assert fmt(9.99e14) == "999,000,000,000,000" and fmt(1e-6) == "0.000001"
+    assert fmt(9.5e-7) == "9.50e-07" and fmt(2.5e-7, 2) == "2.5e-07"
+    assert fmt(1234.5678, 6, thousands=False) == "1234.57"
+    assert fmt_pct(1e-4) == "0.01 %" and fmt_pct(0) == "0 %" and fmt_pct(0.123456) == "12.3 %"
+    assert fmt_ci([1.2344], digits=4) == "1.234" and fmt_ci([0.5], scale=100.0) == "50"
     assert fmt_int(float("nan")) == "n/a" and fmt_int(None) == "n/a" and fmt_int("x") == "n/a"
     assert fmt_ci([1.0]) == "1" and fmt_ci([2.0, 2.0]) == "2"
     # Mean ± t(0.975, n-1) x sd / sqrt(n), t from the table: 12.706 (1 df), 4.303 (2 df).

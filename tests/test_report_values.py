@@ -287,6 +287,10 @@ def test_energy_per_phase_per_run_and_per_request(built: dict, strategy: str) ->
     assert row["energy_above_baseline_j"] == pytest.approx(above, rel=1e-9)
     assert row["energy_per_request_j"] == pytest.approx(total / ok, rel=1e-9)
     assert row["bare_idle_power_w"] == pytest.approx(p["bare"], rel=1e-9)
+    assert (row["duration_s"], row["requests"], row["ok"], row["output_tokens"]) == (
+        DURATION_S, ok, ok, tokens)
+    assert row["energy_per_output_token_above_baseline_j"] == pytest.approx(above / tokens)
+    assert row["above_baseline_share"] == pytest.approx(above / total)
     phases = pd.read_csv(built["projections"]["phases"])
     mine = phases[phases["strategy"] == strategy].set_index("phase")
     for phase, seconds in PHASE_S[strategy].items():
@@ -306,7 +310,12 @@ def test_energy_per_phase_per_run_and_per_request(built: dict, strategy: str) ->
     cold = COLD_START_S.get(strategy)
     assert v["cold_start_energy_mean_j"] == (fmt(p["starting"] * cold) if cold else NA)
 
+    header, _ = parse_table(built["tables"]["energy_table.md"])
+    assert header == ["strategy", "energy per run (J)", "above bare idle (J)",
+                      "above-baseline share (%)", "per request (J)", "per output token (J)",
+                      "basis"]
     table = by_strategy(built["tables"]["energy_table.md"])[strategy]
+    assert table["above-baseline share (%)"] == fmt(100 * above / total)
     assert table["energy per run (J)"] == fmt(total)
     assert table["above bare idle (J)"] == fmt(above)
     assert table["per request (J)"] == fmt(total / ok)
@@ -503,6 +512,14 @@ def expected_day(strategy: str, rph: float) -> dict[str, float]:
             "busy_share": busy_s / 3600.0 / instance_h}
 
 
+def test_over_capacity_is_marked(results: dict, tmp_path: Path) -> None:
+    """At 7,200 requests/h of 0.6 s each the instance would be busy 1.2 days a day."""
+    config = {**CONFIG, "projections": {**CONFIG["projections"], "traffic_rph": [7200]}}
+    _, body = parse_table(report_from(results, tmp_path, config)["tables"][
+        "projections_table.md"])
+    assert {r[9] for r in body} == {"1.2 (over capacity)"}
+
+
 def test_expected_day_by_hand_at_60_rph() -> None:
     """expected_day, checked on one case with the numbers typed in."""
     naive = expected_day("naive", 60.0)
@@ -519,7 +536,12 @@ def test_projection_at_each_traffic_level(built: dict, rph: float) -> None:
     sweep = pd.read_csv(built["projections"]["sweep"])
     assert sorted(set(sweep["traffic_rph"])) == sorted(TRAFFIC_RPH)
     table = built["tables"]["projections_table.md"]
-    _, table_body = parse_table(table)
+    header, table_body = parse_table(table)
+    assert header == ["requests/h", "strategy", "cold share", "instance h/day", "kWh/day",
+                      "kWh/year", "kg CO2e/year", "USD/day", "USD/year", "load"]
+    # Levels in order, strategies in the report's order within each.
+    assert [r[1] for r in table_body if r[0] == fmt(rph)] == list(ORDER)
+    assert [r[0] for r in table_body] == [fmt(x) for x in sorted(TRAFFIC_RPH) for _ in ORDER]
     for st in ORDER:
         exp = expected_day(st, rph)
         row = sweep[(sweep["strategy"] == st) & (sweep["traffic_rph"] == rph)]
@@ -538,6 +560,7 @@ def test_projection_at_each_traffic_level(built: dict, rph: float) -> None:
         assert proj["usd_month"] == fmt(exp["cost_usd_per_month"])
         assert proj["busy_share_pct"] == fmt_pct(exp["busy_share"])
         cells = next(r for r in table_body if r[0] == fmt(rph) and r[1] == st)
+        assert cells[9] == fmt(rph * 24 * 0.6 / DAY_S)  # busy time / day: under capacity
         assert cells[2:9] == [fmt_pct(exp["cold_start_share"]),
                               fmt(exp["instance_h_per_day"]),
                               fmt(exp["energy_kwh_per_day"]),
@@ -742,7 +765,17 @@ def test_measured_runs_are_not_pooled_with_estimates(tmp_path: Path) -> None:
     summary = aggregate_workload(run_dirs, tmp_path / "summary", WORKLOAD)
     paths = pj.write_projections(summary["summary"], summary["energy"], run_dirs,
                                  report_settings(CONFIG),
-                                 pj.projection_paths(tmp_path / "p", WORKLOAD))
+                                 pj.projection_paths(tmp_path / "new" / "dir", WORKLOAD))
+    text = paths["runs"].read_text()
+    # Numbers are written with ten significant digits, rows end in a bare newline.
+    assert "\r" not in text and text.startswith("workload,strategy,rep,basis")
+    # Bare 21.5 W, idle (0.6*33 + 8.3*35) / 8.9 = 34.865168539 W, active 371 / 5.1 W.
+    assert ",21.5,34.86516854,72.74509804," in paths["model"].read_text()
+    inputs = collect_inputs(WORKLOAD, summary, paths, run_dirs, tmp_path / "trace.csv")
+    energy_rows = by_strategy(build_tables(inputs, build_variables(
+        inputs, title="T", author="", renderer="test"))["energy_table.md"])
+    assert [energy_rows[st]["basis"] for st in ORDER] == ["estimated", "measured",
+                                                          "measured"]
     runs = pd.read_csv(paths["runs"]).set_index("strategy")
     assert runs.at["always_on", "basis"] == "estimated"
     assert set(runs.loc[["naive", "keep_warm"], "basis"]) == {"measured"}
