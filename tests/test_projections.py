@@ -98,6 +98,23 @@ def test_over_capacity_is_flagged() -> None:
     out = pj.project_strategy(_model(), 10_000.0, 24.0, 475.0, 1.0)
     assert out["load"] == pytest.approx(10_000 * 0.5 / 3600)
     assert out["load"] > 1
+    # Busy all day (240,000 requests x 0.5 s is more than a day): no time is left to
+    # start, idle or be empty; the day is all active power.
+    assert out["active_h_per_day"] == 24.0 and out["cold_start_h_per_day"] == 0.0
+    assert out["idle_loaded_h_per_day"] == 0.0 and out["empty_h_per_day"] == 0.0
+    assert out["instance_h_per_day"] == 24.0
+    # Cold starts are still counted (and their energy paid), though they take no time.
+    n_cold = 240_000 * math.exp(-10_000 / 3600 * 0.5)
+    assert out["cold_starts_per_day"] == pytest.approx(n_cold)
+    assert out["energy_kwh_per_day"] == pytest.approx((DAY_S * 60 + n_cold * 100) / 3.6e6)
+    # Nearly busy: the cold starts fill what is left of the day, no more.
+    near = pj.project_strategy(_model(), 7000.0, 24.0, 475.0, 1.0)
+    busy = 7000 * 24 * 0.5
+    assert near["cold_start_h_per_day"] * 3600 == pytest.approx(DAY_S - busy)
+    assert near["empty_h_per_day"] == 0.0
+    always = pj.project_strategy(_model(always_on=True, keep_warm_ttl_s=math.inf), 10_000.0,
+                                 24.0, 475.0, 1.0)
+    assert always["cold_start_h_per_day"] == 0.0 and always["active_h_per_day"] == 24.0
 
 
 def test_project_sweeps_every_level_on_its_own() -> None:
@@ -131,6 +148,17 @@ def test_project_sweeps_every_level_on_its_own() -> None:
         assert row["cost_usd_per_day"] == pytest.approx(held_h, rel=1e-9)
         assert row["energy_kwh_per_day"] == pytest.approx(energy / 3.6e6, rel=1e-9)
         assert row["load"] == pytest.approx(busy / DAY_S)
+        assert row["active_h_per_day"] * 3600 == pytest.approx(busy, rel=1e-9)
+        assert row["cold_start_h_per_day"] * 3600 == pytest.approx(cold_s, rel=1e-9,
+                                                                    abs=1e-12)
+        above_kwh = (energy - DAY_S * 20) / 3.6e6  # above 20 W bare idle all day
+        assert row["energy_above_baseline_kwh_per_day"] == pytest.approx(above_kwh, rel=1e-9)
+        assert row["energy_above_baseline_kwh_per_year"] == pytest.approx(365 * above_kwh,
+                                                                          rel=1e-9)
+        assert row["kg_co2e_above_baseline_per_year"] == pytest.approx(
+            365 * above_kwh * 475 / 1000, rel=1e-9)
+        assert row["energy_per_request_wh"] == pytest.approx(energy / 3600 / n, rel=1e-9)
+        assert (row["workload"], row["basis"]) == ("w", "measured")
 
     # 1 request/h: n = 24. Naive is cold unless the previous arrival came < 0.5 s before.
     check("always_on", 1, 0.0, 0.0, DAY_S - 12.0)
