@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
     llm = Llama(model_path=args.model, n_gpu_layers=args.n_gpu_layers, n_ctx=args.n_ctx,
                 verbose=False)
-    print(f"{LOADED_MARKER} {time.monotonic():.6f}", flush=True)
+    # The handler comes first: whoever reads the marker may stop the probe at once.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"{LOADED_MARKER} {time.monotonic():.6f}", flush=True)
     while llm is not None:  # hold the context until told to stop
         time.sleep(3600)
     return 0
