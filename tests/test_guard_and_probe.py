@@ -38,6 +38,18 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _assert_child_dies_with_parent(parent: str, parent_timeout_s: float, message: str) -> None:
+    """Run `parent` (Python source that starts a child, prints its pid and exits without
+    cleaning up) and check that the child ends within 10 s of its parent."""
+    proc = subprocess.Popen([PY, "-c", parent], stdout=subprocess.PIPE, text=True)
+    child_pid = int(proc.stdout.readline())
+    try:
+        assert proc.wait(timeout=parent_timeout_s) == 0
+        assert _gone(child_pid, 10.0), message
+    finally:
+        _kill(child_pid)
+
+
 # ---------------------------------------------------------------------------------- guard
 
 
@@ -81,13 +93,7 @@ def test_guarded_command_dies_with_its_parent() -> None:
         time.sleep(1.0)  # the guard has set its death signal and exec'd by now
         os._exit(0)  # no cleanup: the parent just disappears
     """)
-    proc = subprocess.Popen([PY, "-c", parent], stdout=subprocess.PIPE, text=True)
-    child_pid = int(proc.stdout.readline())
-    try:
-        assert proc.wait(timeout=30) == 0
-        assert _gone(child_pid, 10.0), "the guarded command outlived its parent"
-    finally:
-        _kill(child_pid)
+    _assert_child_dies_with_parent(parent, 30.0, "the guarded command outlived its parent")
 
 
 # -------------------------------------------------------------------------- context probe
@@ -151,10 +157,4 @@ def test_probe_dies_with_its_parent(probe_model: Path) -> None:
         print(child.pid, flush=True)
         os._exit(0)
     """)
-    proc = subprocess.Popen([PY, "-c", parent], stdout=subprocess.PIPE, text=True)
-    child_pid = int(proc.stdout.readline())
-    try:
-        assert proc.wait(timeout=60) == 0
-        assert _gone(child_pid, 10.0), "the probe outlived its parent"
-    finally:
-        _kill(child_pid)
+    _assert_child_dies_with_parent(parent, 60.0, "the probe outlived its parent")
