@@ -34,6 +34,14 @@ def test_bench_overhead_prints_warm_ratios_and_cold_overhead(
         assert results[key]["direct_ms"] > 0 and results[key]["gateway_ms"] > 0
     assert results["meta"]["tokens_per_request"] >= 1
     assert isinstance(results["warm_per_token"]["paired_added_ms"], float)
+    warm = results["samples"]["warm"]
+    assert [(row["pair"], row["path"]) for row in warm] == [
+        (pair, path) for pair in range(3) for path in ("gateway", "direct")
+    ]
+    assert all(0 < row["ttft_ms"] <= row["e2e_ms"] and row["tokens"] >= 1 for row in warm)
+    direct_ttft = sorted(row["ttft_ms"] for row in warm if row["path"] == "direct")
+    assert results["warm_ttft"]["direct_ms"] == pytest.approx(direct_ttft[1])
+    assert len(results["samples"]["cold"]) == 1
 
 
 def test_bench_overhead_reports_a_missing_model(capsys: pytest.CaptureFixture[str]) -> None:

@@ -397,6 +397,25 @@ def _serve_args(args: argparse.Namespace, model: Path) -> list[str]:
     return serve_args
 
 
+def sample_rows(
+    gateway: list[Sample], direct: list[Sample], cold: list[ColdRound]
+) -> dict[str, list[dict[str, Any]]]:
+    """Every measured request, so that other statistics can be drawn from the same run."""
+    warm = [
+        {"pair": index, "path": path, "ttft_ms": sample.ttft_s * 1000.0,
+         "e2e_ms": sample.e2e_s * 1000.0, "tokens": sample.tokens}
+        for index, (via_gateway, straight) in enumerate(zip(gateway, direct, strict=True))
+        for path, sample in (("gateway", via_gateway), ("direct", straight))
+    ]
+    cold_rows = [
+        {"round": index, "gateway_ttft_ms": one.gateway_ttft_s * 1000.0,
+         "direct_spawn_to_ready_ms": one.direct_spawn_to_ready_s * 1000.0,
+         "direct_first_ttft_ms": one.direct_first_ttft_s * 1000.0}
+        for index, one in enumerate(cold)
+    ]
+    return {"warm": warm, "cold": cold_rows}
+
+
 def run_bench(args: argparse.Namespace) -> int:
     model = Path(args.model)
     if not model.is_file():
@@ -431,7 +450,8 @@ def run_bench(args: argparse.Namespace) -> int:
             "tokens_per_request": statistics.median(s.tokens for s in direct)}
     print(render(summary, meta))
     if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, **summary}, indent=2) + "\n")
+        document = {"meta": meta, **summary, "samples": sample_rows(gateway, direct, cold)}
+        Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
     return 0
 
 

@@ -81,23 +81,52 @@ class UpstreamResponse:
         self._complete = False
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        """The body as it arrives (one piece per chunk of a chunked answer)."""
+        """The body as it arrives: a piece per read (the chunks of a chunked answer that
+        arrived together are one piece)."""
         if self._conn is None:
             raise UpstreamError("response body already consumed or closed")
         reader, writer = self._conn
         watch = _IdleWatch(writer, self._client.read_timeout_s)
         try:
             if self._chunked:
+                # One read per arrival, framing parsed from a local buffer, the chunks
+                # that came together relayed as one piece: a streamed answer arrives a
+                # chunk (a token) at a time, and per-token work is the relay's cost.
+                buffer = b""
                 while True:
-                    size_line = await reader.readuntil(b"\r\n")
-                    size = int(size_line.split(b";", 1)[0].strip(), 16)
-                    if size == 0:
-                        while await reader.readuntil(b"\r\n") != b"\r\n":
-                            pass  # trailers, unused
-                        break
-                    data = await reader.readexactly(size + 2)
+                    pieces = []
+                    start = 0
+                    while (line_end := buffer.find(b"\r\n", start)) >= 0:
+                        size = int(buffer[start:line_end].split(b";", 1)[0], 16)
+                        if size == 0:
+                            trailers_end = buffer.find(b"\r\n\r\n", line_end)
+                            if trailers_end < 0:
+                                break  # the last chunk's trailers are not all in yet
+                            if pieces:
+                                yield b"".join(pieces)
+                            # Bytes after the answer would belong to nothing we asked for.
+                            if trailers_end + 4 != len(buffer):
+                                self._reusable = False
+                            self._complete = True
+                            return
+                        data_end = line_end + 2 + size
+                        if len(buffer) < data_end + 2:
+                            break
+                        if buffer[data_end:data_end + 2] != b"\r\n":
+                            raise ValueError("chunk data not followed by CRLF")
+                        pieces.append(buffer[line_end + 2:data_end])
+                        start = data_end + 2
+                    if start:
+                        buffer = buffer[start:]
+                    if pieces:
+                        yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                    elif len(buffer) > MAX_HEAD_BYTES and buffer.find(b"\r\n") < 0:
+                        raise ValueError("chunk size line too long")
+                    data = await reader.read(READ_BYTES)
+                    if not data:
+                        raise asyncio.IncompleteReadError(buffer, None)
                     watch.touch()
-                    yield data[:-2]
+                    buffer += data
             elif self._length is not None:
                 remaining = self._length
                 while remaining:
@@ -144,6 +173,8 @@ class UpstreamResponse:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.IncompleteReadError):
+        if exc.expected is None:
+            return "connection closed before the answer's last chunk"
         return f"connection closed with {exc.expected} bytes outstanding"
     if isinstance(exc, TimeoutError):
         return "read timed out"
