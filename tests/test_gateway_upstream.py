@@ -64,7 +64,8 @@ def test_chunked_and_sized_answers_on_one_kept_alive_connection() -> None:
         answer = await client.post("127.0.0.1", port, "/x", b"stream")
         assert answer.status_code == 200
         # Chunks that arrive together may come as one piece; the bytes are what counts.
-        assert b"".join([piece async for piece in answer.aiter_bytes()]) == b"data: a\n\ndata: bb\n\n"
+        body = b"".join([piece async for piece in answer.aiter_bytes()])
+        assert body == b"data: a\n\ndata: bb\n\n"
         await answer.aclose()
         answer = await client.post("127.0.0.1", port, "/x", b"other")
         assert answer.status_code == 400 and await answer.aread() == b"oops!"
