@@ -1,7 +1,7 @@
 """A stand-in for ``llama_cpp.server`` that the gateway can start in milliseconds.
 
 Run as ``python tests/fake_instance.py --host H --port P --model FILE --alias NAME``
-(through the gateway's instance command). Like ``scalezero.instance`` it prints the
+(through the gateway's instance command). Like ``scalezero.serving.instance`` it prints the
 ``@scalezero`` phase markers (runtime_ready, model_loaded, listening), then serves
 ``/v1/models``, ``/v1/completions`` and ``/v1/chat/completions`` (JSON or SSE streams,
 one made-up token per ``--token-delay-s``) over plain HTTP/1.1 with keep-alive.
@@ -19,7 +19,7 @@ change what the *next* instance does):
 - ``--reject-trigger TEXT``: answer 422 with FastAPI's validation body to such requests.
 
 ``--record FILE`` appends each completion request's JSON body to FILE, one per line, so
-that tests can see what the gateway sent on. Like ``scalezero.instance``, the chunk of a
+that tests can see what the gateway sent on. Like ``scalezero.serving.instance``, the chunk of a
 streamed answer that carries the finish reason also carries the token usage.
 
 The model file must start with the GGUF magic, as llama.cpp checks, so a bad model file
@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Any
 
-MARKER = "@scalezero"  # the same marker as scalezero.instance
+MARKER = "@scalezero"  # the same marker as scalezero.serving.instance
 CRASH_EXIT_CODE = 70
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
            422: "Unprocessable Entity", 500: "Internal Server Error"}

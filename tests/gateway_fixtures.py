@@ -28,13 +28,13 @@ import pytest
 import uvicorn
 import yaml
 
-from scalezero.gateway.app import Gateway, GatewayConfig, create_app
-from scalezero.gateway.events import Event
-from scalezero.gateway.launcher import InstanceSpec
-from scalezero.gateway.pool import Pool, PoolLimits
-from scalezero.procs import package_env, signal_group
-from scalezero.strategies import make_policy
-from scalezero.strategies.base import Policy
+from scalezero.serving.app import Gateway, GatewayConfig, create_app
+from scalezero.serving.events import Event
+from scalezero.serving.launcher import InstanceSpec
+from scalezero.serving.pool import Pool, PoolLimits
+from scalezero.serving.strategies import make_policy
+from scalezero.serving.strategies.base import Policy
+from scalezero.system.procs import package_env, signal_group
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_INSTANCE = Path(__file__).resolve().with_name("fake_instance.py")
@@ -59,7 +59,7 @@ def fetch_real_model() -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"SCALEZERO_TEST_MODEL={override}: no such file")
         return path
-    from scalezero.model_fetch import fetch_model
+    from scalezero.models.fetch import fetch_model
 
     MODEL_CACHE.parent.mkdir(parents=True, exist_ok=True)
     # A lock, so that parallel test runs fetch once; fetch_model writes atomically.

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from run_fixtures import counter_mj, event_row, request_row, write_run
 
-from scalezero.aggregate import aggregate_workload
+from scalezero.analysis.aggregate import aggregate_workload
 
 WORKLOAD = "values"
 T0 = 5000.0  # monotonic time of the replay start

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from run_fixtures import event_row, lifecycle, request_row, telemetry_frame, write_run
 
-from scalezero import aggregate as ag
+from scalezero.analysis import aggregate as ag
+from scalezero.analysis.stats import mean_ci, t_cdf, t_quantile
 from scalezero.cli import main
-from scalezero.stats import mean_ci, t_cdf, t_quantile
 
 WORKLOAD = "bursty"
 REPLAY = (1000.0, 1020.0)

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from scalezero.config import check_config, config_schema, config_sha256, run_order
+from scalezero.cli.config import check_config, config_schema, config_sha256, run_order
 from scalezero.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def _load(path: Path) -> dict:
 def test_committed_schema_is_generated_from_the_package() -> None:
     committed = json.loads((ROOT / "config" / "config.schema.json").read_text())
     assert committed == config_schema(), (
-        "config/config.schema.json is stale: python -m scalezero.config > "
+        "config/config.schema.json is stale: python -m scalezero.cli.config > "
         "config/config.schema.json")
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from scalezero.device import llama_cpp_supports_gpu_offload, require_device
 from scalezero.errors import UserError
-from scalezero.runner import RunPlan, measured_run
+from scalezero.measure.runner import RunPlan, measured_run
+from scalezero.system.device import llama_cpp_supports_gpu_offload, require_device
 
 
 def test_cpu_is_always_allowed() -> None:
@@ -46,7 +46,7 @@ def test_serve_refuses_cuda_on_a_cpu_build(tmp_path: Path,
 
 
 def test_children_see_exactly_the_configured_device() -> None:
-    from scalezero.device import default_gpu_layers, device_env
+    from scalezero.system.device import default_gpu_layers, device_env
 
     assert device_env("cpu", 3) == {"CUDA_VISIBLE_DEVICES": ""}
     assert device_env("cuda", 1) == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID",

@@ -10,7 +10,7 @@ from typing import Any
 import fake_nvml
 import pytest
 
-from scalezero import doctor
+from scalezero.cli import doctor
 
 
 def test_doctor_on_this_machine_passes_and_names_every_fact(real_model: Path) -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from run_fixtures import event_row, lifecycle, telemetry_frame
 
-from scalezero import energy as en
+from scalezero.analysis import energy as en
 
 # One instance in a replay window [100, 130):
 #   empty [100,102)  cold_start [102,105)  active [105,107)  idle_loaded [107,110)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scalezero.engine_build import (
+from scalezero.system.engine_build import (
     build_key,
     build_plan,
     cpu_cmake_args,
@@ -17,7 +17,7 @@ from scalezero.engine_build import (
     installed_build,
     parse_system_info,
 )
-from scalezero.engine_check import generate_in_child
+from scalezero.system.engine_check import generate_in_child
 
 AVX512 = {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"}
 X86_64_V3 = {"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"}
@@ -132,7 +132,7 @@ def test_a_crashing_engine_is_named_with_signal_cpu_flags_and_remedy(tmp_path: P
     model.write_bytes(b"GGUF")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
-        [sys.executable, "-m", "scalezero.engine_check", "--model", str(model),
+        [sys.executable, "-m", "scalezero.system.engine_check", "--model", str(model),
          "--python", str(crashing)], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 1
     message = proc.stderr
@@ -157,7 +157,7 @@ def test_an_engine_that_hangs_fails_at_the_timeout(tmp_path: Path) -> None:
 
 
 def test_self_check_cli_reports_success(real_model: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "scalezero.engine_check", "--model",
+    proc = subprocess.run([sys.executable, "-m", "scalezero.system.engine_check", "--model",
                            str(real_model), "--tokens", "3"], capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == 0, proc.stderr
@@ -165,7 +165,7 @@ def test_self_check_cli_reports_success(real_model: Path) -> None:
 
 
 def test_run_json_environment_records_the_engine_build_and_cpu_features() -> None:
-    from scalezero.runner import environment_info
+    from scalezero.measure.runner import environment_info
 
     info = environment_info("cpu")
     assert info["engine"]["build"] == installed_build()

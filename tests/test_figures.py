@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 from test_report_fixtures import STRATEGIES, make_results, make_run
 
-from scalezero import figures as fg
-from scalezero.aggregate import aggregate_workload
+from scalezero.analysis.aggregate import aggregate_workload
+from scalezero.analysis.projections import projection_paths, write_projections
 from scalezero.errors import UserError
-from scalezero.projections import projection_paths, write_projections
+from scalezero.report import figures as fg
 from scalezero.report.config import report_settings
 
 
@@ -95,7 +95,7 @@ def test_matplotlib_is_lazy() -> None:
     import subprocess
     import sys
 
-    code = "import sys, scalezero.figures; print('matplotlib' in sys.modules)"
+    code = "import sys, scalezero.report.figures; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"

@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from scalezero.gateway import launcher
-from scalezero.gateway.pool import PoolLimits
-from scalezero.strategies import REGISTRY, register
-from scalezero.strategies.base import Policy
+from scalezero.serving import launcher
+from scalezero.serving.pool import PoolLimits
+from scalezero.serving.strategies import REGISTRY, register
+from scalezero.serving.strategies.base import Policy
 
 COMPLETION = {"prompt": "hello", "max_tokens": 4}
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
@@ -238,7 +238,7 @@ def test_registered_policy_is_used_by_name(make_gateway: GatewayFactory, fake_mo
     from gateway_fixtures import fake_command
 
     from scalezero.cli import build_parser
-    from scalezero.gateway.cli import build_config
+    from scalezero.serving.cli import build_config
 
     register(TwoUpPolicy)
     try:
@@ -280,7 +280,7 @@ def test_always_on_starts_before_requests_and_stays(make_gateway: GatewayFactory
 
 
 def test_keep_warm_stops_after_ttl(make_gateway: GatewayFactory) -> None:
-    from scalezero.strategies import make_policy
+    from scalezero.serving.strategies import make_policy
 
     gw = make_gateway(make_policy("keep_warm", {"keep_warm_ttl_s": 0.8}))
     assert gw.client.post("/v1/completions", json=COMPLETION).status_code == 200

@@ -26,7 +26,7 @@ from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from scalezero.gateway.pool import PoolLimits
+from scalezero.serving.pool import PoolLimits
 
 COMPLETION = {"prompt": "hello", "max_tokens": 4}
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
@@ -222,7 +222,7 @@ def test_5xx_answers_carry_a_message_and_a_logged_request_id(
 ) -> None:
     gw = make_gateway("keep_warm", fake_args=["--error-trigger", "FAIL",
                                               "--reject-trigger", "REJECT"])
-    caplog.set_level(logging.INFO, logger="scalezero.gateway")
+    caplog.set_level(logging.INFO, logger="scalezero.serving")
     failed = gw.client.post("/v1/completions", json={**COMPLETION, "prompt": "FAIL"})
     error = error_of(failed, 502)  # the engine's 500 had an empty message
     request_id = failed.headers["x-request-id"]
@@ -251,7 +251,7 @@ def test_start_failure_503_names_the_request(
     make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     gw = make_gateway("naive", control={"fail_at_load": True})
-    caplog.set_level(logging.INFO, logger="scalezero.gateway")
+    caplog.set_level(logging.INFO, logger="scalezero.serving")
     response = gw.client.post("/v1/completions", json=COMPLETION)
     error = error_of(response, 503)
     request_id = response.headers["x-request-id"]

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from scalezero.gateway.upstream import UpstreamClient, UpstreamError
+from scalezero.serving.upstream import UpstreamClient, UpstreamError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -1,4 +1,4 @@
-"""scalezero.guard (a command that dies with its parent) and scalezero.context_probe
+"""scalezero.serving.guard (a command that dies with its parent) and scalezero.serving.context_probe
 (the process that holds a device context with a tiny model: the context-only level)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scalezero.context_probe import LOADED_MARKER, ensure_probe_model
+from scalezero.serving.context_probe import LOADED_MARKER, ensure_probe_model
 
 PY = sys.executable
 
@@ -55,7 +55,7 @@ def _assert_child_dies_with_parent(parent: str, parent_timeout_s: float, message
 
 def test_guard_runs_the_command_in_its_place(tmp_path: Path) -> None:
     out = subprocess.run(
-        [PY, "-m", "scalezero.guard", "--parent-pid", str(os.getpid()), "--", PY, "-c",
+        [PY, "-m", "scalezero.serving.guard", "--parent-pid", str(os.getpid()), "--", PY, "-c",
          "import os; print('pid', os.getpid(), 'parent', os.getppid())"],
         capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
@@ -67,18 +67,18 @@ def test_guard_runs_the_command_in_its_place(tmp_path: Path) -> None:
 def test_guard_refuses_when_the_parent_is_not_the_one_named(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     out = subprocess.run(
-        [PY, "-m", "scalezero.guard", "--parent-pid", str(os.getpid() + 999_999), "--",
+        [PY, "-m", "scalezero.serving.guard", "--parent-pid", str(os.getpid() + 999_999), "--",
          PY, "-c", f"open({str(marker)!r}, 'w')"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 3
     assert not marker.exists()
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--parent-pid", "1"], "usage: python -m scalezero.guard --parent-pid PID -- COMMAND"),
-    (["--parent-pid", "1", "--"], "scalezero.guard: no command given"),
+    (["--parent-pid", "1"], "usage: python -m scalezero.serving.guard --parent-pid PID -- COMMAND"),
+    (["--parent-pid", "1", "--"], "scalezero.serving.guard: no command given"),
 ])
 def test_guard_usage_errors(args: list[str], message: str) -> None:
-    out = subprocess.run([PY, "-m", "scalezero.guard", *args], capture_output=True,
+    out = subprocess.run([PY, "-m", "scalezero.serving.guard", *args], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 1 and message in out.stderr, out.stderr
 
@@ -87,7 +87,7 @@ def test_guarded_command_dies_with_its_parent() -> None:
     """A parent that starts a guarded `sleep` and then dies: the sleep is killed."""
     parent = textwrap.dedent(f"""
         import os, subprocess, sys, time
-        child = subprocess.Popen([{PY!r}, "-m", "scalezero.guard", "--parent-pid",
+        child = subprocess.Popen([{PY!r}, "-m", "scalezero.serving.guard", "--parent-pid",
                                   str(os.getpid()), "--", "sleep", "60"])
         print(child.pid, flush=True)
         time.sleep(1.0)  # the guard has set its death signal and exec'd by now
@@ -114,7 +114,7 @@ def probe_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _start_probe(model: Path, parent_pid: int) -> subprocess.Popen:
-    return subprocess.Popen([PY, "-m", "scalezero.context_probe", "--model", str(model),
+    return subprocess.Popen([PY, "-m", "scalezero.serving.context_probe", "--model", str(model),
                              "--parent-pid", str(parent_pid)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
@@ -150,7 +150,7 @@ def test_probe_refuses_a_wrong_parent(probe_model: Path) -> None:
 def test_probe_dies_with_its_parent(probe_model: Path) -> None:
     parent = textwrap.dedent(f"""
         import os, subprocess, sys
-        child = subprocess.Popen([{PY!r}, "-m", "scalezero.context_probe", "--model",
+        child = subprocess.Popen([{PY!r}, "-m", "scalezero.serving.context_probe", "--model",
                                   {str(probe_model)!r}, "--parent-pid", str(os.getpid())],
                                  stdout=subprocess.PIPE, text=True)
         child.stdout.readline()  # loaded

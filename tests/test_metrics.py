@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalezero import metrics as mx
+from scalezero.analysis import metrics as mx
 
 
 def _requests() -> pd.DataFrame:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from test_report_fixtures import COLD_START_S, POWER_W, SERVICE_S, TTL_S, make_results
 
-from scalezero import projections as pj
+from scalezero.analysis import projections as pj
 from scalezero.errors import UserError
 from scalezero.report.config import (
     REPORT_CONFIG_SCHEMA,

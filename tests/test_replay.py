@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scalezero.replay import ReplayRequest, completion_payload
-from scalezero.runner import RunPlan, measured_run
+from scalezero.measure.replay import ReplayRequest, completion_payload
+from scalezero.measure.runner import RunPlan, measured_run
 
 pytestmark = pytest.mark.slow
 

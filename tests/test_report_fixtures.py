@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from run_fixtures import counter_mj, event_row, request_row, write_run
 
-from scalezero.aggregate import aggregate_workload
+from scalezero.analysis.aggregate import aggregate_workload
 
 WORKLOAD = "demo"
 STRATEGIES = ("always_on", "naive", "keep_warm")

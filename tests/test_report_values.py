@@ -27,7 +27,7 @@ from report_value_fixtures import (
     make_value_results,
 )
 
-from scalezero import projections as pj
+from scalezero.analysis import projections as pj
 from scalezero.errors import UserError
 from scalezero.report.config import report_settings
 from scalezero.report.variables import (
@@ -757,7 +757,7 @@ def test_measured_runs_are_not_pooled_with_estimates(tmp_path: Path) -> None:
     pools only the measured runs."""
     from report_value_fixtures import make_run, make_trace
 
-    from scalezero.aggregate import aggregate_workload
+    from scalezero.analysis.aggregate import aggregate_workload
 
     run_dirs = [make_run(tmp_path / "runs", "always_on", gpu=False),
                 make_run(tmp_path / "runs", "naive"), make_run(tmp_path / "runs", "keep_warm")]

@@ -7,12 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-from scalezero.runner import measurement_lock
+from scalezero.measure.runner import measurement_lock
 
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from scalezero.runner import measurement_lock
+from scalezero.measure.runner import measurement_lock
 with measurement_lock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from report_value_fixtures import make_run
 
-from scalezero.pagecache import page_cache_residency
+from scalezero.measure.sweep import SWEEP_COLUMNS, summarize_sweep
 from scalezero.report.build import size_sweep_md
-from scalezero.sweep import SWEEP_COLUMNS, summarize_sweep
+from scalezero.system.pagecache import page_cache_residency
 
 MIB = 1024 * 1024
 
@@ -52,7 +52,7 @@ def test_residency_of_an_empty_file_is_unknown(tmp_path: Path) -> None:
 
 
 def test_summary_row_carries_the_residency(tmp_path: Path) -> None:
-    from scalezero.synth_model import write_synthetic_model
+    from scalezero.models.synthetic import write_synthetic_model
 
     model = tmp_path / "tiny.gguf"
     write_synthetic_model(model, "tiny", dtype="f16")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from scalezero.cli import main
-from scalezero.engine_check import generate_in_child
-from scalezero.model_fetch import gguf_info, read_gguf_metadata
-from scalezero.synth_model import SHAPES, default_vocab_file, write_synthetic_model
+from scalezero.models.fetch import gguf_info, read_gguf_metadata
+from scalezero.models.synthetic import SHAPES, default_vocab_file, write_synthetic_model
+from scalezero.system.engine_check import generate_in_child
 
 
 def _sha(path: Path) -> str:

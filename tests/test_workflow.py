@@ -267,7 +267,7 @@ def test_ctrl_c_leaves_no_server(tmp_path: Path, real_model: Path) -> None:
         # Wait until the run is replaying: gateway, sampler and a llama.cpp server are up.
         while time.monotonic() < deadline:
             names = " ".join(" ".join(p.cmdline()) for p in tagged_servers(tag))
-            if "scalezero.instance" in names and "serve" in names:
+            if "scalezero.serving.instance" in names and "serve" in names:
                 break
             assert proc.poll() is None, "snakemake ended before the run started"
             time.sleep(0.5)

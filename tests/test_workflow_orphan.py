@@ -22,7 +22,7 @@ from workflow_helpers import (
     tagged_servers,
 )
 
-from scalezero.procs import is_snakemake
+from scalezero.system.procs import is_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def test_sigkill_of_snakemake_stops_the_run_within_5_s(tmp_path: Path,
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             names = " ".join(" ".join(p.cmdline()) for p in tagged_servers(tag))
-            if "scalezero.instance" in names and "serve" in names:
+            if "scalezero.serving.instance" in names and "serve" in names:
                 job = _run_job(tag)
                 break
             assert proc.poll() is None, "snakemake ended before the run started"

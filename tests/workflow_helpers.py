@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # What a workflow copy needs; results/, resources/ and logs/ start empty.
 WORKFLOW_PARTS = ("Snakefile", "workflow", "config", ".test", "envs", "report", "src")
-SERVER_MARKERS = ("scalezero.instance", "llama_cpp.server", "scalezero.cli serve",
+SERVER_MARKERS = ("scalezero.serving.instance", "llama_cpp.server", "scalezero.cli serve",
                   "scalezero.cli telemetry")
 
 

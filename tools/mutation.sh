@@ -4,7 +4,7 @@
 #   .venv/bin/pip install mutmut==3.8.1      # once, into the project's virtualenv
 #   tools/mutation.sh                        # the functions that compute the numbers
 #   tools/mutation.sh --all                  # every mutant of the configured modules
-#   tools/mutation.sh 'scalezero.projections.x_project*'   # mutants matching patterns
+#   tools/mutation.sh 'scalezero.analysis.projections.x_project*'   # mutants matching patterns
 #   tools/mutation.sh --config other.cfg     # another [mutmut] section (modules, tests)
 #
 # By default only the functions of projections.py and report/variables.py that compute
@@ -26,12 +26,12 @@ CONFIG="$ROOT/tools/mutation.cfg"
 WORK="${MUTATION_DIR:-/tmp/scalezero-mutation}"
 DEFAULT_PATTERNS=(
     # projections.py: per-run energy and cost, the pooled model, the sweep, the host model
-    'scalezero.projections.x_run_energy_tables__mutmut_*'
-    'scalezero.projections.x_projection_model__mutmut_*'
-    'scalezero.projections.x_project_strategy__mutmut_*'
-    'scalezero.projections.x_project__mutmut_*'
-    'scalezero.projections.x_estimated_power_w__mutmut_*'
-    'scalezero.projections.x__*'
+    'scalezero.analysis.projections.x_run_energy_tables__mutmut_*'
+    'scalezero.analysis.projections.x_projection_model__mutmut_*'
+    'scalezero.analysis.projections.x_project_strategy__mutmut_*'
+    'scalezero.analysis.projections.x_project__mutmut_*'
+    'scalezero.analysis.projections.x_estimated_power_w__mutmut_*'
+    'scalezero.analysis.projections.x__*'
     # report/variables.py: formatting, per-strategy values, projections, generated tables
     'scalezero.report.variables.x_fmt*'
     'scalezero.report.variables.x__num__mutmut_*'

@@ -34,11 +34,11 @@ fi
 version=$(sed -n 's/^llama_cpp_python==//p' requirements.lock)
 [ -n "$version" ] || { echo "setup: requirements.lock pins no llama_cpp_python" >&2; exit 1; }
 
-# The engine build: AMX-free CPU flags named one by one (src/scalezero/engine_build.py
+# The engine build: AMX-free CPU flags named one by one (src/scalezero/system/engine_build.py
 # says why), CUDA when wanted. Its wheel lives in a wheelhouse folder named by a hash of
 # the version, the interpreter and the flags, so that a wheel built with other flags is
 # never reused (pip's own cache is keyed by version only).
-plan=$(.venv/bin/python src/scalezero/engine_build.py plan --version "$version" --cuda "$want_cuda")
+plan=$(.venv/bin/python src/scalezero/system/engine_build.py plan --version "$version" --cuda "$want_cuda")
 field() { .venv/bin/python -c 'import json, sys; v = json.load(sys.stdin)[sys.argv[1]]; print(" ".join(v) if isinstance(v, list) else v)' "$1" <<<"$plan"; }
 key=$(field key)
 cmake_args=$(field cmake_args)
@@ -81,4 +81,4 @@ model=resources/models/smollm2-135m.gguf
 if [ ! -f "$model" ]; then
   .venv/bin/scalezero fetch-model --config config/config.yaml --name smollm2-135m --out "$model"
 fi
-.venv/bin/python -m scalezero.engine_check --model "$model"
+.venv/bin/python -m scalezero.system.engine_check --model "$model"

@@ -16,8 +16,8 @@ sys.path.insert(0, str(SRC_DIR))
 validate(config, "../../config/config.schema.json", set_default=False)
 
 try:
-    from scalezero.config import check_config, run_order
-    from scalezero.strategies import policy_source_file
+    from scalezero.cli.config import check_config, run_order
+    from scalezero.serving.strategies import policy_source_file
 except ImportError as exc:  # the package's light modules need only the standard library
     raise WorkflowError(f"cannot import scalezero from {SRC_DIR}: {exc}") from exc
 

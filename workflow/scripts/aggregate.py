@@ -5,9 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
-from scalezero.aggregate import aggregate_workload
-from scalezero.metrics import DEFAULT_SLO_SETS
-from scalezero.workflow_io import logged
+from scalezero.analysis.aggregate import aggregate_workload
+from scalezero.analysis.metrics import DEFAULT_SLO_SETS
+from scalezero.system.workflow_io import logged
 
 with logged(snakemake.log[0]):
     written = aggregate_workload(

@@ -5,8 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
-from scalezero.model_fetch import fetch_model, gguf_info
-from scalezero.workflow_io import logged
+from scalezero.models.fetch import fetch_model, gguf_info
+from scalezero.system.workflow_io import logged
 
 with logged(snakemake.log[0]):
     out = fetch_model(snakemake.wildcards.model, snakemake.params.spec,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
-from scalezero.figures import make_figure
-from scalezero.workflow_io import logged
+from scalezero.report.figures import make_figure
+from scalezero.system.workflow_io import logged
 
 with logged(snakemake.log[0]):
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
-from scalezero.projections import write_projections
+from scalezero.analysis.projections import write_projections
 from scalezero.report.config import report_settings
-from scalezero.workflow_io import logged
+from scalezero.system.workflow_io import logged
 
 with logged(snakemake.log[0]):
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)

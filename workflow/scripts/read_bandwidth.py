@@ -6,8 +6,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
-from scalezero.sweep import measure_read_bandwidth
-from scalezero.workflow_io import logged
+from scalezero.measure.sweep import measure_read_bandwidth
+from scalezero.system.workflow_io import logged
 
 with logged(snakemake.log[0]):
     result = measure_read_bandwidth(Path(snakemake.input.model))

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
 from scalezero.report.build import build_report
 from scalezero.report.config import report_settings
-from scalezero.workflow_io import logged
+from scalezero.system.workflow_io import logged
 
 with logged(snakemake.log[0]):
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)

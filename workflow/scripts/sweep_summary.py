@@ -5,8 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
-from scalezero.sweep import summarize_sweep, write_sweep_csv
-from scalezero.workflow_io import logged
+from scalezero.measure.sweep import summarize_sweep, write_sweep_csv
+from scalezero.system.workflow_io import logged
 
 with logged(snakemake.log[0]):
     rows = summarize_sweep(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
-from scalezero.workflow_io import logged
+from scalezero.system.workflow_io import logged
 from scalezero.workload import generate_trace, trace_summary, write_trace
 
 with logged(snakemake.log[0]):

@@ -201,8 +201,9 @@ def build_report(
     `figures` maps figure names (latency, cold_starts, energy, projections and
     timeline_<strategy> for every strategy) to image files; `summary_files` and
     `projection_files` are the aggregate and projection steps' outputs (keys as
-    `scalezero.aggregate.aggregate_workload` and `scalezero.projections.projection_paths`
-    return). The variables are also written to `variables_out` when given.
+    `scalezero.analysis.aggregate.aggregate_workload` and
+    `scalezero.analysis.projections.projection_paths` return). The variables are also
+    written to `variables_out` when given.
     """
     source_dir = Path(source_dir or DEFAULT_SOURCE_DIR)
     if not (source_dir / MAIN_FILE).is_file():

@@ -59,11 +59,11 @@ def make_report(
     """All three report steps: projections, figures, HTML. Returns the HTML path."""
     import pandas as pd
 
-    from scalezero.aggregate import summary_paths
-    from scalezero.figures import make_figure, strategy_order
-    from scalezero.projections import projection_paths, write_projections
+    from scalezero.analysis.aggregate import summary_paths
+    from scalezero.analysis.projections import projection_paths, write_projections
     from scalezero.report.build import build_report
     from scalezero.report.config import report_settings
+    from scalezero.report.figures import make_figure, strategy_order
 
     settings = report_settings(config)
     summaries = summary_paths(summary_dir, workload)

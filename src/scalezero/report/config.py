@@ -4,7 +4,7 @@ Every constant the report multiplies with (grid carbon intensity, GPU-hour price
 coefficients, ...) lives in config with its unit, source and date, so the report can
 cite it and a change reruns only the steps that use it (projections, figures, report),
 never a measured run. REPORT_CONFIG_SCHEMA is the JSON-schema fragment for these keys;
-`scalezero.config.config_schema()` merges it into the pipeline's schema.
+`scalezero.cli.config.config_schema()` merges it into the pipeline's schema.
 """
 
 from __future__ import annotations

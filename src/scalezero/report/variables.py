@@ -21,10 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from scalezero.energy import NVML_UNCERTAINTY_PCT
-from scalezero.figures import strategy_order
-from scalezero.metrics import DEFAULT_SLO_SETS
-from scalezero.stats import mean_ci
+from scalezero.analysis.energy import NVML_UNCERTAINTY_PCT
+from scalezero.analysis.metrics import DEFAULT_SLO_SETS
+from scalezero.analysis.stats import mean_ci
+from scalezero.report.figures import strategy_order
 
 NA = "n/a"
 CI_LEVEL = 0.95
@@ -760,7 +760,7 @@ def constants_table(inp: ReportInputs) -> str:
 def cold_start_table(inp: ReportInputs) -> str:
     cs = inp.cold_starts
     if not cs.empty:
-        from scalezero.metrics import as_bool
+        from scalezero.analysis.metrics import as_bool
 
         cs = cs[as_bool(cs["in_replay"]) & (cs["outcome"] == "ready")]
     steps = ("spawn_to_runtime_ready_s", "runtime_ready_to_model_loaded_s",

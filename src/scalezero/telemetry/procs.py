@@ -1,7 +1,7 @@
 """Finding the instance processes (llama.cpp servers) under a root process, cheaply.
 
 The instances are the descendants of `root_pid` whose command line contains a marker
-(default "scalezero.instance"), together with their own descendants. The set changes
+(default "scalezero.serving.instance"), together with their own descendants. The set changes
 while a run goes on (scale to zero starts and stops instances), so it is rescanned at
 every sample. A full psutil `children(recursive=True)` reads every /proc/<pid>/stat on
 each call (milliseconds at 10 Hz); here the parent of a pid is read once, when the pid
@@ -20,7 +20,7 @@ import psutil
 
 from scalezero.telemetry.base import MIB, warn_once
 
-DEFAULT_INSTANCE_MATCH = "scalezero.instance"
+DEFAULT_INSTANCE_MATCH = "scalezero.serving.instance"
 _PROC = "/proc"
 
 

@@ -1,0 +1,1 @@
+"""Metrics, energy attribution, statistics, aggregation and projections."""

@@ -1,0 +1,543 @@
+"""Energy, carbon and cost per run, and projections of them to a day and a year.
+
+Three steps, each a table:
+
+1. **runs**: energy of each run by phase. Measured where the run had an energy counter
+   (NVML, RAPL: the aggregate step's numbers are used as they are); otherwise an
+   *estimate*, labelled as such: integrated power samples when the run has them, else a
+   host power model (Cloud Carbon Footprint's linear per-vCPU model on the instance's CPU
+   use, plus CodeCarbon's memory power on the instance's resident memory).
+2. **model**: per strategy, the inputs of the projection: per-state power (bare idle,
+   idle with the model loaded, active), cold-start duration and energy, busy seconds per
+   request, pooled over all runs of the workload (they are properties of the hardware
+   and model, not of the policy), and the policy's keep-warm TTL.
+3. **sweep**: for each traffic level (Poisson arrivals), the expected time per day in
+   each state, cold starts, energy (kWh), emissions (kg CO2e) and cost (USD) per day,
+   month and year; see `project_strategy` for the arithmetic.
+
+The break-even keep-warm TTL is cold-start energy above bare idle / (idle-loaded power
+- bare-idle power) (`scalezero.analysis.energy.break_even_ttl_s`): an idle gap shorter than it
+costs less energy kept warm than scaled to zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scalezero.analysis import energy as en
+from scalezero.analysis.aggregate import FLOAT_FORMAT, load_run
+from scalezero.errors import UserError
+from scalezero.report.config import ReportSettings, constants_as_dict
+
+J_PER_KWH = 3.6e6
+DAYS_PER_YEAR = 365.0
+MONTHS_PER_YEAR = 12.0
+
+BASIS_MEASURED = "measured"
+BASIS_ESTIMATED = "estimated"
+
+METHOD_TEXT = {
+    "nvml_counter": "NVML energy counter",
+    "rapl": "RAPL CPU-package energy counter",
+    "power_samples": "integrated power samples (estimate)",
+    "host_model": "host power model: CPU use x per-vCPU power + memory power (estimate)",
+}
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "workload", "strategy", "rep", "basis", "method", "duration_s", "requests", "ok",
+    "output_tokens", "energy_total_j", "energy_above_baseline_j", "above_baseline_share",
+    "energy_per_request_j", "energy_per_request_above_baseline_j",
+    "energy_per_output_token_j", "energy_per_output_token_above_baseline_j",
+    "bare_idle_power_w", "idle_loaded_power_w", "active_power_w", "cold_starts",
+    "cold_start_mean_s", "cold_start_energy_mean_j", "cold_start_above_baseline_mean_j",
+    "break_even_ttl_s", "instance_s", "mem_gib_h", "cost_usd", "cost_per_1000_requests_usd",
+)
+PHASE_COLUMNS: tuple[str, ...] = (
+    "workload", "strategy", "rep", "basis", "phase", "duration_s", "energy_j",
+    "mean_power_w", "above_baseline_j",
+)
+MODEL_COLUMNS: tuple[str, ...] = (
+    "workload", "strategy", "policy", "always_on", "keep_warm_ttl_s", "basis", "method",
+    "bare_idle_power_w", "idle_loaded_power_w", "active_power_w", "cold_start_s",
+    "cold_start_energy_j", "cold_start_above_baseline_j", "active_s_per_request",
+    "break_even_ttl_s",
+)
+SWEEP_COLUMNS: tuple[str, ...] = (
+    "workload", "strategy", "basis", "traffic_rph", "requests_per_day", "cold_start_share",
+    "cold_starts_per_day", "active_h_per_day", "cold_start_h_per_day",
+    "idle_loaded_h_per_day", "empty_h_per_day", "instance_h_per_day", "busy_share",
+    "load", "energy_kwh_per_day", "energy_above_baseline_kwh_per_day",
+    "energy_kwh_per_year", "energy_above_baseline_kwh_per_year", "kg_co2e_per_year",
+    "kg_co2e_above_baseline_per_year", "cost_usd_per_day", "cost_usd_per_month",
+    "cost_usd_per_year", "energy_per_request_wh",
+)
+
+
+def _num(value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return out
+
+
+def _min(*values: float) -> float:
+    """min() that propagates NaN (the builtin's answer depends on the argument order)."""
+    return math.nan if any(math.isnan(v) for v in values) else min(values)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and math.isfinite(a) and math.isfinite(b) else math.nan
+
+
+# ---------------------------------------------------------------------------------------
+# Estimated energy of one run (no counter)
+
+
+def _series(df: pd.DataFrame, name: str) -> pd.Series:
+    if name not in df.columns:
+        return pd.Series(np.nan, index=df.index, dtype=float)
+    return pd.to_numeric(df[name], errors="coerce").astype(float)
+
+
+def _vcpus(meta: Mapping[str, Any]) -> float:
+    env = meta.get("env") or {}
+    host = ((meta.get("telemetry") or {}).get("device_info") or {}).get("host") or {}
+    for value in (env.get("cpu_count"), host.get("logical_cpus")):
+        v = _num(value)
+        if math.isfinite(v) and v > 0:
+            return v
+    return 1.0
+
+
+def estimated_power_w(telemetry: pd.DataFrame, meta: Mapping[str, Any],
+                      settings: ReportSettings) -> tuple[pd.Series, str]:
+    """Estimated power of each telemetry sample (W) and the method used.
+
+    With power samples (`power_w`): those. Otherwise the host model: every vCPU at the
+    idle floor, plus (max - min) per-vCPU power for each core the instance keeps busy,
+    plus memory power for the instance's resident memory.
+    """
+    power = _series(telemetry, "power_w")
+    if power.notna().sum() >= 2:
+        return power.interpolate(limit_direction="both"), "power_samples"
+    n = _series(telemetry, "n_instances")
+    cpu = _series(telemetry, "instance_cpu_pct")
+    mem = _series(telemetry, "instance_mem_mib")
+    # No instance process: it uses nothing; elsewhere bridge a missing sample.
+    cpu = cpu.mask(cpu.isna() & (n == 0), 0.0).interpolate(limit_direction="both").fillna(0.0)
+    mem = mem.mask(mem.isna() & (n == 0), 0.0).interpolate(limit_direction="both").fillna(0.0)
+    floor_w = _vcpus(meta) * settings.value("cpu_min_w_per_vcpu")
+    per_core_w = settings.value("cpu_max_w_per_vcpu") - settings.value("cpu_min_w_per_vcpu")
+    watts = floor_w + per_core_w * cpu / 100.0 + settings.value("ram_w_per_gib") * mem / 1024.0
+    return watts, "host_model"
+
+
+def _replay_window(meta: Mapping[str, Any], requests: pd.DataFrame) -> tuple[float, float]:
+    window = (meta.get("windows") or {}).get("replay")
+    if isinstance(window, Sequence) and len(window) == 2:
+        w0, w1 = _num(window[0]), _num(window[1])
+        if math.isfinite(w0) and math.isfinite(w1) and w1 > w0:
+            return w0, w1
+    send = _series(requests, "t_send_s").dropna()
+    end = _series(requests, "t_end_s").dropna()
+    if send.empty or end.empty:
+        raise UserError("run has no replay window and no request times")
+    return float(send.min()), float(end.max())
+
+
+@dataclass
+class RunEnergy:
+    """Energy of one run: per phase, in total, and of its cold starts."""
+
+    method: str
+    phases: pd.DataFrame  # en.phase_energy columns
+    total_j: float
+    above_baseline_j: float
+    bare_idle_power_w: float
+    cold_starts: int
+    cold_start_mean_s: float
+    cold_start_energy_mean_j: float
+    cold_start_above_baseline_mean_j: float
+
+
+def estimate_run_energy(run_dir: Path, settings: ReportSettings) -> RunEnergy:
+    """Estimated energy of a run without an energy counter (see `estimated_power_w`)."""
+    data = load_run(Path(run_dir))
+    window = _replay_window(data.meta, data.requests)
+    telemetry = data.telemetry
+    if telemetry is None or telemetry.empty or "t_s" not in telemetry.columns:
+        raise UserError(f"{run_dir}: no telemetry.csv to estimate energy from")
+    telemetry = telemetry.assign(t_s=_series(telemetry, "t_s")).dropna(subset=["t_s"])
+    if "device" in telemetry.columns:  # one device is enough for an estimate
+        first = telemetry["device"].astype("string").fillna("").iloc[0]
+        telemetry = telemetry[telemetry["device"].astype("string").fillna("") == first]
+    telemetry = telemetry.sort_values("t_s", kind="mergesort").drop_duplicates("t_s")
+    watts, method = estimated_power_w(telemetry.reset_index(drop=True), data.meta, settings)
+    t = telemetry["t_s"].to_numpy(dtype=float)
+    w = watts.to_numpy(dtype=float)
+    # A cumulative counter (mJ) from the power, so the energy module attributes it.
+    steps_j = np.diff(t) * (w[:-1] + w[1:]) / 2.0
+    counter = pd.DataFrame({
+        "t_s": t, "device": "estimate", "energy_source": method,
+        "energy_mj": 1000.0 * np.concatenate([[0.0], np.cumsum(steps_j)]),
+    })
+    meter = en.energy_meter(counter)
+    baseline = (data.meta.get("windows") or {}).get("baseline_bare")
+    bare_w = meter.mean_power_w(tuple(baseline) if isinstance(baseline, Sequence)
+                                and len(baseline) == 2 else None)
+    if not math.isfinite(bare_w) and method == "host_model":
+        bare_w = _vcpus(data.meta) * settings.value("cpu_min_w_per_vcpu")
+    spans = en.instance_spans(data.events)
+    timeline = en.phase_timeline(spans, data.requests, window)
+    phases = en.phase_energy(timeline, meter, bare_w)
+    w0, w1 = window
+    total = float(meter.energy_j(w0, w1))
+    covered = float(meter.covered_s(w0, w1))
+    starts = en.cold_starts(spans, meter, bare_w, window)
+    done = starts[starts["in_replay"].astype(bool) & (starts["outcome"] == "ready")] \
+        if not starts.empty else starts
+    return RunEnergy(
+        method=method,
+        phases=phases,
+        total_j=total,
+        above_baseline_j=total - bare_w * covered if math.isfinite(bare_w) else math.nan,
+        bare_idle_power_w=bare_w,
+        cold_starts=int(starts["in_replay"].astype(bool).sum()) if not starts.empty else 0,
+        cold_start_mean_s=_mean(done["cold_start_s"]) if not done.empty else math.nan,
+        cold_start_energy_mean_j=_mean(done["energy_j"]) if not done.empty else math.nan,
+        cold_start_above_baseline_mean_j=(_mean(done["above_baseline_j"])
+                                          if not done.empty else math.nan),
+    )
+
+
+def _mean(values: pd.Series) -> float:
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    return float(v.mean()) if not v.empty else math.nan
+
+
+# ---------------------------------------------------------------------------------------
+# Step 1: energy and cost of each run
+
+
+def _measured(row: Mapping[str, Any]) -> bool:
+    source = str(row.get("energy_source") or "none")
+    return source not in ("none", "nan") and math.isfinite(_num(row.get("energy_total_j")))
+
+
+def _run_dir_index(run_dirs: Sequence[Path]) -> dict[tuple[str, str], Path]:
+    """(strategy, rep) -> run folder, from run.json (or the folder names)."""
+    out: dict[tuple[str, str], Path] = {}
+    for d in run_dirs:
+        d = Path(d)
+        meta: dict[str, Any] = {}
+        if (d / "run.json").is_file():
+            try:
+                meta = json.loads((d / "run.json").read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                meta = {}
+        out[(str(meta.get("strategy") or d.parent.name), str(meta.get("rep", d.name)))] = d
+    return out
+
+
+def run_energy_tables(
+    summary: pd.DataFrame, phase_energy: pd.DataFrame, run_dirs: Sequence[Path],
+    settings: ReportSettings,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-run energy and cost (RUN_COLUMNS) and per-run phase energy (PHASE_COLUMNS),
+    measured where the run had a counter, estimated otherwise."""
+    dirs = _run_dir_index(run_dirs)
+    price = settings.value("gpu_hour_price_usd")
+    runs, phases = [], []
+    for _, row in summary.iterrows():
+        strategy, rep = str(row["strategy"]), str(row["rep"])
+        key = {"workload": row["workload"], "strategy": strategy, "rep": row["rep"]}
+        if _measured(row):
+            basis, method = BASIS_MEASURED, str(row["energy_source"])
+            mask = (phase_energy["strategy"].astype(str) == strategy) & \
+                   (phase_energy["rep"].astype(str) == rep)
+            ph = phase_energy.loc[mask, ["phase", "duration_s", "energy_j", "mean_power_w",
+                                         "above_baseline_j"]].reset_index(drop=True)
+            total, above = _num(row["energy_total_j"]), _num(row["energy_above_baseline_j"])
+            bare = _num(row["bare_idle_power_w"])
+            cs_n = _num(row["cold_starts"])
+            cs_s, cs_j = _num(row["cold_start_mean_s"]), _num(row["cold_start_energy_mean_j"])
+            cs_above = _num(row["cold_start_above_baseline_mean_j"])
+        elif (strategy, rep) in dirs:
+            est = estimate_run_energy(dirs[(strategy, rep)], settings)
+            basis, method = BASIS_ESTIMATED, est.method
+            ph = est.phases
+            total, above, bare = est.total_j, est.above_baseline_j, est.bare_idle_power_w
+            cs_n, cs_s = float(est.cold_starts), est.cold_start_mean_s
+            cs_j, cs_above = est.cold_start_energy_mean_j, est.cold_start_above_baseline_mean_j
+        else:
+            raise UserError(f"no energy counter in {strategy} repeat {rep} and no run "
+                            "folder to estimate its energy from")
+        by_phase = ph.set_index("phase")
+
+        def phase_power(name: str, frame: pd.DataFrame = by_phase) -> float:
+            if name not in frame.index:
+                return math.nan
+            return _ratio(_num(frame.at[name, "energy_j"]), _num(frame.at[name, "duration_s"]))
+
+        ok = _num(row["ok"])
+        tokens = _num(row["output_tokens"])
+        instance_s = _num(row["instance_s"])
+        cost = instance_s / 3600.0 * price if math.isfinite(instance_s) else math.nan
+        idle_w = phase_power("idle_loaded")
+        runs.append({
+            **key, "basis": basis, "method": method,
+            "duration_s": _num(row["duration_s"]), "requests": _num(row["requests"]),
+            "ok": ok, "output_tokens": tokens,
+            "energy_total_j": total, "energy_above_baseline_j": above,
+            "above_baseline_share": _ratio(above, total),
+            "energy_per_request_j": _ratio(total, ok),
+            "energy_per_request_above_baseline_j": _ratio(above, ok),
+            "energy_per_output_token_j": _ratio(total, tokens),
+            "energy_per_output_token_above_baseline_j": _ratio(above, tokens),
+            "bare_idle_power_w": bare, "idle_loaded_power_w": idle_w,
+            "active_power_w": phase_power("active"),
+            "cold_starts": cs_n, "cold_start_mean_s": cs_s,
+            "cold_start_energy_mean_j": cs_j, "cold_start_above_baseline_mean_j": cs_above,
+            "break_even_ttl_s": en.break_even_ttl_s(cs_above, idle_w, bare),
+            "instance_s": instance_s,
+            "mem_gib_h": _num(row["mem_mib_s"]) / 1024.0 / 3600.0,
+            "cost_usd": cost, "cost_per_1000_requests_usd": _ratio(cost, ok) * 1000.0,
+        })
+        phases.append(ph.assign(**key, basis=basis))
+    run_df = pd.DataFrame(runs, columns=list(RUN_COLUMNS))
+    phase_df = (pd.concat(phases, ignore_index=True) if phases
+                else pd.DataFrame(columns=list(PHASE_COLUMNS)))
+    return run_df, phase_df[list(PHASE_COLUMNS)]
+
+
+# ---------------------------------------------------------------------------------------
+# Step 2: the projection's inputs per strategy
+
+
+def _policy(row: Mapping[str, Any]) -> tuple[str, bool, float]:
+    """(policy name, always on?, keep-warm TTL in s: 0 for naive, inf for always on)."""
+    name = row.get("policy")
+    # An empty CSV cell reads as NaN, which is truthy: fall back to the strategy's name.
+    policy = name if isinstance(name, str) and name else str(row.get("strategy"))
+    min_instances = _num(row.get("min_instances"))
+    if math.isfinite(min_instances) and min_instances >= 1:
+        return policy, True, math.inf
+    ttl = _num(row.get("keep_warm_ttl_s"))
+    return policy, False, ttl if math.isfinite(ttl) and ttl >= 0 else 0.0
+
+
+def _pooled_phase_power(phases: pd.DataFrame, phase: str) -> float:
+    sel = phases[phases["phase"] == phase]
+    energy = pd.to_numeric(sel["energy_j"], errors="coerce")
+    duration = pd.to_numeric(sel["duration_s"], errors="coerce")
+    keep = energy.notna() & duration.notna() & (duration > 0)
+    return _ratio(float(energy[keep].sum()), float(duration[keep].sum()))
+
+
+def _weighted(values: pd.Series, weights: pd.Series) -> float:
+    v = pd.to_numeric(values, errors="coerce")
+    w = pd.to_numeric(weights, errors="coerce")
+    keep = v.notna() & w.notna() & (w > 0)
+    return _ratio(float((v[keep] * w[keep]).sum()), float(w[keep].sum()))
+
+
+def projection_model(summary: pd.DataFrame, runs: pd.DataFrame,
+                     phases: pd.DataFrame) -> pd.DataFrame:
+    """One row per strategy (MODEL_COLUMNS): pooled per-state power and cold-start cost,
+    busy seconds per request, and the strategy's policy."""
+    # Measured runs when there are any: estimates are not mixed into measurements.
+    use = runs[runs["basis"] == BASIS_MEASURED]
+    if use.empty:
+        use = runs
+    basis = str(use["basis"].iloc[0]) if not use.empty else BASIS_ESTIMATED
+    methods = sorted(set(use["method"].astype(str)))
+    keys = set(zip(use["strategy"].astype(str), use["rep"].astype(str), strict=True))
+    ph = phases[[(s, r) in keys for s, r in zip(phases["strategy"].astype(str),
+                                                 phases["rep"].astype(str), strict=True)]]
+    bare = _mean(use["bare_idle_power_w"])
+    idle = _pooled_phase_power(ph, "idle_loaded")
+    if not math.isfinite(idle):
+        idle = bare  # no run ever idled with the model loaded: nothing better to go on
+    active = _pooled_phase_power(ph, "active")
+    cs_s = _weighted(use["cold_start_mean_s"], use["cold_starts"])
+    cs_j = _weighted(use["cold_start_energy_mean_j"], use["cold_starts"])
+    cs_above = _weighted(use["cold_start_above_baseline_mean_j"], use["cold_starts"])
+    active_s = float(pd.to_numeric(ph.loc[ph["phase"] == "active", "duration_s"],
+                                   errors="coerce").sum())
+    ok_total = float(pd.to_numeric(use["ok"], errors="coerce").sum())
+    per_request = _ratio(active_s, ok_total)
+    rows = []
+    for strategy, group in summary.groupby("strategy", sort=True):
+        policy, always_on, ttl = _policy(group.iloc[0].to_dict())
+        rows.append({
+            "workload": group["workload"].iloc[0], "strategy": strategy, "policy": policy,
+            "always_on": always_on, "keep_warm_ttl_s": ttl, "basis": basis,
+            "method": "+".join(methods),
+            "bare_idle_power_w": bare, "idle_loaded_power_w": idle, "active_power_w": active,
+            "cold_start_s": cs_s, "cold_start_energy_j": cs_j,
+            "cold_start_above_baseline_j": cs_above, "active_s_per_request": per_request,
+            "break_even_ttl_s": en.break_even_ttl_s(cs_above, idle, bare),
+        })
+    return pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
+
+
+# ---------------------------------------------------------------------------------------
+# Step 3: the traffic sweep
+
+
+def project_strategy(model: Mapping[str, Any], traffic_rph: float, hours_per_day: float,
+                     carbon_g_per_kwh: float, price_usd_per_h: float) -> dict[str, float]:
+    """Expected day of one strategy at `traffic_rph` Poisson arrivals.
+
+    With rate r (1/s), busy seconds per request S, cold start C seconds and E_cs joules,
+    and keep-warm TTL T (0: naive, inf: always on), over a day of D seconds:
+
+    - n = r D requests; busy time B = min(D, n S);
+    - an arrival finds an instance up when the previous one came less than S + T
+      earlier, so the cold share is exp(-r (S + T)) (0 when always on);
+      cold starts N = n exp(-r (S + T)), taking N C seconds;
+    - after each request the instance idles min(gap, T), gap ~ Exp(r): on average
+      (1 - exp(-r T)) / r, so idle-loaded time I = D (1 - exp(-r T)), at most what B and
+      the cold starts leave of the day; the rest is empty (bare idle);
+    - energy = B P_active + N E_cs + I P_idle_loaded + empty P_bare; above baseline
+      subtracts D P_bare; cost = price x instance hours (B + N C + I; all of D when
+      always on), i.e. per-second billing of the time an instance is held.
+    """
+    day_s = hours_per_day * 3600.0
+    rate = traffic_rph / 3600.0
+    n = rate * day_s
+    s = float(model["active_s_per_request"])
+    c = float(model["cold_start_s"])
+    e_cs = float(model["cold_start_energy_j"])
+    ttl = float(model["keep_warm_ttl_s"])
+    always_on = bool(model["always_on"]) or math.isinf(ttl)
+    p_bare = float(model["bare_idle_power_w"])
+    p_idle = float(model["idle_loaded_power_w"])
+    p_active = float(model["active_power_w"])
+    busy = _min(day_s, n * s)
+    if always_on:
+        cold_share, n_cold, cold_s = 0.0, 0.0, 0.0
+        idle = day_s - busy
+        cold_j = 0.0  # no cold start, whether or not one was ever measured
+    else:
+        cold_share = math.exp(-rate * (s + ttl))
+        n_cold = n * cold_share
+        cold_s = _min(day_s - busy, n_cold * c)
+        idle = _min(day_s * (1.0 - math.exp(-rate * ttl)), day_s - busy - cold_s)
+        cold_j = n_cold * e_cs
+    empty = max(0.0, day_s - busy - cold_s - idle) if math.isfinite(idle) else math.nan
+    energy_j = busy * p_active + cold_j + idle * p_idle + empty * p_bare
+    above_j = energy_j - day_s * p_bare
+    instance_h = day_s / 3600.0 if always_on else (busy + cold_s + idle) / 3600.0
+    kwh_day = energy_j / J_PER_KWH
+    above_kwh_day = above_j / J_PER_KWH
+    cost_day = instance_h * price_usd_per_h
+    return {
+        "traffic_rph": traffic_rph,
+        "requests_per_day": n,
+        "cold_start_share": cold_share,
+        "cold_starts_per_day": n_cold,
+        "active_h_per_day": busy / 3600.0,
+        "cold_start_h_per_day": cold_s / 3600.0,
+        "idle_loaded_h_per_day": idle / 3600.0,
+        "empty_h_per_day": empty / 3600.0,
+        "instance_h_per_day": instance_h,
+        "busy_share": _ratio(busy / 3600.0, instance_h),
+        "load": _ratio(n * s, day_s),
+        "energy_kwh_per_day": kwh_day,
+        "energy_above_baseline_kwh_per_day": above_kwh_day,
+        "energy_kwh_per_year": kwh_day * DAYS_PER_YEAR,
+        "energy_above_baseline_kwh_per_year": above_kwh_day * DAYS_PER_YEAR,
+        "kg_co2e_per_year": kwh_day * DAYS_PER_YEAR * carbon_g_per_kwh / 1000.0,
+        "kg_co2e_above_baseline_per_year":
+            above_kwh_day * DAYS_PER_YEAR * carbon_g_per_kwh / 1000.0,
+        "cost_usd_per_day": cost_day,
+        "cost_usd_per_month": cost_day * DAYS_PER_YEAR / MONTHS_PER_YEAR,
+        "cost_usd_per_year": cost_day * DAYS_PER_YEAR,
+        "energy_per_request_wh": _ratio(energy_j / 3600.0, n),
+    }
+
+
+def project(model: pd.DataFrame, settings: ReportSettings) -> pd.DataFrame:
+    """The sweep (SWEEP_COLUMNS): every strategy at every traffic level."""
+    rows = []
+    carbon = settings.value("carbon_intensity_g_per_kwh")
+    price = settings.value("gpu_hour_price_usd")
+    for _, m in model.iterrows():
+        for rph in sorted(settings.traffic_rph):
+            rows.append({"workload": m["workload"], "strategy": m["strategy"],
+                         "basis": m["basis"],
+                         **project_strategy(m.to_dict(), rph, settings.hours_per_day,
+                                            carbon, price)})
+    return pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
+
+
+# ---------------------------------------------------------------------------------------
+# Files
+
+
+def projection_paths(out_dir: Path, workload: str) -> dict[str, Path]:
+    """The files `write_projections` writes: sweep, model, runs, phases, constants."""
+    out_dir = Path(out_dir)
+    return {
+        "sweep": out_dir / f"{workload}.csv",
+        "model": out_dir / f"{workload}_model.csv",
+        "runs": out_dir / f"{workload}_runs.csv",
+        "phases": out_dir / f"{workload}_phases.csv",
+        "constants": out_dir / f"{workload}_constants.json",
+    }
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    return path
+
+
+def write_projections(
+    summary_csv: Path, energy_csv: Path, run_dirs: Sequence[Path], settings: ReportSettings,
+    outputs: Mapping[str, Path],
+) -> dict[str, Path]:
+    """Compute the run, model and sweep tables from the aggregate step's summary and
+    phase-energy files (and the run folders, for estimates) and write them to `outputs`
+    (keys as in `projection_paths`). The constants used are written too, so that the
+    figures and the report read them from here, downstream of this step only."""
+    summary = pd.read_csv(summary_csv)
+    if summary.empty:
+        raise UserError(f"{summary_csv} has no runs")
+    phase_energy = pd.read_csv(energy_csv)
+    runs, phases = run_energy_tables(summary, phase_energy, list(run_dirs), settings)
+    model = projection_model(summary, runs, phases)
+    sweep = project(model, settings)
+    written = {
+        "sweep": _write_csv(sweep, Path(outputs["sweep"])),
+        "model": _write_csv(model, Path(outputs["model"])),
+        "runs": _write_csv(runs, Path(outputs["runs"])),
+        "phases": _write_csv(phases, Path(outputs["phases"])),
+    }
+    constants_path = Path(outputs["constants"])
+    constants_path.parent.mkdir(parents=True, exist_ok=True)
+    constants_path.write_text(json.dumps({
+        "constants": constants_as_dict(settings.constants),
+        "projections": {"traffic_rph": list(settings.traffic_rph),
+                        "hours_per_day": settings.hours_per_day,
+                        "reference_rph": settings.reference_rph},
+    }, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    written["constants"] = constants_path
+    return written
+
+
+__all__ = [
+    "MODEL_COLUMNS", "PHASE_COLUMNS", "RUN_COLUMNS", "SWEEP_COLUMNS", "RunEnergy",
+    "estimate_run_energy", "estimated_power_w", "project", "project_strategy",
+    "projection_model", "projection_paths", "run_energy_tables", "write_projections",
+]

@@ -1,0 +1,195 @@
+"""The pipeline's configuration: its JSON schema, its checks, and the run plan it implies.
+
+`config/config.schema.json` is generated from `config_schema()` (which merges the schema
+fragments that the model, workload and report modules own), so the schema the workflow
+validates against and the checks the package makes cannot drift apart; a test checks
+that the committed file is current. Regenerate it with
+`python -m scalezero.cli.config > config/config.schema.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from scalezero.errors import UserError
+
+DEVICES = ("cpu", "cuda")
+ORDERS = ("interleaved", "random")
+
+_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"}
+_POSITIVE = {"type": "number", "exclusiveMinimum": 0}
+
+
+def _strategy_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["policy"],
+        "properties": {
+            "policy": {"type": "string", "description": "registry name of the policy"},
+            "min_instances": {"type": "integer", "minimum": 0},
+            "max_instances": {"type": "integer", "minimum": 1},
+            "keep_warm_ttl_s": {"type": "number", "minimum": 0},
+        },
+        # Policies added later bring their own parameters; make_policy checks them.
+        "additionalProperties": {"type": ["number", "string", "boolean"]},
+    }
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON schema (draft 2020-12) of config/config.yaml."""
+    from scalezero.models.fetch import MODEL_SCHEMA
+    from scalezero.report.config import REPORT_CONFIG_SCHEMA
+    from scalezero.workload.spec import WORKLOAD_SCHEMA
+
+    model_entry = {k: v for k, v in MODEL_SCHEMA.items() if k not in ("$schema", "title")}
+    workload_entry = {k: v for k, v in WORKLOAD_SCHEMA.items() if k not in ("$schema", "title")}
+    properties: dict[str, Any] = {
+        "model": {**_NAME, "description": "the models: entry every strategy serves"},
+        "models": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": _NAME,
+            "additionalProperties": model_entry,
+        },
+        "size_sweep": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "models": {"type": "array", "items": _NAME, "uniqueItems": True},
+                "strategy": {"type": "string", "description": "strategies: entry to use"},
+                "requests": {"type": "integer", "minimum": 1, "default": 3},
+                "spacing_s": {**_POSITIVE, "default": 3},
+                "max_tokens": {"type": "integer", "minimum": 1, "default": 8},
+            },
+        },
+        "device": {"enum": list(DEVICES), "default": "cpu"},
+        "gpu_index": {"type": "integer", "minimum": 0, "default": 0},
+        "instance": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "n_ctx": {"type": "integer", "minimum": 16, "default": 512},
+                "n_threads": {"type": ["integer", "null"], "minimum": 1},
+                "n_gpu_layers": {"type": ["integer", "null"], "minimum": -1},
+                "extra_args": {"type": "array", "items": {"type": "string"}},
+                "ready_timeout_s": {**_POSITIVE, "default": 180},
+            },
+        },
+        "gateway": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "max_queue": {"type": "integer", "minimum": 1, "default": 256},
+                "cold_start_timeout_s": {**_POSITIVE, "default": 180},
+                "queue_timeout_s": {**_POSITIVE, "default": 600},
+            },
+        },
+        "workloads": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": _NAME,
+            "additionalProperties": workload_entry,
+        },
+        "strategies": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": _NAME,
+            "additionalProperties": _strategy_schema(),
+        },
+        "repeats": {"type": "integer", "minimum": 1, "default": 1},
+        "order": {"enum": list(ORDERS), "default": "interleaved"},
+        "order_seed": {"type": "integer", "minimum": 0, "default": 0},
+        "telemetry": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "rate_hz": {**_POSITIVE, "maximum": 1000, "default": 10},
+                "backend": {"enum": ["auto", "nvml", "host"], "default": "auto"},
+                "baseline_s": {"type": "number", "minimum": 0, "default": 5},
+                "context_baseline_s": {"type": "number", "minimum": 0, "default": 0},
+            },
+        },
+        "slo_sets": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {
+                "type": "object",
+                "required": ["ttft_ms", "tpot_ms"],
+                "additionalProperties": False,
+                "properties": {"ttft_ms": _POSITIVE, "tpot_ms": _POSITIVE},
+            },
+        },
+        **REPORT_CONFIG_SCHEMA["properties"],
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "scalezero pipeline configuration",
+        "type": "object",
+        "required": ["model", "models", "workloads", "strategies"],
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """Checks the schema cannot express: cross references and policy parameters."""
+    from scalezero.serving.strategies import make_policy
+    from scalezero.workload.spec import validate_spec
+
+    models = config.get("models", {})
+    if config.get("model") not in models:
+        raise UserError(f"config: model {config.get('model')!r} is not a key of models: "
+                        f"({', '.join(models)})")
+    for name in config.get("size_sweep", {}).get("models", []):
+        if name not in models:
+            raise UserError(f"config: size_sweep.models names {name!r}, not a key of models:")
+    for name, spec in config.get("workloads", {}).items():
+        validate_spec(name, spec)
+    for name, spec in config.get("strategies", {}).items():
+        params = {k: v for k, v in spec.items() if k != "policy"}
+        try:
+            make_policy(spec["policy"], params)
+        except UserError as exc:
+            raise UserError(f"config: strategies.{name}: {exc}") from None
+    report = config.get("report", {})
+    if report.get("workload") is not None and report["workload"] not in config["workloads"]:
+        raise UserError(f"config: report.workload {report['workload']!r} is not a key of "
+                        "workloads:")
+
+
+def config_sha256(config: Mapping[str, Any]) -> str:
+    """Hash of the configuration as data (key order and comments do not matter)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_order(strategies: list[str], repeats: int, order: str, order_seed: int
+              ) -> list[tuple[str, int]]:
+    """The planned sequence of measured runs, as (strategy, rep) pairs.
+
+    `interleaved` runs every strategy once per round (rep 1 of all, then rep 2 of all),
+    so slow drift of the machine (thermal, background load) spreads over all strategies
+    instead of biasing one; `random` shuffles the whole list with `order_seed`.
+    """
+    plan = [(s, rep) for rep in range(1, repeats + 1) for s in strategies]
+    if order == "random":
+        random.Random(order_seed).shuffle(plan)
+    elif order != "interleaved":
+        raise UserError(f"config: order must be one of {', '.join(ORDERS)}, got {order!r}")
+    return plan
+
+
+def main() -> None:
+    """Print the schema (python -m scalezero.cli.config > config/config.schema.json)."""
+    print(json.dumps(config_schema(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["check_config", "config_schema", "config_sha256", "run_order"]

@@ -1,0 +1,1 @@
+"""One measured run: runner, open-loop replay, overhead bench, read bandwidth."""

@@ -1,0 +1,596 @@
+"""One measured run: sampler + gateway + open-loop replay, torn down whatever happens.
+
+Order of a run (all times on the shared monotonic clock, recorded in run.json):
+
+1. take the measurement lock, so measured runs never overlap (they would share, and
+   skew, the same GPU or CPU), whatever the workflow's parallelism;
+2. start the telemetry sampler; record the *bare idle* baseline (no instance);
+3. start the gateway; wait for the policy's initial instances (always-on warms up here,
+   outside the replay window);
+4. replay the trace open-loop, streaming; the replay window ends when the last
+   response does;
+5. stop the gateway (it stops its instances), then the sampler; count prompt tokens
+   with the model's tokenizer; write requests.csv, tokens.csv and run.json.
+
+Every child runs in its own process group and dies with its parent; the ``finally``
+clause kills what is left, also on Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from scalezero import __version__
+from scalezero.errors import UserError
+from scalezero.measure.replay import ReplayRequest, replay, write_requests, write_tokens
+from scalezero.system.procs import (
+    free_tcp_port,
+    package_env,
+    terminate_group,
+    watch_process,
+    workflow_ancestor,
+)
+
+RUN_FILES = ("requests.csv", "tokens.csv", "events.csv", "telemetry.csv", "run.json")
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """Everything one measured run needs; built from config by the workflow or the CLI."""
+
+    trace_path: Path
+    model_path: Path
+    out_dir: Path
+    policy: str
+    policy_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model_name: str = "model"
+    workload: str = ""
+    strategy: str = ""
+    rep: int = 1
+    order_index: int = 0
+    device: str = "cpu"
+    gpu_index: int | None = None
+    n_ctx: int = 2048
+    n_threads: int | None = None
+    n_gpu_layers: int | None = None
+    instance_args: tuple[str, ...] = ()
+    ready_timeout_s: float = 180.0
+    max_queue: int = 256
+    cold_start_timeout_s: float = 180.0
+    queue_timeout_s: float = 600.0
+    telemetry_rate_hz: float = 10.0
+    telemetry_backend: str = "auto"
+    baseline_s: float = 5.0
+    context_baseline_s: float = 0.0
+    tail_s: float = 0.0
+    log_dir: Path | None = None
+    lock_path: Path | None = None
+    config_sha256: str = ""
+    seed: int | None = None
+    suppress_eog: bool = True
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: unwind through the finally clauses like Ctrl-C does."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def measurement_lock(path: Path | None) -> Iterator[None]:
+    """Exclusive lock held for a whole measured run."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"run: waiting for another measured run to finish ({path})", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _spawn(command: list[str], log_path: Path | None, env: Mapping[str, str] | None = None
+           ) -> subprocess.Popen:
+    log = log_path.open("ab") if log_path else subprocess.DEVNULL
+    try:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**package_env(), **(env or {})},
+        )
+    finally:
+        if log_path:
+            log.close()  # the child holds its own copy
+
+
+def read_trace(path: Path) -> list[ReplayRequest]:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, keep_default_na=False)
+    except FileNotFoundError:
+        raise UserError(f"trace not found: {path}") from None
+    missing = {"request_id", "t_sched_s", "max_tokens", "prompt"} - set(frame.columns)
+    if missing:
+        raise UserError(f"trace {path} lacks column(s) {', '.join(sorted(missing))}")
+    return [
+        ReplayRequest(int(row.request_id), float(row.t_sched_s), str(row.prompt),
+                      int(row.max_tokens))
+        for row in frame.itertuples(index=False)
+    ]
+
+
+def environment_info(device: str) -> dict[str, Any]:
+    """Host, Python and llama-cpp-python facts for run.json (never raises)."""
+    info: dict[str, Any] = {
+        "hostname": platform.node(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "scalezero": __version__,
+    }
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(Exception):
+        import psutil
+
+        info["memory_total_mib"] = round(psutil.virtual_memory().total / 2**20)
+    from scalezero.system.device import device_env
+    from scalezero.system.engine_build import (
+        GGML_CPU_FEATURES,
+        engine_report,
+        installed_build,
+        read_cpu_flags,
+    )
+
+    flags = read_cpu_flags()
+    info["cpu_features"] = [f for f in GGML_CPU_FEATURES if f in flags]
+    engine = engine_report(env={**os.environ, **device_env(device, None)})
+    if "error" in engine:
+        info["llama_cpp_python_error"] = str(engine["error"])[:200]
+    else:
+        info["llama_cpp_python"] = engine["llama_cpp_python"]
+        info["llama_cpp_gpu_offload"] = engine["gpu_offload"]
+        # What ggml says it was compiled with, and the flags setup built it with.
+        info["engine"] = {"backends": engine["backends"], "amx_compiled": engine["amx_compiled"],
+                          "build": installed_build()}
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, cwd=Path(__file__).parent).stdout.strip()
+        if commit:
+            info["git_commit"] = commit
+    return info
+
+
+def _telemetry_info(backend: str, gpu_index: int | None) -> dict[str, Any]:
+    try:
+        from scalezero.telemetry import device_info
+
+        return dict(device_info(gpu_index, prefer=backend))
+    except Exception as exc:
+        return {"error": str(exc)[:200], "requested_backend": backend}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _wait_for_file_rows(path: Path, rows: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if path.read_text().count("\n") >= rows:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def _wait_gateway(base_url: str, proc: subprocess.Popen, min_ready: int, timeout_s: float,
+                  log_path: Path | None) -> None:
+    """Wait until the gateway answers and the policy's initial instances are ready."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
+        while True:
+            if proc.poll() is not None:
+                tail = log_path.read_text()[-1500:] if log_path and log_path.exists() else ""
+                raise RuntimeError(f"gateway exited with code {proc.returncode}:\n{tail}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gateway not ready after {timeout_s:g} s")
+            try:
+                state = client.get(base_url + "/state").json()
+                pools = state["deployments"].values()
+                if all(p["ready"] >= min_ready for p in pools):
+                    return
+                if any(p["start_failures"] for p in pools):
+                    raise RuntimeError("an initial instance failed to start; see the gateway log")
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+
+
+def gateway_command(plan: RunPlan, port: int, events_path: Path) -> list[str]:
+    command = [
+        sys.executable, "-m", "scalezero.cli", "serve",
+        "--model", str(plan.model_path),
+        "--model-name", plan.model_name,
+        "--strategy", plan.policy,
+        "--port", str(port),
+        "--device", plan.device,
+        "--n-ctx", str(plan.n_ctx),
+        "--ready-timeout-s", str(plan.ready_timeout_s),
+        "--max-queue", str(plan.max_queue),
+        "--cold-start-timeout-s", str(plan.cold_start_timeout_s),
+        "--queue-timeout-s", str(plan.queue_timeout_s),
+        "--events-csv", str(events_path),
+        "--exit-with-parent",
+    ]
+    for key, value in plan.policy_params.items():
+        command += ["--param", f"{key}={value}"]
+    if plan.gpu_index is not None:
+        command += ["--gpu-index", str(plan.gpu_index)]
+    if plan.n_threads:
+        command += ["--n-threads", str(plan.n_threads)]
+    if plan.n_gpu_layers is not None:
+        command += ["--n-gpu-layers", str(plan.n_gpu_layers)]
+    for arg in plan.instance_args:
+        command += [f"--instance-arg={arg}"]
+    if plan.log_dir is not None:
+        command += ["--log-dir", str(plan.log_dir / "instances")]
+    return command
+
+
+def measured_run(plan: RunPlan) -> dict[str, Any]:
+    """Run one strategy on one trace; write the run files into ``plan.out_dir``."""
+    from scalezero.serving.strategies import make_policy
+    from scalezero.system.device import require_device
+
+    policy = make_policy(plan.policy, plan.policy_params)  # fail early on a bad config
+    require_device(plan.device)
+    items = read_trace(plan.trace_path)
+    if not plan.model_path.is_file():
+        raise UserError(f"model not found: {plan.model_path}")
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    if plan.log_dir is not None:
+        plan.log_dir.mkdir(parents=True, exist_ok=True)
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+    _stop_when_workflow_ends()
+    try:
+        with measurement_lock(plan.lock_path):
+            return _measured_run_locked(plan, policy.params(), items)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _stop_when_workflow_ends() -> None:
+    """Stop this run (as SIGTERM does) when the Snakemake that started it ends.
+
+    Killed with SIGKILL (an out-of-memory kill, a closed terminal), Snakemake cannot stop
+    its jobs; a run that went on would measure into files Snakemake discards and hold
+    the measurement lock against the next invocation.
+    """
+    workflow = workflow_ancestor()
+    if workflow is None:
+        return
+
+    def on_gone() -> None:
+        print(f"run: Snakemake (pid {workflow.pid}) is gone: stopping this run",
+              file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    watch_process(workflow, on_gone)
+
+
+def _measured_run_locked(
+    plan: RunPlan, policy_params: dict[str, Any], items: list[ReplayRequest]
+) -> dict[str, Any]:
+    out = plan.out_dir
+    log_dir = plan.log_dir
+    run: dict[str, Any] = {
+        "workload": plan.workload,
+        "strategy": plan.strategy,
+        "rep": plan.rep,
+        "order_index": plan.order_index,
+        "policy": {"name": plan.policy, **{k: v for k, v in policy_params.items()
+                                           if k != "policy"}},
+        "device": plan.device,
+        "gpu_index": plan.gpu_index,
+        "config_sha256": plan.config_sha256,
+        "seed": plan.seed,
+        "started_at": _now_iso(),
+        "clock": {"mono_s": time.monotonic(), "wall_iso": _now_iso()},
+        "windows": {"baseline_bare": None, "baseline_context": None, "replay": None},
+        "status": "running",
+    }
+    run["env"] = environment_info(plan.device)
+    run["model"] = {
+        "name": plan.model_name,
+        "path": str(plan.model_path),
+        "bytes": plan.model_path.stat().st_size,
+        "sha256": _sha256(plan.model_path),
+    }
+    suppressed: list[int] = []
+    if plan.suppress_eog:
+        with contextlib.suppress(Exception):
+            from scalezero.models.fetch import eog_token_ids
+
+            suppressed = list(eog_token_ids(plan.model_path))
+    run["suppressed_token_ids"] = suppressed
+    run["telemetry"] = {
+        "rate_hz": plan.telemetry_rate_hz,
+        "requested_backend": plan.telemetry_backend,
+        "device_info": _telemetry_info(plan.telemetry_backend, plan.gpu_index),
+    }
+    run["telemetry"]["backend"] = run["telemetry"]["device_info"].get("backend", "unknown")
+
+    sampler: subprocess.Popen | None = None
+    gateway: subprocess.Popen | None = None
+    records: list = []
+    try:
+        sampler_cmd = [
+            sys.executable, "-m", "scalezero.cli", "telemetry",
+            "--out", str(out / "telemetry.csv"),
+            "--rate-hz", str(plan.telemetry_rate_hz),
+            "--backend", plan.telemetry_backend,
+            "--root-pid", str(os.getpid()),
+            "--instance-match", "scalezero.serving.instance",
+            "--exit-with-parent",
+        ]
+        if plan.gpu_index is not None:
+            sampler_cmd += ["--gpu-index", str(plan.gpu_index)]
+        sampler = _spawn(sampler_cmd, log_dir / "telemetry.log" if log_dir else None)
+        if not _wait_for_file_rows(out / "telemetry.csv", 2, 30.0):
+            raise RuntimeError("the telemetry sampler wrote no sample within 30 s")
+
+        t_start = time.monotonic()
+        time.sleep(plan.baseline_s)
+        run["windows"]["baseline_bare"] = [t_start, time.monotonic()]
+        if plan.context_baseline_s > 0:
+            run["windows"]["baseline_context"] = _context_baseline(plan)
+
+        port = free_tcp_port()
+        base_url = f"http://127.0.0.1:{port}"
+        gateway_log = log_dir / "gateway.log" if log_dir else None
+        gateway = _spawn(gateway_command(plan, port, out / "events.csv"), gateway_log)
+        min_ready = int(policy_params.get("min_instances", 0))
+        _wait_gateway(base_url, gateway, min_ready, plan.ready_timeout_s + 60.0, gateway_log)
+        run["gateway_url"] = base_url
+
+        print(f"run: {plan.strategy or plan.policy}: replaying {len(items)} requests",
+              file=sys.stderr)
+        records, t0_s = asyncio.run(replay(items, base_url, plan.model_name, suppressed,
+                                           timeout_s=plan.queue_timeout_s + 120.0))
+        t_last = max((r.t_end_s for r in records if r.t_end_s is not None), default=t0_s)
+        if plan.tail_s > 0:
+            time.sleep(plan.tail_s)
+        run["windows"]["replay"] = [t0_s, max(t_last, time.monotonic() if plan.tail_s else t_last)]
+        run["status"] = "ok"
+    except BaseException as exc:
+        run["status"] = "failed"
+        run["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        raise
+    finally:
+        if gateway is not None:
+            terminate_group(gateway, grace_s=15.0)
+        if sampler is not None:
+            terminate_group(sampler, grace_s=5.0)
+        run["ended_at"] = _now_iso()
+        _finish_files(plan, run, records, items)
+    return run
+
+
+def _context_baseline(plan: RunPlan) -> list[float]:
+    """Hold a minimal model (runtime and device context, ~no weights) for a window."""
+    from scalezero.serving.context_probe import LOADED_MARKER, ensure_probe_model
+
+    probe_model = ensure_probe_model(plan.out_dir.parent / ".context-probe.gguf")
+    from scalezero.system.device import default_gpu_layers, device_env
+
+    # The probe must see the same device, with the same offload, as the instances.
+    n_gpu_layers = default_gpu_layers(plan.device, plan.n_gpu_layers)
+    env = device_env(plan.device, plan.gpu_index)
+    probe = subprocess.Popen(
+        [sys.executable, "-m", "scalezero.serving.context_probe", "--model", str(probe_model),
+         "--n-gpu-layers", str(n_gpu_layers), "--parent-pid", str(os.getpid())],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        start_new_session=True, env={**package_env(), **env}, text=True,
+    )
+    try:
+        assert probe.stdout is not None
+        line = probe.stdout.readline()  # blocks until loaded or the probe died
+        if not line.startswith(LOADED_MARKER):
+            raise RuntimeError("the context-only probe did not load its model")
+        t_start = time.monotonic()
+        time.sleep(plan.context_baseline_s)
+        return [t_start, time.monotonic()]
+    finally:
+        terminate_group(probe, grace_s=5.0)
+
+
+def _finish_files(plan: RunPlan, run: dict[str, Any], records: list, items: list) -> None:
+    """Write what was measured, also after a failure (the log says what went wrong)."""
+    out = plan.out_dir
+    if records:
+        prompts = {i.request_id: i.prompt for i in items}
+        try:
+            counts = _count_prompt_tokens(plan.model_path, [prompts[r.request_id] for r in records])
+            for record, count in zip(records, counts, strict=True):
+                record.tokens_in = count
+        except Exception as exc:
+            run["tokens_in_error"] = str(exc)[:300]
+        write_requests(records, out / "requests.csv")
+        write_tokens(records, out / "tokens.csv")
+    for name in ("events.csv",):
+        if not (out / name).exists():
+            (out / name).write_text("t_s,instance_id,event,state,pid,reason,detail\n")
+    (out / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def run_from_settings(
+    settings: Mapping[str, Any],
+    model_path: Path,
+    trace_path: Path,
+    out_dir: Path,
+    keep_failed_in: Path | None = None,
+) -> dict[str, Any]:
+    """A measured run as the workflow describes it (see workflow/rules/common.smk).
+
+    On failure the partial run files are copied to `keep_failed_in` before the error
+    propagates: the workflow engine deletes the outputs of a failed job, and what a
+    failed run measured is often what explains the failure.
+    """
+    from scalezero.cli.config import config_sha256
+
+    instance = dict(settings.get("instance") or {})
+    gateway = dict(settings.get("gateway") or {})
+    telemetry = dict(settings.get("telemetry") or {})
+    device = settings.get("device", "cpu")
+    plan = RunPlan(
+        trace_path=trace_path,
+        model_path=model_path,
+        out_dir=out_dir,
+        policy=settings["policy"],
+        policy_params=dict(settings.get("policy_params") or {}),
+        model_name=settings.get("model_name") or model_path.stem,
+        workload=settings.get("workload", ""),
+        strategy=settings.get("strategy", ""),
+        rep=int(settings.get("rep", 1)),
+        order_index=int(settings.get("order_index", 0)),
+        device=device,
+        gpu_index=settings.get("gpu_index") if device == "cuda" else None,
+        n_ctx=int(instance.get("n_ctx", 512)),
+        n_threads=instance.get("n_threads"),
+        n_gpu_layers=instance.get("n_gpu_layers"),
+        instance_args=tuple(instance.get("extra_args", ())),
+        ready_timeout_s=float(instance.get("ready_timeout_s", 180.0)),
+        max_queue=int(gateway.get("max_queue", 256)),
+        cold_start_timeout_s=float(gateway.get("cold_start_timeout_s", 180.0)),
+        queue_timeout_s=float(gateway.get("queue_timeout_s", 600.0)),
+        telemetry_rate_hz=float(telemetry.get("rate_hz", 10.0)),
+        telemetry_backend=telemetry.get("backend", "auto"),
+        baseline_s=float(telemetry.get("baseline_s", 5.0)),
+        context_baseline_s=float(telemetry.get("context_baseline_s", 0.0)),
+        log_dir=(keep_failed_in / "logs") if keep_failed_in else out_dir / "logs",
+        lock_path=Path(settings["lock_file"]) if settings.get("lock_file") else None,
+        config_sha256=config_sha256(settings),
+        seed=settings.get("seed"),
+    )
+    try:
+        return measured_run(plan)
+    except BaseException:
+        if keep_failed_in is not None and out_dir.is_dir():
+            import shutil
+
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            target = keep_failed_in / f"failed-{stamp}"
+            shutil.copytree(out_dir, target, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("logs"))
+            print(f"run: failed; its partial files are kept in {target}", file=sys.stderr)
+        raise
+
+
+def _count_prompt_tokens(model_path: Path, prompts: list[str]) -> list[int]:
+    from scalezero.serving.tokens import count_tokens_isolated
+
+    return count_tokens_isolated(model_path, prompts)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from scalezero.serving.strategies import parse_param_pairs
+
+    plan = RunPlan(
+        trace_path=Path(args.trace),
+        model_path=Path(args.model),
+        out_dir=Path(args.out_dir),
+        policy=args.strategy,
+        policy_params=parse_param_pairs(args.param),
+        model_name=args.model_name or Path(args.model).stem,
+        strategy=args.strategy,
+        device=args.device,
+        gpu_index=args.gpu_index,
+        n_ctx=args.n_ctx,
+        n_threads=args.n_threads,
+        baseline_s=args.baseline_s,
+        context_baseline_s=args.context_baseline_s,
+        telemetry_rate_hz=args.rate_hz,
+        telemetry_backend=args.telemetry_backend,
+        log_dir=Path(args.out_dir) / "logs",
+        lock_path=Path(args.lock) if args.lock else None,
+    )
+    try:
+        run = measured_run(plan)
+    except (_Terminated, KeyboardInterrupt):
+        print("run: interrupted; everything started was stopped", file=sys.stderr)
+        return 130
+    print(f"run: {run['status']}: wrote {', '.join(RUN_FILES)} to {plan.out_dir}")
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    from scalezero.serving.strategies import REGISTRY
+
+    parser = subparsers.add_parser(
+        "run",
+        help="one measured run: gateway + telemetry + open-loop replay of a trace",
+        description="Start the gateway with one strategy, sample telemetry, replay a trace "
+        "open-loop and write requests.csv, tokens.csv, events.csv, telemetry.csv and run.json.",
+    )
+    parser.add_argument("--model", required=True, help="GGUF model file")
+    parser.add_argument("--model-name", default=None, help="name used in requests")
+    parser.add_argument("--trace", required=True, help="trace CSV (scalezero workload)")
+    parser.add_argument("--strategy", required=True, choices=sorted(REGISTRY), help="policy")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="policy parameter, e.g. keep_warm_ttl_s=10 (repeatable)")
+    parser.add_argument("--out-dir", required=True, help="folder for the run files")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--gpu-index", type=int, default=None)
+    parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument("--n-threads", type=int, default=None)
+    parser.add_argument("--baseline-s", type=float, default=5.0,
+                        help="bare-idle baseline before the gateway starts")
+    parser.add_argument("--context-baseline-s", type=float, default=0.0,
+                        help="then a window with a minimal model loaded (0: skip)")
+    parser.add_argument("--rate-hz", type=float, default=10.0, help="telemetry sample rate")
+    parser.add_argument("--telemetry-backend", choices=("auto", "nvml", "host"), default="auto")
+    parser.add_argument("--lock", default=None,
+                        help="lock file shared by runs that must not overlap")
+    parser.set_defaults(func=run_cli)

@@ -1,0 +1,1 @@
+"""Model files: GGUF header reader, fetching and verifying, synthetic models."""

@@ -1,0 +1,277 @@
+"""Start, watch and stop one instance process (a llama.cpp server)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from scalezero.serving.instance import MARKER
+from scalezero.system.procs import free_tcp_port, package_env, signal_group
+
+PhaseCallback = Callable[[str, float], None]
+
+
+class InstanceStartError(RuntimeError):
+    """The instance did not become ready; the message says why, for the waiting clients."""
+
+
+@dataclasses.dataclass
+class InstanceSpec:
+    """How to run one instance. ``command`` overrides the llama-cpp-python server.
+
+    A custom ``command`` may use the placeholders ``{python}``, ``{model}``, ``{port}``,
+    ``{host}``, ``{n_ctx}`` and ``{alias}``; it is wrapped so that it dies with the gateway.
+    """
+
+    model_path: Path
+    model_alias: str
+    n_ctx: int = 2048
+    n_threads: int | None = None
+    n_gpu_layers: int = 0
+    extra_args: Sequence[str] = ()
+    host: str = "127.0.0.1"
+    ready_timeout_s: float = 180.0
+    stop_grace_s: float = 5.0
+    health_path: str = "/v1/models"
+    poll_interval_s: float = 0.02
+    log_dir: Path | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    command: Sequence[str] | None = None
+    python: str = sys.executable
+
+    def build_command(self, port: int, parent_pid: int) -> list[str]:
+        if self.command:
+            values = {
+                "python": self.python,
+                "model": str(self.model_path),
+                "port": str(port),
+                "host": self.host,
+                "n_ctx": str(self.n_ctx),
+                "alias": self.model_alias,
+            }
+            command = [part.format(**values) for part in self.command]
+            return [
+                self.python, "-m", "scalezero.serving.guard", "--parent-pid", str(parent_pid), "--",
+                *command,
+            ]
+        server_args = [
+            "--model", str(self.model_path),
+            "--model_alias", self.model_alias,
+            "--host", self.host,
+            "--port", str(port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_gpu_layers", str(self.n_gpu_layers),
+            # The gateway queues requests itself; a new request must never cancel a running one.
+            "--interrupt_requests", "False",
+            "--verbose", "False",
+        ]
+        if self.n_threads:
+            server_args += ["--n_threads", str(self.n_threads)]
+        return [
+            self.python, "-m", "scalezero.serving.instance", "--parent-pid", str(parent_pid), "--",
+            *server_args, *self.extra_args,
+        ]
+
+
+class InstanceProcess:
+    """One running instance: its process, its port, its start-up phases."""
+
+    def __init__(self, instance_id: str, spec: InstanceSpec) -> None:
+        self.instance_id = instance_id
+        self.spec = spec
+        self.port = 0
+        self.proc: asyncio.subprocess.Process | None = None
+        self.phase_times: dict[str, float] = {}
+        self._listening = asyncio.Event()
+        self._exited = asyncio.Event()
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=15)
+        self._log: IO[str] | None = None
+        self._readers: list[asyncio.Task[None]] = []
+        self._on_phase: PhaseCallback | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.spec.host}:{self.port}"
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.returncode
+
+    async def spawn(self, on_phase: PhaseCallback) -> None:
+        """Create the process; phases are reported through ``on_phase(name, t_s)``."""
+        self._on_phase = on_phase
+        self.port = free_tcp_port(self.spec.host)
+        command = self.spec.build_command(self.port, os.getpid())
+        env = {**package_env(), **self.spec.env, "PYTHONUNBUFFERED": "1"}
+        if self.spec.log_dir is not None:
+            self.spec.log_dir.mkdir(parents=True, exist_ok=True)
+            self._log = (self.spec.log_dir / f"{self.instance_id}.log").open(
+                "a", encoding="utf-8", errors="replace"
+            )
+            self._log.write(f"# {time.monotonic():.6f} {' '.join(command)}\n")
+        # The cold start begins before fork/exec, so their cost counts as part of it.
+        spawned_at_s = time.monotonic()
+        # Spawned from the event-loop thread, which lives as long as the gateway: the
+        # parent-death signal fires when the spawning *thread* exits.
+        self.proc = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        on_phase("spawn", spawned_at_s)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._readers = [
+            asyncio.create_task(self._read_stdout(self.proc.stdout)),
+            asyncio.create_task(self._read_stderr(self.proc.stderr)),
+        ]
+
+    async def _read_stdout(self, stream: asyncio.StreamReader) -> None:
+        while line_bytes := await stream.readline():
+            line = line_bytes.decode("utf-8", "replace").rstrip("\n")
+            if line.startswith(MARKER):
+                parts = line.split()
+                if len(parts) == 3:
+                    phase, t_s = parts[1], float(parts[2])
+                    self.phase_times[phase] = t_s
+                    if phase == "listening":
+                        self._listening.set()
+                    elif self._on_phase is not None:
+                        self._on_phase(phase, t_s)
+                continue
+            self._write_log(line)
+
+    async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
+        while line_bytes := await stream.readline():
+            line = line_bytes.decode("utf-8", "replace").rstrip("\n")
+            self._stderr_tail.append(line)
+            self._write_log(line)
+
+    def _write_log(self, line: str) -> None:
+        if self._log is not None:
+            self._log.write(line + "\n")
+            self._log.flush()
+
+    def failure_reason(self) -> str:
+        lines = [line for line in self._stderr_tail if line.strip()]
+        interesting = [
+            line for line in lines if any(k in line.lower() for k in ("error", "fail", "exception"))
+        ]
+        # Indented lines of a traceback are source code; the exception line says more.
+        unindented = [line for line in interesting if not line[:1].isspace()]
+        return " | ".join((unindented or interesting or lines)[-3:])[:500]
+
+    async def wait_ready(self) -> float:
+        """Return the time the server first answered; raise InstanceStartError otherwise.
+
+        Every wait races the process's exit, so a start that fails is reported at once
+        (not after a probe's timeout).
+        """
+        assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.spec.ready_timeout_s
+        fallback_poll = False
+        # A custom command may print no phase markers: poll it from the start, until it
+        # prints one. Once markers come, wait for `listening`: until then the port may
+        # still belong to someone else (a lost race for it), whose answers mean nothing.
+        custom = bool(self.spec.command)
+        url = self.base_url + self.spec.health_path
+        exited = asyncio.ensure_future(self.proc.wait())
+        try:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False) as client:
+                while True:
+                    if exited.done():
+                        await self._drain_readers()
+                        reason = self.failure_reason() or "no output"
+                        raise InstanceStartError(
+                            f"instance exited with code {self.proc.returncode} during start: "
+                            f"{reason}"
+                        )
+                    remaining_s = deadline - loop.time()
+                    if remaining_s <= 0:
+                        raise InstanceStartError(
+                            f"instance not ready after {self.spec.ready_timeout_s:g} s"
+                        )
+                    if (custom and not self.phase_times) or fallback_poll or (
+                        self._listening.is_set()
+                    ):
+                        if await self._probe(client, url, exited, remaining_s):
+                            return time.monotonic()
+                        await asyncio.wait({exited}, timeout=self.spec.poll_interval_s / 4)
+                        continue
+                    listening = asyncio.ensure_future(self._listening.wait())
+                    await asyncio.wait(
+                        {listening, exited},
+                        timeout=min(self.spec.poll_interval_s, remaining_s),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    listening.cancel()
+                    # Fall back to polling if the marker never comes (e.g. a patched server).
+                    if loop.time() - self.phase_times.get("model_loaded", float("inf")) > 1.0:
+                        fallback_poll = True
+        finally:
+            exited.cancel()
+
+    @staticmethod
+    async def _probe(
+        client: httpx.AsyncClient, url: str, exited: asyncio.Future[int], timeout_s: float
+    ) -> bool:
+        """One readiness request; False on no answer, a non-200 answer, or the process's exit."""
+        probe = asyncio.ensure_future(client.get(url))
+        await asyncio.wait({probe, exited}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if not probe.done():
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+            return False
+        error = probe.exception()
+        if error is None:
+            return probe.result().status_code == 200
+        if isinstance(error, httpx.TransportError):
+            return False
+        raise error
+
+    async def wait_exit(self) -> int:
+        assert self.proc is not None
+        code = await self.proc.wait()
+        await self._drain_readers()
+        return code
+
+    async def _drain_readers(self) -> None:
+        if self._readers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*self._readers), timeout=2.0)
+
+    async def stop(self) -> int | None:
+        """SIGTERM the instance's process group; SIGKILL after the grace period."""
+        if self.proc is None:
+            return None
+        pgid = self.proc.pid
+        if self.proc.returncode is None:
+            signal_group(pgid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), self.spec.stop_grace_s)
+        signal_group(pgid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), self.spec.stop_grace_s)
+        await self._drain_readers()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return self.proc.returncode

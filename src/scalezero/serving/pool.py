@@ -1,0 +1,487 @@
+"""The instance pool: instance states, the activator queue and the policy's decisions.
+
+Instance states (one screen, as promised):
+
+    starting --ready--> ready --policy says stop--> draining --process exited--> stopped
+        |                 |
+        +--start failed-->+--died--> failed
+
+Requests never talk to an instance directly: ``acquire`` hands out a lease on a ready
+instance with a free slot, or queues the request. A queued request at zero instances
+triggers exactly one cold start (one start at a time per deployment, as Knative's
+activator does); everyone queued waits for it. Waiting is bounded: a full queue answers
+429, a wait past its deadline 504, a failed start 503 with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import enum
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from scalezero.serving.events import EventLog
+from scalezero.serving.launcher import InstanceProcess, InstanceSpec, InstanceStartError
+from scalezero.serving.strategies.base import Policy
+
+
+class InstanceState(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class PoolError(Exception):
+    """A request could not be given an instance. Carries the HTTP answer."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class QueueFull(PoolError):
+    status_code = 429
+    error_type = "rate_limit_exceeded"
+
+
+class WaitTimeout(PoolError):
+    status_code = 504
+    error_type = "timeout"
+
+
+class StartFailed(PoolError):
+    status_code = 503
+    error_type = "instance_start_failed"
+
+
+class ShuttingDown(PoolError):
+    status_code = 503
+    error_type = "shutting_down"
+
+
+@dataclasses.dataclass
+class PoolLimits:
+    #: Requests allowed to wait for an instance at once; one more gets 429.
+    max_queue: int = 256
+    #: Longest wait for an instance that is still starting (504 after).
+    cold_start_timeout_s: float = 180.0
+    #: Longest wait for a busy ready instance (504 after).
+    queue_timeout_s: float = 600.0
+    #: Requests one instance serves at once (llama-cpp-python's server runs one at a time).
+    instance_concurrency: int = 1
+    #: After a request to an instance breaks off, how long to wait for its process to exit
+    #: before concluding it is still alive (a one-off network error).
+    failure_check_s: float = 1.0
+
+
+@dataclasses.dataclass(eq=False)
+class Instance:
+    instance_id: str
+    process: InstanceProcess
+    start_reason: str
+    state: InstanceState = InstanceState.STARTING
+    spawned_at_s: float | None = None
+    ready_at_s: float | None = None
+    idle_since_s: float | None = None
+    in_flight: int = 0
+    served: int = 0
+    idle_handle: asyncio.TimerHandle | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "state": str(self.state),
+            "pid": self.pid,
+            "port": self.process.port,
+            "in_flight": self.in_flight,
+            "served": self.served,
+            "start_reason": self.start_reason,
+            "spawned_at_s": self.spawned_at_s,
+            "ready_at_s": self.ready_at_s,
+            "idle_since_s": self.idle_since_s,
+            "phases": dict(self.process.phase_times),
+        }
+
+
+@dataclasses.dataclass
+class Lease:
+    """The right to send one request to one instance; give it back with ``Pool.release``."""
+
+    instance: Instance
+    arrived_at_s: float
+    granted_at_s: float
+    #: The request waited for an instance that became ready after it arrived.
+    cold: bool
+    #: First request this instance serves (its first token ends the cold start's anatomy).
+    first_of_instance: bool
+
+    @property
+    def queue_wait_s(self) -> float:
+        return self.granted_at_s - self.arrived_at_s
+
+
+@dataclasses.dataclass(eq=False)
+class _Waiter:
+    future: asyncio.Future[Lease]
+    arrived_at_s: float
+
+
+class Pool:
+    """Instances of one deployment (one model) under one policy."""
+
+    def __init__(
+        self,
+        deployment: str,
+        spec: InstanceSpec,
+        policy: Policy,
+        limits: PoolLimits | None = None,
+        events: EventLog | None = None,
+        on_cold_start: Callable[[float], None] | None = None,
+    ) -> None:
+        self.deployment = deployment
+        self.spec = spec
+        self.policy = policy
+        self.limits = limits or PoolLimits()
+        self.events = events or EventLog()
+        self.on_cold_start = on_cold_start
+        self.instances: list[Instance] = []
+        self.cold_starts = 0
+        self.start_failures = 0
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._next_id = 1
+        self._closing = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._min_start_failed = False
+
+    # ----------------------------------------------------------------- queries
+    def _in_state(self, *states: InstanceState) -> list[Instance]:
+        return [inst for inst in self.instances if inst.state in states]
+
+    def _free_instance(self) -> Instance | None:
+        for inst in self._in_state(InstanceState.READY):
+            if inst.in_flight < self.limits.instance_concurrency:
+                return inst
+        return None
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiters)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(inst.in_flight for inst in self.instances)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment,
+            "policy": self.policy.params(),
+            "instances": [inst.describe() for inst in self.instances],
+            "ready": len(self._in_state(InstanceState.READY)),
+            "starting": len(self._in_state(InstanceState.STARTING)),
+            "queue_depth": self.queue_depth,
+            "in_flight": self.in_flight,
+            "cold_starts": self.cold_starts,
+            "start_failures": self.start_failures,
+            "limits": dataclasses.asdict(self.limits),
+        }
+
+    # --------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Start the instances the policy wants before any request (always-on)."""
+        self._ensure_min_instances()
+
+    async def shutdown(self) -> None:
+        self._closing = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_exception(ShuttingDown("the gateway is shutting down"))
+        stops = []
+        for inst in list(self.instances):
+            if inst.state in (InstanceState.STOPPED, InstanceState.FAILED):
+                continue
+            self._cancel_idle(inst)
+            if inst.state is not InstanceState.DRAINING:
+                inst.state = InstanceState.DRAINING
+                self._record(inst, "drain", reason="shutdown")
+            stops.append(self._stop(inst, "shutdown"))
+        await asyncio.gather(*stops, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------- activator
+    async def acquire(self) -> Lease:
+        """Wait for a slot on a ready instance (starting one if needed)."""
+        if self._closing:
+            raise ShuttingDown("the gateway is shutting down")
+        now = time.monotonic()
+        self.policy.on_arrival(now)
+        inst = self._free_instance()
+        if inst is not None and not self._waiters:
+            return self._assign(inst, now)
+        if len(self._waiters) >= self.limits.max_queue:
+            raise QueueFull(
+                f"{len(self._waiters)} requests are already waiting for {self.deployment!r}",
+                retry_after_s=self._retry_after_s(),
+            )
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future(), now)
+        self._waiters.append(waiter)
+        warm_exists = bool(self._in_state(InstanceState.READY))
+        self._dispatch()
+        timeout_s = self.limits.queue_timeout_s if warm_exists else self.limits.cold_start_timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter.future), timeout_s)
+        except TimeoutError:
+            if waiter.future.done() and not waiter.future.cancelled():
+                return waiter.future.result()  # granted in the same tick as the timeout
+            self._forget(waiter)
+            what = "a busy instance" if warm_exists else "the instance to start"
+            raise WaitTimeout(f"waited {timeout_s:g} s for {what}") from None
+        except asyncio.CancelledError:
+            # The client went away: give back a slot that was granted meanwhile.
+            if waiter.future.done() and not waiter.future.cancelled():
+                if waiter.future.exception() is None:
+                    self.release(waiter.future.result())
+            else:
+                self._forget(waiter)
+            raise
+
+    def release(self, lease: Lease) -> None:
+        inst = lease.instance
+        inst.in_flight -= 1
+        if inst.in_flight == 0:
+            inst.idle_since_s = time.monotonic()
+        if inst.state is InstanceState.DRAINING and inst.in_flight == 0:
+            self._spawn_task(self._stop(inst, "drained"))
+        elif inst.state is InstanceState.READY:
+            self._dispatch()
+            if inst.in_flight == 0:
+                self._consider_idle(inst)
+
+    async def request_failed(self, lease: Lease) -> None:
+        """A request to the lease's instance broke off (connection reset or refused).
+
+        If its process is exiting, take the instance out of service now, before the client
+        hears of the failure: the exit watcher would notice a moment later, and a retry sent
+        in that moment would go to the dead instance.
+        """
+        inst = lease.instance
+        proc = inst.process.proc
+        if inst.state is not InstanceState.READY or proc is None:
+            return
+        try:
+            code = await asyncio.wait_for(proc.wait(), self.limits.failure_check_s)
+        except TimeoutError:
+            return
+        self._instance_died(inst, code)
+
+    def first_token(self, lease: Lease, t_s: float) -> None:
+        """The first token of an instance's first request left it: the cold start is over."""
+        if lease.first_of_instance:
+            self._record(lease.instance, "first_token", t_s=t_s)
+
+    def _forget(self, waiter: _Waiter) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+
+    def _retry_after_s(self) -> float:
+        # A rough drain time; clients only need an order of magnitude.
+        return float(max(1, math.ceil(len(self._waiters) * 0.1)))
+
+    def _assign(self, inst: Instance, arrived_at_s: float) -> Lease:
+        self._cancel_idle(inst)
+        inst.in_flight += 1
+        inst.idle_since_s = None
+        first = inst.served == 0
+        inst.served += 1
+        ready_at = inst.ready_at_s if inst.ready_at_s is not None else math.inf
+        return Lease(
+            instance=inst,
+            arrived_at_s=arrived_at_s,
+            granted_at_s=time.monotonic(),
+            cold=ready_at >= arrived_at_s,
+            first_of_instance=first,
+        )
+
+    def _dispatch(self) -> None:
+        """Hand free slots to waiters in arrival order; start an instance if they need one."""
+        while self._waiters:
+            inst = self._free_instance()
+            if inst is None:
+                break
+            waiter = self._waiters.popleft()
+            if waiter.future.done():
+                continue
+            waiter.future.set_result(self._assign(inst, waiter.arrived_at_s))
+        if self._waiters and not self._closing:
+            live = self._in_state(InstanceState.STARTING, InstanceState.READY)
+            starting = self._in_state(InstanceState.STARTING)
+            if not starting and len(live) < self.policy.max_instances:
+                self._start_instance("on_demand")
+
+    # ------------------------------------------------------------ scale down
+    def _consider_idle(self, inst: Instance) -> None:
+        if inst.state is not InstanceState.READY or inst.in_flight or self._closing:
+            return
+        if len(self._in_state(InstanceState.READY)) <= self.policy.min_instances:
+            return
+        ttl_s = self.policy.idle_ttl_s(time.monotonic())
+        if ttl_s is None:
+            return
+        if ttl_s <= 0:
+            self._drain(inst, "no_inflight")
+        else:
+            self._cancel_idle(inst)
+            loop = asyncio.get_running_loop()
+            inst.idle_handle = loop.call_later(ttl_s, self._idle_expired, inst)
+
+    def _idle_expired(self, inst: Instance) -> None:
+        inst.idle_handle = None
+        if (
+            inst.state is InstanceState.READY
+            and inst.in_flight == 0
+            and len(self._in_state(InstanceState.READY)) > self.policy.min_instances
+        ):
+            self._drain(inst, "idle_ttl")
+
+    def _cancel_idle(self, inst: Instance) -> None:
+        if inst.idle_handle is not None:
+            inst.idle_handle.cancel()
+            inst.idle_handle = None
+
+    def _drain(self, inst: Instance, reason: str) -> None:
+        inst.state = InstanceState.DRAINING
+        self._record(inst, "drain", reason=reason)
+        if inst.in_flight == 0:
+            self._spawn_task(self._stop(inst, reason))
+
+    async def _stop(self, inst: Instance, reason: str) -> None:
+        code = await inst.process.stop()
+        if inst.state is InstanceState.DRAINING:
+            inst.state = InstanceState.STOPPED
+            self._record(inst, "stopped", reason=reason, detail=f"exit code {code}")
+            self._remove(inst)
+
+    # -------------------------------------------------------------- scale up
+    def _ensure_min_instances(self) -> None:
+        if self._closing or self._min_start_failed:
+            return
+        live = self._in_state(InstanceState.STARTING, InstanceState.READY)
+        if len(live) < self.policy.min_instances and not self._in_state(InstanceState.STARTING):
+            self._start_instance("min_instances")
+
+    def _start_instance(self, reason: str) -> Instance:
+        instance_id = f"i{self._next_id}"
+        self._next_id += 1
+        inst = Instance(instance_id, InstanceProcess(instance_id, self.spec), start_reason=reason)
+        self.instances.append(inst)
+        self._spawn_task(self._run_start(inst))
+        return inst
+
+    async def _run_start(self, inst: Instance) -> None:
+        def on_phase(phase: str, t_s: float) -> None:
+            if phase == "spawn":
+                inst.spawned_at_s = t_s
+                self._record(inst, "spawn", reason=inst.start_reason, t_s=t_s)
+            else:
+                self._record(inst, phase, t_s=t_s)
+
+        try:
+            await inst.process.spawn(on_phase)
+            self._spawn_task(self._watch_exit(inst))
+            ready_at_s = await inst.process.wait_ready()
+        except (InstanceStartError, OSError) as exc:
+            await self._start_failed(inst, str(exc))
+            return
+        except asyncio.CancelledError:
+            # Cancelled by shutdown while the process was being spawned: never leave it behind.
+            await inst.process.stop()
+            raise
+        if inst.state is not InstanceState.STARTING:
+            await inst.process.stop()  # shut down while starting
+            return
+        inst.state = InstanceState.READY
+        inst.ready_at_s = ready_at_s
+        inst.idle_since_s = ready_at_s
+        self._min_start_failed = False
+        self.cold_starts += 1
+        self._record(inst, "ready", t_s=ready_at_s)
+        if self.on_cold_start is not None and inst.spawned_at_s is not None:
+            self.on_cold_start(ready_at_s - inst.spawned_at_s)
+        self._dispatch()
+        self._consider_idle(inst)
+        self._ensure_min_instances()
+
+    async def _start_failed(self, inst: Instance, reason: str) -> None:
+        if inst.state is not InstanceState.STARTING:
+            return  # stopped on purpose (gateway shutdown), not a failure
+        self.start_failures += 1
+        if inst.start_reason == "min_instances":
+            self._min_start_failed = True  # no crash loop; the next request tries again
+        inst.state = InstanceState.FAILED
+        self._record(inst, "start_failed", detail=reason)
+        # The waiters were waiting for this start; unless another instance can serve
+        # them, tell them now why (before the stop below, which may take its grace period),
+        # instead of letting them time out.
+        if not self._in_state(InstanceState.STARTING, InstanceState.READY):
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.future.done():
+                    waiter.future.set_exception(StartFailed(f"instance start failed: {reason}"))
+        await inst.process.stop()
+        self._remove(inst)
+
+    async def _watch_exit(self, inst: Instance) -> None:
+        code = await inst.process.wait_exit()
+        self._instance_died(inst, code)
+
+    def _instance_died(self, inst: Instance, code: int) -> None:
+        """A ready instance's process exited unasked; idempotent."""
+        if inst.state is not InstanceState.READY:
+            return
+        inst.state = InstanceState.FAILED
+        self._cancel_idle(inst)
+        self._record(
+            inst, "died", reason="crash",
+            detail=f"exit code {code}: {inst.process.failure_reason()}",
+        )
+        self._remove(inst)
+        self._dispatch()  # queued requests get a replacement on demand
+        self._ensure_min_instances()
+
+    # ----------------------------------------------------------------- helpers
+    def _remove(self, inst: Instance) -> None:
+        with contextlib.suppress(ValueError):
+            self.instances.remove(inst)
+
+    def _record(
+        self, inst: Instance, event: str, reason: str = "", detail: str = "",
+        t_s: float | None = None,
+    ) -> None:
+        self.events.record(
+            inst.instance_id, event, str(inst.state), pid=inst.pid, reason=reason,
+            detail=detail, t_s=t_s,
+        )
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,16 @@
+"""always_on: one instance started before the first request and never stopped."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from scalezero.serving.strategies.base import Policy
+
+
+@dataclasses.dataclass
+class AlwaysOn(Policy):
+    name = "always_on"
+    min_instances: int = 1
+
+    def idle_ttl_s(self, now_s: float) -> float | None:
+        return None

@@ -1,0 +1,1 @@
+"""Lowest layer: processes, devices, the engine build, page cache, workflow I/O."""
