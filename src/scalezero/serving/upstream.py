@@ -94,7 +94,7 @@ class UpstreamResponse:
                 # chunk (a token) at a time, and per-token work is the relay's cost.
                 buffer = b""
                 while True:
-                    pieces = []
+                    pieces: list[bytes] = []
                     start = 0
                     while (line_end := buffer.find(b"\r\n", start)) >= 0:
                         size = int(buffer[start:line_end].split(b";", 1)[0], 16)

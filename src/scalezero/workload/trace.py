@@ -140,7 +140,8 @@ def generate_trace(
         prompts = list(recorded.prompts[:n])
     missing = [i for i, prompt in enumerate(prompts) if prompt is None]
     if missing:
-        made = make_prompts(prompts_rng, len(missing), *p["prompt_words"], workload=name)
+        min_words, max_words = p["prompt_words"]
+        made = make_prompts(prompts_rng, len(missing), min_words, max_words, workload=name)
         for i, prompt in zip(missing, made, strict=True):
             prompts[i] = prompt
 
