@@ -9,10 +9,10 @@ from PIL import Image
 from test_report_fixtures import STRATEGIES, make_results, make_run
 
 from scalezero.analysis.aggregate import aggregate_workload
+from scalezero.analysis.constants import projection_settings
 from scalezero.analysis.projections import projection_paths, write_projections
 from scalezero.errors import UserError
 from scalezero.report import figures as fg
-from scalezero.report.config import report_settings
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = make_results(root, gpu=True, reps=1)
     out["projections"] = write_projections(
         out["summary"]["summary"], out["summary"]["energy"], out["run_dirs"],
-        report_settings({}), projection_paths(root / "projections", "demo"))
+        projection_settings({}), projection_paths(root / "projections", "demo"))
     return out
 
 
@@ -75,7 +75,7 @@ def test_always_on_only(tmp_path: Path) -> None:
     # No cold start anywhere: the figures say so instead of failing.
     run = make_run(tmp_path / "runs", "always_on", 1, gpu=False)
     summary = aggregate_workload([run], tmp_path / "summary", "demo")
-    proj = write_projections(summary["summary"], summary["energy"], [run], report_settings({}),
+    proj = write_projections(summary["summary"], summary["energy"], [run], projection_settings({}),
                              projection_paths(tmp_path / "proj", "demo"))
     _check_png(fg.plot_cold_starts(summary["cold_starts"], summary["summary"],
                                    tmp_path / "cs.png"), min_width=800)
