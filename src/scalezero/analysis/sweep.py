@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from scalezero.analysis.aggregate import summarize_run
-from scalezero.models.fetch import gguf_info
+from scalezero.models.gguf import gguf_info
 
 MIB = 1024 * 1024
 
