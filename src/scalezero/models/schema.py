@@ -132,7 +132,6 @@ SYNTH_SCHEMA: dict[str, Any] = {
     },
 }
 
-
 SOURCE_SCHEMAS: dict[str, dict[str, Any]] = {
     "pypi_wheel": PYPI_WHEEL_SCHEMA,
     "local": LOCAL_SCHEMA,
