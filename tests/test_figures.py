@@ -99,3 +99,21 @@ def test_matplotlib_is_lazy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
+
+
+def test_size_sweep_figure(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from scalezero.analysis.sweep import SWEEP_COLUMNS
+
+    mib = 1024 * 1024
+    rows = [{"model": name, "file_bytes": size_mib * mib, "cold_start_mean_s": 1.5 * s,
+             "spawn_to_runtime_ready_mean_s": 0.2 * s,
+             "runtime_ready_to_model_loaded_mean_s": 0.8 * s,
+             "model_loaded_to_ready_mean_s": 0.3 * s, "ready_to_first_token_mean_s": 0.2 * s,
+             "load_lower_bound_page_cache_s": size_mib / 5000.0,
+             "load_lower_bound_cold_s": size_mib / 200.0}
+            for name, size_mib, s in (("small", 10, 1.0), ("large", 500, 3.0))]
+    csv = tmp_path / "size_sweep.csv"
+    pd.DataFrame(rows, columns=list(SWEEP_COLUMNS)).to_csv(csv, index=False)
+    _check_png(fg.plot_size_sweep(csv, tmp_path / "size_sweep.png"), min_width=700)
