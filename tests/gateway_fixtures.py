@@ -59,7 +59,7 @@ def fetch_real_model() -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"SCALEZERO_TEST_MODEL={override}: no such file")
         return path
-    from scalezero.models.fetch import fetch_model
+    from scalezero.models.sources import fetch_model
 
     MODEL_CACHE.parent.mkdir(parents=True, exist_ok=True)
     # A lock, so that parallel test runs fetch once; fetch_model writes atomically.

@@ -9,10 +9,10 @@ from PIL import Image
 from test_report_fixtures import STRATEGIES, make_results, make_run
 
 from scalezero.analysis.aggregate import aggregate_workload
+from scalezero.analysis.constants import projection_settings
 from scalezero.analysis.projections import projection_paths, write_projections
 from scalezero.errors import UserError
 from scalezero.report import figures as fg
-from scalezero.report.config import report_settings
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = make_results(root, gpu=True, reps=1)
     out["projections"] = write_projections(
         out["summary"]["summary"], out["summary"]["energy"], out["run_dirs"],
-        report_settings({}), projection_paths(root / "projections", "demo"))
+        projection_settings({}), projection_paths(root / "projections", "demo"))
     return out
 
 
@@ -75,7 +75,7 @@ def test_always_on_only(tmp_path: Path) -> None:
     # No cold start anywhere: the figures say so instead of failing.
     run = make_run(tmp_path / "runs", "always_on", 1, gpu=False)
     summary = aggregate_workload([run], tmp_path / "summary", "demo")
-    proj = write_projections(summary["summary"], summary["energy"], [run], report_settings({}),
+    proj = write_projections(summary["summary"], summary["energy"], [run], projection_settings({}),
                              projection_paths(tmp_path / "proj", "demo"))
     _check_png(fg.plot_cold_starts(summary["cold_starts"], summary["summary"],
                                    tmp_path / "cs.png"), min_width=800)
@@ -99,3 +99,21 @@ def test_matplotlib_is_lazy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
+
+
+def test_size_sweep_figure(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from scalezero.analysis.sweep import SWEEP_COLUMNS
+
+    mib = 1024 * 1024
+    rows = [{"model": name, "file_bytes": size_mib * mib, "cold_start_mean_s": 1.5 * s,
+             "spawn_to_runtime_ready_mean_s": 0.2 * s,
+             "runtime_ready_to_model_loaded_mean_s": 0.8 * s,
+             "model_loaded_to_ready_mean_s": 0.3 * s, "ready_to_first_token_mean_s": 0.2 * s,
+             "load_lower_bound_page_cache_s": size_mib / 5000.0,
+             "load_lower_bound_cold_s": size_mib / 200.0}
+            for name, size_mib, s in (("small", 10, 1.0), ("large", 500, 3.0))]
+    csv = tmp_path / "size_sweep.csv"
+    pd.DataFrame(rows, columns=list(SWEEP_COLUMNS)).to_csv(csv, index=False)
+    _check_png(fg.plot_size_sweep(csv, tmp_path / "size_sweep.png"), min_width=700)

@@ -17,7 +17,8 @@ from gateway_fixtures import GatewayProcess, fake_command, wait_gone
 
 from scalezero.cli import build_parser, main
 from scalezero.errors import UserError
-from scalezero.serving.cli import build_config, vocab_size
+from scalezero.models.gguf import vocab_size
+from scalezero.serving.cli import build_config
 
 
 def serve_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scalezero.serving.context_probe import LOADED_MARKER, ensure_probe_model
+from scalezero.models.synthetic import ensure_probe_model
+from scalezero.serving.context_probe import LOADED_MARKER
 
 PY = sys.executable
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scalezero.errors import UserError
-from scalezero.models.fetch import fetch_model
+from scalezero.models.sources import fetch_model
 
 # Not a loadable model, but it starts with the GGUF magic, which is all fetching checks
 # besides the hash.

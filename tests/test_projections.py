@@ -11,6 +11,7 @@ import pytest
 from test_report_fixtures import COLD_START_S, POWER_W, SERVICE_S, TTL_S, make_results
 
 from scalezero.analysis import projections as pj
+from scalezero.analysis.constants import projection_settings
 from scalezero.errors import UserError
 from scalezero.report.config import (
     REPORT_CONFIG_SCHEMA,
@@ -32,7 +33,7 @@ def cpu(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _write(results: dict, out: Path, config: dict | None = None) -> dict[str, Path]:
     return pj.write_projections(results["summary"]["summary"], results["summary"]["energy"],
-                                results["run_dirs"], report_settings(config or {}),
+                                results["run_dirs"], projection_settings(config or {}),
                                 pj.projection_paths(out, "demo"))
 
 
@@ -125,7 +126,7 @@ def test_project_sweeps_every_level_on_its_own() -> None:
         {"workload": "w", "strategy": s, "basis": "measured", **_model(**kw)}
         for s, kw in (("always_on", {"always_on": True, "keep_warm_ttl_s": math.inf}),
                       ("naive", {}), ("keep_warm", {"keep_warm_ttl_s": 60.0}))])
-    settings = report_settings({"projections": {"traffic_rph": [1000, 1, 100]},
+    settings = projection_settings({"projections": {"traffic_rph": [1000, 1, 100]},
                                 "constants": {"gpu_hour_price_usd": {
                                     "value": 1.0, "unit": "USD/h", "source": "t",
                                     "date": "2026"}}})
@@ -291,7 +292,7 @@ def _telemetry(cpu_pct: list, mem_mib: list, n: list[int]) -> pd.DataFrame:
 
 def test_host_power_model_term_by_term() -> None:
     """Floor per vCPU + (max - min) per busy vCPU + memory power, each term alone."""
-    settings = report_settings(HOST_MODEL)
+    settings = projection_settings(HOST_MODEL)
     meta = {"env": {"cpu_count": 4}}
     telemetry = _telemetry(cpu_pct=[0.0, 50.0, 0.0, 250.0, 100.0],
                            mem_mib=[0.0, 0.0, 2048.0, 0.0, 512.0], n=[0, 1, 1, 1, 1])
@@ -307,7 +308,7 @@ def test_host_power_model_term_by_term() -> None:
 
 
 def test_host_power_model_gaps() -> None:
-    settings = report_settings(HOST_MODEL)
+    settings = projection_settings(HOST_MODEL)
     meta = {"env": {"cpu_count": 3}}
     telemetry = _telemetry(cpu_pct=[float("nan"), 20.0, "n/a", 40.0],
                            mem_mib=[float("nan"), 1024.0, float("nan"), 3072.0],
@@ -348,12 +349,12 @@ def test_host_power_model_gaps() -> None:
 ])
 def test_host_power_model_vcpus(meta: dict, vcpus: int) -> None:
     telemetry = _telemetry(cpu_pct=[0.0, 0.0], mem_mib=[0.0, 0.0], n=[0, 0])
-    watts, _ = pj.estimated_power_w(telemetry, meta, report_settings(HOST_MODEL))
+    watts, _ = pj.estimated_power_w(telemetry, meta, projection_settings(HOST_MODEL))
     assert watts.tolist() == pytest.approx([2.0 * vcpus] * 2)
 
 
 def test_power_samples_are_used_where_there_are_two() -> None:
-    settings = report_settings(HOST_MODEL)
+    settings = projection_settings(HOST_MODEL)
     nan = float("nan")
     telemetry = _telemetry(cpu_pct=[100.0] * 4, mem_mib=[1024.0] * 4, n=[1] * 4)
     # Gaps interpolated, the ends held from the nearest sample.
@@ -369,23 +370,26 @@ def test_power_samples_are_used_where_there_are_two() -> None:
 def test_estimate_needs_a_run_folder(cpu: dict, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no energy counter"):
         pj.write_projections(cpu["summary"]["summary"], cpu["summary"]["energy"], [],
-                             report_settings({}), pj.projection_paths(tmp_path, "demo"))
+                             projection_settings({}), pj.projection_paths(tmp_path, "demo"))
 
 
 # ------------------------------------------------------------------------------ config
 
 
 def test_settings_defaults_and_overrides() -> None:
-    s = report_settings({})
+    s = report_settings({}).projection
     assert s.traffic_rph == (1, 10, 100, 1000, 10000) and s.hours_per_day == 24
     assert s.value("carbon_intensity_g_per_kwh") == 475
-    s = report_settings({"projections": {"traffic_rph": [5], "hours_per_day": 8},
+    r = report_settings({"projections": {"traffic_rph": [5], "hours_per_day": 8},
                          "report": {"title": "T", "renderer": "pandoc"},
                          "constants": {"gpu_hour_price_usd": {
                              "value": 2.5, "unit": "USD/h", "source": "x", "date": "2026"}}})
-    assert s.traffic_rph == (5.0,) and s.hours_per_day == 8 and s.title == "T"
+    s = r.projection
+    assert s.traffic_rph == (5.0,) and s.hours_per_day == 8 and r.title == "T"
     assert s.value("gpu_hour_price_usd") == 2.5 and s.constants["gpu_hour_price_usd"].source == "x"
     assert s.value("carbon_intensity_g_per_kwh") == 475  # untouched defaults stay
+    config = {"projections": {"traffic_rph": [5]}}
+    assert projection_settings(config) == report_settings(config).projection
 
 
 @pytest.mark.parametrize(("bad", "reason"), [

@@ -28,8 +28,8 @@ from report_value_fixtures import (
 )
 
 from scalezero.analysis import projections as pj
+from scalezero.analysis.constants import projection_settings
 from scalezero.errors import UserError
-from scalezero.report.config import report_settings
 from scalezero.report.variables import (
     NA,
     build_tables,
@@ -46,7 +46,7 @@ DAY_S = 86400.0
 def report_from(results: dict[str, Any], out: Path,
                 config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Aggregated runs -> projections -> report variables and tables (no rendering)."""
-    settings = report_settings(config or CONFIG)
+    settings = projection_settings(config or CONFIG)
     projections = pj.write_projections(
         results["summary"]["summary"], results["summary"]["energy"], results["run_dirs"],
         settings, pj.projection_paths(out / "projections", WORKLOAD))
@@ -672,7 +672,7 @@ def test_estimated_energy_per_strategy(tmp_path: Path) -> None:
     results = make_value_results(tmp_path, gpu=False)
     paths = pj.write_projections(
         results["summary"]["summary"], results["summary"]["energy"], results["run_dirs"],
-        report_settings(HOST_CONFIG), pj.projection_paths(tmp_path / "p", WORKLOAD))
+        projection_settings(HOST_CONFIG), pj.projection_paths(tmp_path / "p", WORKLOAD))
     runs = pd.read_csv(paths["runs"]).set_index("strategy")
     assert set(runs["basis"]) == {"estimated"} and set(runs["method"]) == {"host_model"}
     for st in ORDER:
@@ -723,7 +723,7 @@ def test_estimate_without_a_recorded_replay_window(tmp_path: Path) -> None:
     meta = json.loads((run_dir / "run.json").read_text())
     meta["windows"]["replay"] = None
     (run_dir / "run.json").write_text(json.dumps(meta))
-    est = pj.estimate_run_energy(run_dir, report_settings(HOST_CONFIG))
+    est = pj.estimate_run_energy(run_dir, projection_settings(HOST_CONFIG))
     assert est.method == "host_model" and est.cold_starts == 3
     alive_s = 2.2 + 2.3 + (15.7 - 13.0)
     assert est.total_j == pytest.approx(FLOOR_W * (15.7 - 1.0) + instance_w("naive") * alive_s,
@@ -731,7 +731,7 @@ def test_estimate_without_a_recorded_replay_window(tmp_path: Path) -> None:
     # A window that ends before it starts is no window either.
     meta["windows"]["replay"] = [5.0, 4.0]
     (run_dir / "run.json").write_text(json.dumps(meta))
-    assert pj.estimate_run_energy(run_dir, report_settings(HOST_CONFIG)).total_j == \
+    assert pj.estimate_run_energy(run_dir, projection_settings(HOST_CONFIG)).total_j == \
         pytest.approx(est.total_j, rel=1e-12)
 
 
@@ -764,7 +764,7 @@ def test_measured_runs_are_not_pooled_with_estimates(tmp_path: Path) -> None:
     make_trace(tmp_path / "trace.csv")
     summary = aggregate_workload(run_dirs, tmp_path / "summary", WORKLOAD)
     paths = pj.write_projections(summary["summary"], summary["energy"], run_dirs,
-                                 report_settings(CONFIG),
+                                 projection_settings(CONFIG),
                                  pj.projection_paths(tmp_path / "new" / "dir", WORKLOAD))
     text = paths["runs"].read_text()
     # Numbers are written with ten significant digits, rows end in a bare newline.
@@ -844,7 +844,7 @@ def test_run_folders_are_found_by_their_run_json(tmp_path: Path) -> None:
     original = results["run_dirs"][0]
     moved = tmp_path / "elsewhere" / "x" / "y"
     shutil.copytree(original, moved)
-    settings = report_settings(HOST_CONFIG)
+    settings = projection_settings(HOST_CONFIG)
     summary = pd.read_csv(results["summary"]["summary"])
     energy = pd.read_csv(results["summary"]["energy"])
     runs, _ = pj.run_energy_tables(summary, energy, [moved], settings)

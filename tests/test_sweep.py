@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from report_value_fixtures import make_run
 
-from scalezero.measure.sweep import SWEEP_COLUMNS, summarize_sweep
+from scalezero.analysis.sweep import SWEEP_COLUMNS, summarize_sweep
 from scalezero.report.build import size_sweep_md
 from scalezero.system.pagecache import page_cache_residency
 

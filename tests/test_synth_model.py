@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from scalezero.cli import main
-from scalezero.models.fetch import gguf_info, read_gguf_metadata
-from scalezero.models.synthetic import SHAPES, default_vocab_file, write_synthetic_model
+from scalezero.models.gguf import gguf_info, read_gguf_metadata
+from scalezero.models.shapes import SHAPES
+from scalezero.models.synthetic import default_vocab_file, write_synthetic_model
 from scalezero.system.engine_check import generate_in_child
 
 

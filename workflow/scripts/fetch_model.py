@@ -5,7 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
-from scalezero.models.fetch import fetch_model, gguf_info
+from scalezero.models.gguf import gguf_info
+from scalezero.models.sources import fetch_model
 from scalezero.system.workflow_io import logged
 
 with logged(snakemake.log[0]):

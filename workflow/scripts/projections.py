@@ -6,14 +6,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
+from scalezero.analysis.constants import projection_settings
 from scalezero.analysis.projections import write_projections
-from scalezero.report.config import report_settings
 from scalezero.system.workflow_io import logged
 
 with logged(snakemake.log[0]):
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
-    settings = report_settings({"constants": snakemake.params.constants,
-                                "projections": snakemake.params.projections})
+    settings = projection_settings({"constants": snakemake.params.constants,
+                                    "projections": snakemake.params.projections})
     written = write_projections(
         Path(snakemake.input.summary),
         Path(snakemake.input.energy),

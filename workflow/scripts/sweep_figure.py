@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
-from scalezero.measure.sweep import plot_size_sweep
+from scalezero.report.figures import plot_size_sweep
 from scalezero.system.workflow_io import logged
 
 with logged(snakemake.log[0]):

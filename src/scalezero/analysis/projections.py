@@ -34,8 +34,8 @@ import pandas as pd
 
 from scalezero.analysis import energy as en
 from scalezero.analysis.aggregate import FLOAT_FORMAT, load_run
+from scalezero.analysis.constants import ProjectionSettings, constants_as_dict
 from scalezero.errors import UserError
-from scalezero.report.config import ReportSettings, constants_as_dict
 
 J_PER_KWH = 3.6e6
 DAYS_PER_YEAR = 365.0
@@ -119,7 +119,7 @@ def _vcpus(meta: Mapping[str, Any]) -> float:
 
 
 def estimated_power_w(telemetry: pd.DataFrame, meta: Mapping[str, Any],
-                      settings: ReportSettings) -> tuple[pd.Series, str]:
+                      settings: ProjectionSettings) -> tuple[pd.Series, str]:
     """Estimated power of each telemetry sample (W) and the method used.
 
     With power samples (`power_w`): those. Otherwise the host model: every vCPU at the
@@ -169,7 +169,7 @@ class RunEnergy:
     cold_start_above_baseline_mean_j: float
 
 
-def estimate_run_energy(run_dir: Path, settings: ReportSettings) -> RunEnergy:
+def estimate_run_energy(run_dir: Path, settings: ProjectionSettings) -> RunEnergy:
     """Estimated energy of a run without an energy counter (see `estimated_power_w`)."""
     data = load_run(Path(run_dir))
     window = _replay_window(data.meta, data.requests)
@@ -250,7 +250,7 @@ def _run_dir_index(run_dirs: Sequence[Path]) -> dict[tuple[str, str], Path]:
 
 def run_energy_tables(
     summary: pd.DataFrame, phase_energy: pd.DataFrame, run_dirs: Sequence[Path],
-    settings: ReportSettings,
+    settings: ProjectionSettings,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-run energy and cost (RUN_COLUMNS) and per-run phase energy (PHASE_COLUMNS),
     measured where the run had a counter, estimated otherwise."""
@@ -467,7 +467,7 @@ def project_strategy(model: Mapping[str, Any], traffic_rph: float, hours_per_day
     }
 
 
-def project(model: pd.DataFrame, settings: ReportSettings) -> pd.DataFrame:
+def project(model: pd.DataFrame, settings: ProjectionSettings) -> pd.DataFrame:
     """The sweep (SWEEP_COLUMNS): every strategy at every traffic level."""
     rows = []
     carbon = settings.value("carbon_intensity_g_per_kwh")
@@ -504,7 +504,7 @@ def _write_csv(df: pd.DataFrame, path: Path) -> Path:
 
 
 def write_projections(
-    summary_csv: Path, energy_csv: Path, run_dirs: Sequence[Path], settings: ReportSettings,
+    summary_csv: Path, energy_csv: Path, run_dirs: Sequence[Path], settings: ProjectionSettings,
     outputs: Mapping[str, Path],
 ) -> dict[str, Path]:
     """Compute the run, model and sweep tables from the aggregate step's summary and

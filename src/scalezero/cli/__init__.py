@@ -18,8 +18,8 @@ from scalezero.errors import UserError
 
 #: subcommand -> module that defines it
 COMMANDS: dict[str, str] = {
-    "fetch-model": "scalezero.models.fetch",
-    "synth-model": "scalezero.models.synthetic",
+    "fetch-model": "scalezero.models.cli",
+    "synth-model": "scalezero.models.cli",
     "workload": "scalezero.workload",
     "serve": "scalezero.serving.cli",
     "run": "scalezero.measure.runner",

@@ -41,7 +41,7 @@ def _strategy_schema() -> dict[str, Any]:
 
 def config_schema() -> dict[str, Any]:
     """The JSON schema (draft 2020-12) of config/config.yaml."""
-    from scalezero.models.fetch import MODEL_SCHEMA
+    from scalezero.models.schema import MODEL_SCHEMA
     from scalezero.report.config import REPORT_CONFIG_SCHEMA
     from scalezero.workload.spec import WORKLOAD_SCHEMA
 

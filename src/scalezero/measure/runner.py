@@ -351,7 +351,7 @@ def _measured_run_locked(
     suppressed: list[int] = []
     if plan.suppress_eog:
         with contextlib.suppress(Exception):
-            from scalezero.models.fetch import eog_token_ids
+            from scalezero.models.gguf import eog_token_ids
 
             suppressed = list(eog_token_ids(plan.model_path))
     run["suppressed_token_ids"] = suppressed
@@ -420,7 +420,8 @@ def _measured_run_locked(
 
 def _context_baseline(plan: RunPlan) -> list[float]:
     """Hold a minimal model (runtime and device context, ~no weights) for a window."""
-    from scalezero.serving.context_probe import LOADED_MARKER, ensure_probe_model
+    from scalezero.models.synthetic import ensure_probe_model
+    from scalezero.serving.context_probe import LOADED_MARKER
 
     probe_model = ensure_probe_model(plan.out_dir.parent / ".context-probe.gguf")
     from scalezero.system.device import default_gpu_layers, device_env

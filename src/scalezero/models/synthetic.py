@@ -22,16 +22,12 @@ Tensors are written as they are generated, in blocks of rows, so an 8B F16 model
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
@@ -48,6 +44,9 @@ from gguf import (
 )
 
 from scalezero.errors import UserError
+from scalezero.models.files import atomic_output
+from scalezero.models.gguf import GGUFArray, read_gguf_metadata
+from scalezero.models.shapes import DTYPE_NAMES, ModelShape, resolve_shape
 
 ARCH = "llama"
 WEIGHT_STD = 0.02
@@ -62,206 +61,8 @@ DTYPES: dict[str, tuple[GGMLQuantizationType, LlamaFileType]] = {
     "q8_0": (GGMLQuantizationType.Q8_0, LlamaFileType.MOSTLY_Q8_0),
     "q4_0": (GGMLQuantizationType.Q4_0, LlamaFileType.MOSTLY_Q4_0),
 }
-
-
-@dataclass(frozen=True)
-class RopeScaling:
-    """Llama-3 style RoPE frequency scaling (`rope_scaling` with `rope_type: llama3`)."""
-
-    factor: float
-    low_freq_factor: float
-    high_freq_factor: float
-    original_context_length: int
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """Hyper-parameters of a llama-architecture decoder (HF config.json names in comments)."""
-
-    name: str
-    hidden_size: int  # hidden_size
-    n_layers: int  # num_hidden_layers
-    n_heads: int  # num_attention_heads
-    n_kv_heads: int  # num_key_value_heads
-    ffn_size: int  # intermediate_size
-    context_length: int = 2048  # max_position_embeddings
-    rope_theta: float = 10000.0  # rope_theta
-    rms_norm_eps: float = 1e-5  # rms_norm_eps
-    tie_embeddings: bool = True  # tie_word_embeddings
-    rope_scaling: RopeScaling | None = None  # rope_scaling (llama3 type)
-    real_vocab_size: int | None = None  # vocab_size of the real model, for comparison
-    source: str = ""  # where the values come from
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.n_heads
-
-    def check(self) -> None:
-        """UserError when llama.cpp could not run this shape."""
-        positive = ("hidden_size", "n_layers", "n_heads", "n_kv_heads", "ffn_size")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise UserError(f"shape {self.name}: {name} must be positive")
-        if self.hidden_size % self.n_heads:
-            raise UserError(f"shape {self.name}: hidden_size must be a multiple of n_heads")
-        if self.n_heads % self.n_kv_heads:
-            raise UserError(f"shape {self.name}: n_heads must be a multiple of n_kv_heads")
-        if self.head_dim % 2:
-            raise UserError(f"shape {self.name}: head dimension must be even (RoPE)")
-
-    def parameter_count(self, vocab_size: int) -> int:
-        """Learned parameters for a given vocabulary (RoPE factors are not parameters)."""
-        h, kv = self.hidden_size, self.n_kv_heads * self.head_dim
-        q = self.n_heads * self.head_dim
-        per_layer = 2 * h + h * q + 2 * h * kv + q * h + 3 * h * self.ffn_size
-        embeddings = vocab_size * h * (1 if self.tie_embeddings else 2)
-        return embeddings + h + self.n_layers * per_layer
-
-    @classmethod
-    def from_mapping(cls, name: str, values: Mapping[str, Any]) -> ModelShape:
-        """A custom shape from a config mapping (keys as the fields of this class)."""
-        known = {f.name for f in fields(cls)} - {"name"}
-        unknown = set(values) - known
-        if unknown:
-            raise UserError(f"shape {name}: unknown keys {', '.join(sorted(unknown))}")
-        kwargs = dict(values)
-        if isinstance(kwargs.get("rope_scaling"), Mapping):
-            kwargs["rope_scaling"] = RopeScaling(**kwargs["rope_scaling"])
-        try:
-            shape = cls(name=name, **kwargs)
-        except TypeError as exc:
-            raise UserError(f"shape {name}: {exc}") from exc
-        shape.check()
-        return shape
-
-
-_LLAMA3_ROPE_8K = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_context_length": 8192}
-
-SHAPES: dict[str, ModelShape] = {
-    shape.name: shape
-    for shape in (
-        ModelShape(
-            name="tiny",
-            hidden_size=64,
-            n_layers=2,
-            n_heads=4,
-            n_kv_heads=2,
-            ffn_size=128,
-            context_length=2048,
-            source="test shape (not a real model)",
-        ),
-        ModelShape(
-            name="smollm2-135m",
-            hidden_size=576,
-            n_layers=30,
-            n_heads=9,
-            n_kv_heads=3,
-            ffn_size=1536,
-            context_length=8192,
-            rope_theta=100000.0,
-            tie_embeddings=True,
-            real_vocab_size=49152,
-            source="https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct/blob/main/config.json",
-        ),
-        ModelShape(
-            name="llama-3.2-1b",
-            hidden_size=2048,
-            n_layers=16,
-            n_heads=32,
-            n_kv_heads=8,
-            ffn_size=8192,
-            context_length=131072,
-            rope_theta=500000.0,
-            tie_embeddings=True,
-            rope_scaling=RopeScaling(factor=32.0, **_LLAMA3_ROPE_8K),
-            real_vocab_size=128256,
-            source="https://huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json",
-        ),
-        ModelShape(
-            name="llama-3.1-8b",
-            hidden_size=4096,
-            n_layers=32,
-            n_heads=32,
-            n_kv_heads=8,
-            ffn_size=14336,
-            context_length=131072,
-            rope_theta=500000.0,
-            tie_embeddings=False,
-            rope_scaling=RopeScaling(factor=8.0, **_LLAMA3_ROPE_8K),
-            real_vocab_size=128256,
-            source="https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json",
-        ),
-    )
-}
-
-_SHAPE_FIELDS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["hidden_size", "n_layers", "n_heads", "n_kv_heads", "ffn_size"],
-    "additionalProperties": False,
-    "properties": {
-        **{
-            key: {"type": "integer", "minimum": 1}
-            for key in ("hidden_size", "n_layers", "n_heads", "n_kv_heads", "ffn_size")
-        },
-        "context_length": {"type": "integer", "minimum": 1},
-        "rope_theta": {"type": "number", "exclusiveMinimum": 0},
-        "rms_norm_eps": {"type": "number", "exclusiveMinimum": 0},
-        "tie_embeddings": {"type": "boolean"},
-        "rope_scaling": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": [
-                "factor",
-                "low_freq_factor",
-                "high_freq_factor",
-                "original_context_length",
-            ],
-            "properties": {
-                "factor": {"type": "number", "exclusiveMinimum": 0},
-                "low_freq_factor": {"type": "number", "exclusiveMinimum": 0},
-                "high_freq_factor": {"type": "number", "exclusiveMinimum": 0},
-                "original_context_length": {"type": "integer", "minimum": 1},
-            },
-        },
-        "real_vocab_size": {"type": "integer", "minimum": 1},
-        "source": {"type": "string"},
-    },
-}
-
-# JSON schema (draft 2020-12) of a `{source: synthetic}` entry under `models:`.
-SYNTH_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["source", "shape"],
-    "additionalProperties": False,
-    "properties": {
-        "source": {"const": "synthetic"},
-        "shape": {
-            "description": "a named shape, or hyper-parameters of a custom one",
-            "oneOf": [{"enum": list(SHAPES)}, _SHAPE_FIELDS_SCHEMA],
-        },
-        "dtype": {"enum": list(DTYPES), "default": "q8_0"},
-        "donor": {
-            "type": "string",
-            "minLength": 1,
-            "description": "tokenizer donor: a GGUF path or another models: entry's name",
-        },
-        "seed": {"type": "integer", "minimum": 0, "default": 0},
-        "description": {"type": "string"},
-        "license": {"type": "string"},
-    },
-}
-
-
-def resolve_shape(shape: str | ModelShape | Mapping[str, Any]) -> ModelShape:
-    """A ModelShape from a name in SHAPES, a custom mapping, or a ModelShape."""
-    if isinstance(shape, ModelShape):
-        shape.check()
-        return shape
-    if isinstance(shape, Mapping):
-        return ModelShape.from_mapping("custom", shape)
-    if shape not in SHAPES:
-        raise UserError(f"unknown shape {shape!r} (known: {', '.join(SHAPES)})")
-    return SHAPES[shape]
+if tuple(DTYPES) != DTYPE_NAMES:  # the config schema lists DTYPE_NAMES
+    raise ImportError("synthetic.DTYPES and shapes.DTYPE_NAMES differ")
 
 
 def default_vocab_file() -> Path:
@@ -274,9 +75,6 @@ def default_vocab_file() -> Path:
 
 def _donor_metadata(donor: Path, keep: Any) -> list[tuple[str, Any, GGUFValueType, Any]]:
     """(key, value, type, item type) of the donor's key/values accepted by `keep(key)`."""
-    # Imported here: model_fetch imports this module for its schema.
-    from scalezero.models.fetch import GGUFArray, read_gguf_metadata
-
     meta = read_gguf_metadata(donor, load_arrays=True)
     out = []
     for key, value in meta.kv.items():
@@ -336,38 +134,6 @@ def make_vocab_file(donor: Path, out: Path) -> None:
         writer.fout[0].flush()
         os.fsync(writer.fout[0].fileno())
         writer.close()
-
-
-def _umask() -> int:
-    # Read without os.umask(), which would briefly change it for every thread.
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
-@contextmanager
-def atomic_output(out: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `out`; rename it onto `out` only on success.
-
-    An interrupted write never leaves a partial file under the final name.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
-    # mkstemp makes the file private (0600); a model file is as readable as any other.
-    os.chmod(tmp, 0o666 & ~_umask())
-    try:
-        yield tmp
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists() or tmp.is_symlink():
-            tmp.unlink()
 
 
 # --------------------------------------------------------------------------- tensors
@@ -527,7 +293,7 @@ def write_synthetic_model(
     writer.add_vocab_size(vocab_size)
     for key, value, vtype, item_type in tokenizer_kv:
         writer.add_key_value(key, value, vtype, sub_type=item_type)
-    # Provenance, read back by model_fetch.gguf_info; llama.cpp ignores unknown keys.
+    # Provenance, read back by models.gguf.gguf_info; llama.cpp ignores unknown keys.
     writer.add_string("scalezero.synthetic.shape", model_shape.name)
     writer.add_string("scalezero.synthetic.dtype", dtype)
     writer.add_uint32("scalezero.synthetic.seed", seed)
@@ -590,59 +356,8 @@ def write_synthetic_model(
     }
 
 
-# --------------------------------------------------------------------------- CLI
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    if args.list_shapes:
-        for shape in SHAPES.values():
-            real = shape.parameter_count(shape.real_vocab_size) if shape.real_vocab_size else None
-            print(
-                f"{shape.name:14s} hidden {shape.hidden_size:5d}  layers {shape.n_layers:3d}  "
-                f"heads {shape.n_heads:3d}/{shape.n_kv_heads:<3d} ffn {shape.ffn_size:6d}  "
-                f"params(real vocab) {real if real is not None else '-'}  {shape.source}"
-            )
-        return 0
-    if args.vocab_from:
-        if not args.out:
-            raise UserError("--vocab-from needs --out")
-        make_vocab_file(Path(args.vocab_from), Path(args.out))
-        print(f"vocabulary of {args.vocab_from} -> {args.out} "
-              f"({Path(args.out).stat().st_size:,} bytes)")
-        return 0
-    if not (args.shape and args.out):
-        raise UserError("give --shape and --out (or --list-shapes, or --vocab-from)")
-    info = write_synthetic_model(
-        Path(args.out),
-        args.shape,
-        dtype=args.dtype,
-        donor=Path(args.donor) if args.donor else None,
-        seed=args.seed,
-        progress=True,
-    )
-    print(json.dumps(info, indent=2))
-    return 0
-
-
-def add_cli(subparsers: Any) -> None:
-    """Register `scalezero synth-model`."""
-    parser = subparsers.add_parser(
-        "synth-model",
-        help="write a random-weight GGUF in the shape of a real model",
-        description=(
-            "Write a llama-architecture GGUF with seeded random weights, a real tokenizer "
-            "(from --donor, default the bundled SmolLM2 vocabulary) and the shape of a "
-            "real model family."
-        ),
-    )
-    parser.add_argument("--shape", choices=list(SHAPES), help="model shape")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="q8_0", help="weight type")
-    parser.add_argument("--donor", help="GGUF whose tokenizer to copy")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", help="output GGUF file")
-    parser.add_argument("--list-shapes", action="store_true", help="print the known shapes")
-    parser.add_argument(
-        "--vocab-from", metavar="GGUF",
-        help="instead: write a vocabulary-only GGUF (tokenizer, no weights) of this model to "
-        "--out; the bundled default was made this way from the default model")
-    parser.set_defaults(func=_run_cli)
+def ensure_probe_model(path: Path) -> Path:
+    """The tiny synthetic GGUF the context probe loads, written once and reused."""
+    if not path.is_file():
+        write_synthetic_model(path, "tiny", dtype="f16")
+    return path

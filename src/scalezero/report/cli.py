@@ -72,7 +72,8 @@ def make_report(
         raise UserError("summary files missing (run `scalezero aggregate` first): "
                         + ", ".join(missing))
     projections = write_projections(summaries["summary"], summaries["energy"], run_dirs,
-                                    settings, projection_paths(projections_dir, workload))
+                                    settings.projection,
+                                    projection_paths(projections_dir, workload))
     strategies = strategy_order(sorted(set(pd.read_csv(summaries["summary"])["strategy"]
                                            .astype(str))))
     slo_sets = config.get("slo_sets")

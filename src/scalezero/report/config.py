@@ -1,98 +1,23 @@
-"""Config keys the report owns: `constants`, `projections` and `report`.
+"""Config keys the report owns: `report`, beside `constants` and `projections`.
 
-Every constant the report multiplies with (grid carbon intensity, GPU-hour price, power
-coefficients, ...) lives in config with its unit, source and date, so the report can
-cite it and a change reruns only the steps that use it (projections, figures, report),
-never a measured run. REPORT_CONFIG_SCHEMA is the JSON-schema fragment for these keys;
-`scalezero.cli.config.config_schema()` merges it into the pipeline's schema.
+The sourced constants and the projection settings live in `scalezero.analysis.constants`
+(the projections compute with them; the report cites them). REPORT_CONFIG_SCHEMA is the
+JSON-schema fragment for all three keys; `scalezero.cli.config.config_schema()` merges it
+into the pipeline's schema.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scalezero.errors import UserError
-
-#: Constants the report uses, with the value it ships with. Config entries replace these
-#: one by one; a config may add constants of its own (they are listed in the report).
-DEFAULT_CONSTANTS: dict[str, dict[str, Any]] = {
-    "carbon_intensity_g_per_kwh": {
-        "value": 475.0,
-        "unit": "gCO2e/kWh",
-        "source": "CodeCarbon methodology: world-average carbon intensity of electricity, "
-                  "used when the grid region is unknown "
-                  "(https://mlco2.github.io/codecarbon/methodology.html)",
-        "date": "2019 (IEA world average as used by CodeCarbon)",
-    },
-    "gpu_hour_price_usd": {
-        "value": 0.8048,
-        "unit": "USD/h",
-        "source": "AWS EC2 On-Demand price of a g6.xlarge instance (1 x NVIDIA L4 24 GB, "
-                  "4 vCPU, 16 GiB), US East (N. Virginia), Linux "
-                  "(https://aws.amazon.com/ec2/pricing/on-demand/)",
-        "date": "2025",
-    },
-    "gpu_tdp_w": {
-        "value": 72.0,
-        "unit": "W",
-        "source": "NVIDIA L4 Tensor Core GPU datasheet, maximum thermal design power "
-                  "(https://www.nvidia.com/en-us/data-center/l4/)",
-        "date": "2023",
-    },
-    "cpu_min_w_per_vcpu": {
-        "value": 0.74,
-        "unit": "W/vCPU",
-        "source": "Cloud Carbon Footprint methodology, AWS average power per vCPU at 0 % "
-                  "utilisation, from SPECpower results "
-                  "(https://www.cloudcarbonfootprint.org/docs/methodology/)",
-        "date": "2021",
-    },
-    "cpu_max_w_per_vcpu": {
-        "value": 3.5,
-        "unit": "W/vCPU",
-        "source": "Cloud Carbon Footprint methodology, AWS average power per vCPU at 100 % "
-                  "utilisation, from SPECpower results "
-                  "(https://www.cloudcarbonfootprint.org/docs/methodology/)",
-        "date": "2021",
-    },
-    "ram_w_per_gib": {
-        "value": 0.375,
-        "unit": "W/GiB",
-        "source": "CodeCarbon methodology, memory power of 3 W per 8 GB "
-                  "(https://mlco2.github.io/codecarbon/methodology.html)",
-        "date": "2023",
-    },
-    "datacenter_electricity_2024_twh": {
-        "value": 415.0,
-        "unit": "TWh in 2024",
-        "source": "IEA, Energy and AI (2025): estimated electricity use of data centres "
-                  "worldwide in 2024 (https://www.iea.org/reports/energy-and-ai)",
-        "date": "2025-04",
-    },
-    "datacenter_electricity_2030_twh": {
-        "value": 945.0,
-        "unit": "TWh in 2030",
-        "source": "IEA, Energy and AI (2025): projected electricity use of data centres "
-                  "worldwide in 2030, base case (https://www.iea.org/reports/energy-and-ai)",
-        "date": "2025-04",
-    },
-}
-
-#: Constants the projections cannot do without (the rest have a use but are optional).
-REQUIRED_CONSTANTS: tuple[str, ...] = (
-    "carbon_intensity_g_per_kwh", "gpu_hour_price_usd", "cpu_min_w_per_vcpu",
-    "cpu_max_w_per_vcpu", "ram_w_per_gib",
+from scalezero.analysis.constants import (
+    PROJECTION_CONFIG_PROPERTIES,
+    ProjectionSettings,
+    projection_settings,
+    validate_fragment,
 )
-
-DEFAULT_PROJECTIONS: dict[str, Any] = {
-    "traffic_rph": [1, 10, 100, 1000, 10000],
-    "hours_per_day": 24,
-    "reference_rph": 10,
-}
 
 DEFAULT_REPORT: dict[str, Any] = {
     "workload": None,
@@ -101,54 +26,10 @@ DEFAULT_REPORT: dict[str, Any] = {
     "renderer": "auto",
 }
 
-_CONSTANT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["value", "unit", "source", "date"],
-    "additionalProperties": False,
-    "properties": {
-        "value": {"type": "number"},
-        "unit": {"type": "string", "minLength": 1},
-        "source": {"type": "string", "minLength": 1,
-                   "description": "where the value comes from (publication, price list, URL)"},
-        "date": {"type": "string", "minLength": 1,
-                 "description": "date of the source or of the price, e.g. 2025-06"},
-    },
-}
-
 REPORT_CONFIG_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "constants": {
-            "type": "object",
-            "description": "sourced constants: name -> {value, unit, source, date}; entries "
-                           "replace the built-in ones of the same name",
-            "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
-            "additionalProperties": _CONSTANT_SCHEMA,
-            "default": copy.deepcopy(DEFAULT_CONSTANTS),
-        },
-        "projections": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "traffic_rph": {
-                    "type": "array", "minItems": 1, "uniqueItems": True,
-                    "items": {"type": "number", "exclusiveMinimum": 0},
-                    "description": "traffic levels of the sweep, requests per hour (Poisson)",
-                    "default": list(DEFAULT_PROJECTIONS["traffic_rph"]),
-                },
-                "hours_per_day": {
-                    "type": "number", "exclusiveMinimum": 0, "maximum": 24,
-                    "description": "hours per day the service is offered",
-                    "default": DEFAULT_PROJECTIONS["hours_per_day"],
-                },
-                "reference_rph": {
-                    "type": "number", "exclusiveMinimum": 0,
-                    "description": "the low traffic level the discussion quotes, requests/h",
-                    "default": DEFAULT_PROJECTIONS["reference_rph"],
-                },
-            },
-            "default": copy.deepcopy(DEFAULT_PROJECTIONS),
-        },
+        **PROJECTION_CONFIG_PROPERTIES,
         "report": {
             "type": "object",
             "additionalProperties": False,
@@ -167,60 +48,15 @@ REPORT_CONFIG_SCHEMA: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
-class Constant:
-    """One sourced constant."""
-
-    name: str
-    value: float
-    unit: str
-    source: str
-    date: str
-
-
-@dataclass(frozen=True)
 class ReportSettings:
-    """The report's config keys, checked and with defaults filled in."""
+    """The report's config keys, checked and with defaults filled in; `projection` holds
+    the constants and projection settings the report cites."""
 
-    constants: dict[str, Constant]
-    traffic_rph: tuple[float, ...]
-    hours_per_day: float
-    reference_rph: float
+    projection: ProjectionSettings
     workload: str | None = None
     title: str = DEFAULT_REPORT["title"]
     author: str = DEFAULT_REPORT["author"]
     renderer: str = "auto"
-
-    def value(self, name: str) -> float:
-        return self.constants[name].value
-
-
-def _validate(fragment: Mapping[str, Any]) -> None:
-    import jsonschema
-
-    try:
-        jsonschema.validate(dict(fragment), REPORT_CONFIG_SCHEMA)
-    except jsonschema.ValidationError as exc:
-        where = ".".join(str(p) for p in exc.absolute_path) or "(top)"
-        raise UserError(f"config: {where}: {exc.message}") from None
-
-
-def merged_constants(constants: Mapping[str, Any] | None) -> dict[str, Constant]:
-    """Built-in constants overridden (entry by entry) by the config's."""
-    raw = copy.deepcopy(DEFAULT_CONSTANTS)
-    raw.update(copy.deepcopy(dict(constants or {})))
-    out: dict[str, Constant] = {}
-    for name, entry in raw.items():
-        value = float(entry["value"])
-        if not math.isfinite(value):
-            raise UserError(f"config: constants.{name}.value must be a finite number")
-        out[name] = Constant(name, value, str(entry["unit"]), str(entry["source"]),
-                             str(entry["date"]))
-    for name in REQUIRED_CONSTANTS:
-        if out[name].value < 0:
-            raise UserError(f"config: constants.{name}.value must be >= 0")
-    if out["cpu_max_w_per_vcpu"].value < out["cpu_min_w_per_vcpu"].value:
-        raise UserError("config: constants.cpu_max_w_per_vcpu must be >= cpu_min_w_per_vcpu")
-    return out
 
 
 def report_settings(config: Mapping[str, Any] | None) -> ReportSettings:
@@ -229,14 +65,11 @@ def report_settings(config: Mapping[str, Any] | None) -> ReportSettings:
     config = dict(config or {})
     fragment = {k: config[k] for k in ("constants", "projections", "report")
                 if config.get(k) is not None}
-    _validate(fragment)
-    projections = {**DEFAULT_PROJECTIONS, **fragment.get("projections", {})}
+    # The whole fragment first, so the first error is reported whichever key holds it.
+    validate_fragment(fragment, REPORT_CONFIG_SCHEMA)
     report = {**DEFAULT_REPORT, **fragment.get("report", {})}
     return ReportSettings(
-        constants=merged_constants(fragment.get("constants")),
-        traffic_rph=tuple(float(x) for x in projections["traffic_rph"]),
-        hours_per_day=float(projections["hours_per_day"]),
-        reference_rph=float(projections["reference_rph"]),
+        projection=projection_settings(fragment),
         workload=report.get("workload"),
         title=str(report["title"]),
         author=str(report["author"]),
@@ -244,14 +77,4 @@ def report_settings(config: Mapping[str, Any] | None) -> ReportSettings:
     )
 
 
-def constants_as_dict(constants: Mapping[str, Constant]) -> dict[str, dict[str, Any]]:
-    """Constants back in config form (name -> {value, unit, source, date})."""
-    return {c.name: {"value": c.value, "unit": c.unit, "source": c.source, "date": c.date}
-            for c in constants.values()}
-
-
-__all__ = [
-    "DEFAULT_CONSTANTS", "DEFAULT_PROJECTIONS", "DEFAULT_REPORT", "REPORT_CONFIG_SCHEMA",
-    "REQUIRED_CONSTANTS", "Constant", "ReportSettings", "constants_as_dict",
-    "merged_constants", "report_settings",
-]
+__all__ = ["DEFAULT_REPORT", "REPORT_CONFIG_SCHEMA", "ReportSettings", "report_settings"]

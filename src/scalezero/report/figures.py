@@ -301,16 +301,6 @@ def plot_cold_starts(cold_starts_csv: Path, summary_csv: Path, out: Path, *,
 # Timeline of one run
 
 
-def _run_meta(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return {}
-
-
 def _lanes(spans: pd.DataFrame, end_s: float) -> list[int]:
     """A lane per instance such that instances in one lane never overlap (greedy)."""
     lane_free: list[float] = []
@@ -560,6 +550,47 @@ def plot_projections(sweep_csv: Path, model_csv: Path, constants_json: Path, out
 
 
 # ---------------------------------------------------------------------------------------
+# Size sweep
+
+
+def plot_size_sweep(sweep_csv: Path, out: Path) -> Path:
+    """Cold-start phases against model bytes, beside the read-bandwidth lower bounds."""
+    plt = _plt()
+
+    df = pd.read_csv(sweep_csv).sort_values("file_bytes")
+    mib = df["file_bytes"] / (1024 * 1024)
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
+    phases = [
+        ("spawn_to_runtime_ready_mean_s", "spawn → runtime ready", "#9ecae1"),
+        ("runtime_ready_to_model_loaded_mean_s", "weights loaded", "#3182bd"),
+        ("model_loaded_to_ready_mean_s", "server ready", "#08519c"),
+        ("ready_to_first_token_mean_s", "first token", "#fd8d3c"),
+    ]
+    x = range(len(df))
+    bottom = [0.0] * len(df)
+    for column, label, colour in phases:
+        values = pd.to_numeric(df[column], errors="coerce").fillna(0.0).tolist()
+        ax.bar(x, values, bottom=bottom, color=colour, label=label, width=0.6)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    # The bounds apply to the weights-loading phase: draw them where that phase would
+    # end if it were only reading the file, i.e. on top of the spawn phase.
+    load_start = pd.to_numeric(df["spawn_to_runtime_ready_mean_s"], errors="coerce").fillna(0.0)
+    ax.plot(x, load_start + df["load_lower_bound_page_cache_s"], "k_", markersize=30, mew=2,
+            label="load end if reading at page-cache bandwidth")
+    if df["load_lower_bound_cold_s"].notna().any():
+        ax.plot(x, load_start + df["load_lower_bound_cold_s"], "r_", markersize=30, mew=2,
+                label="load end if reading at cold-read bandwidth")
+    ax.set_xticks(list(x), [f"{m}\n{s:,.0f} MiB" for m, s in zip(df["model"], mib,
+                                                                   strict=True)])
+    ax.set_ylabel("mean time from spawn, s")
+    ax.set_xlabel("model (file size)")
+    ax.set_title("Cold start by phase against model size")
+    # Below the axes: bars of any height stay readable.
+    fig.legend(fontsize=8, loc="outside lower center", ncols=3, frameon=False, markerscale=0.5)
+    return _save(fig, out)
+
+
+# ---------------------------------------------------------------------------------------
 # Dispatch by name (for the workflow's script and the command line)
 
 #: figure name -> (function, names of its inputs, in call order)
@@ -590,6 +621,6 @@ def make_figure(name: str, inputs: Mapping[str, Any], out: Path,
 
 __all__ = [
     "FIGURES", "PHASE_COLORS", "make_figure", "plot_cold_starts", "plot_energy",
-    "plot_latency", "plot_projections", "plot_timeline", "strategy_colors",
+    "plot_latency", "plot_projections", "plot_size_sweep", "plot_timeline", "strategy_colors",
     "strategy_order",
 ]

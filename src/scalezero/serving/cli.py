@@ -31,24 +31,8 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def vocab_size(model_path: Path) -> int | None:
-    """Number of tokens in a GGUF's vocabulary (None if it cannot be read).
-
-    Read from the header alone: gguf.GGUFReader takes seconds on a 49k-token vocabulary,
-    which would delay the gateway's start.
-    """
-    from scalezero.models.fetch import GGUFArray, read_gguf_metadata
-
-    try:
-        tokens = read_gguf_metadata(model_path).kv.get("tokenizer.ggml.tokens")
-    except Exception:
-        return None  # not a readable GGUF: the instance will say why when it starts
-    if isinstance(tokens, GGUFArray):
-        return tokens.length
-    return len(tokens) if isinstance(tokens, list) else None
-
-
 def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from scalezero.models.gguf import vocab_size
     from scalezero.serving.app import GatewayConfig
     from scalezero.serving.launcher import InstanceSpec
     from scalezero.serving.pool import PoolLimits

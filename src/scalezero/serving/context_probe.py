@@ -15,20 +15,10 @@ import argparse
 import signal
 import sys
 import time
-from pathlib import Path
 
 from scalezero.system.procs import die_with_parent
 
 LOADED_MARKER = "@scalezero context_loaded"
-
-
-def ensure_probe_model(path: Path) -> Path:
-    """The tiny synthetic GGUF the probe loads, written once and reused."""
-    if not path.is_file():
-        from scalezero.models.synthetic import write_synthetic_model
-
-        write_synthetic_model(path, "tiny", dtype="f16")
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:

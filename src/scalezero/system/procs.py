@@ -133,14 +133,6 @@ def signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
 def terminate_group(proc: subprocess.Popen, grace_s: float = 5.0) -> int | None:
     """SIGTERM the child's process group, then SIGKILL whatever is left after ``grace_s``.
 

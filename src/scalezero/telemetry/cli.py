@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import signal
@@ -12,12 +11,11 @@ import threading
 from typing import Any
 
 from scalezero.errors import UserError
+from scalezero.system.procs import set_parent_death_signal
 from scalezero.telemetry.base import BACKENDS, TelemetryUnavailable
 from scalezero.telemetry.procs import DEFAULT_INSTANCE_MATCH
 from scalezero.telemetry.sampler import DEFAULT_RATE_HZ, MAX_RATE_HZ, Sampler
 from scalezero.telemetry.source import device_info, open_source
-
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def add_cli(subparsers: Any) -> None:
@@ -51,18 +49,6 @@ def add_cli(subparsers: Any) -> None:
     parser.set_defaults(func=run_cli)
 
 
-def _set_parent_death_signal(sig: int) -> bool:
-    """Ask Linux to send `sig` when our parent dies. The kernel ties this to the parent
-    *thread* that forked us, so the ppid watchdog stays on as well."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
 def run_cli(args: argparse.Namespace) -> int:
     if args.info:
         print(json.dumps(device_info(args.gpu_index, args.backend), indent=2, default=str))
@@ -78,7 +64,9 @@ def run_cli(args: argparse.Namespace) -> int:
     parent_pid = os.getppid()
     should_stop = None
     if args.exit_with_parent:
-        _set_parent_death_signal(signal.SIGTERM)
+        # The kernel ties this to the parent *thread* that forked us, so the ppid
+        # watchdog stays on as well.
+        set_parent_death_signal(signal.SIGTERM)
 
         def should_stop() -> bool:  # reparented: the parent is gone
             return os.getppid() != parent_pid
