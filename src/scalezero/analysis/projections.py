@@ -83,6 +83,16 @@ SWEEP_COLUMNS: tuple[str, ...] = (
 )
 
 
+def kwh_per_year(power_w: float, hours_per_day: float) -> float:
+    """Energy of drawing `power_w` for `hours_per_day` on every day of a year, kWh."""
+    return power_w * hours_per_day * DAYS_PER_YEAR / 1000.0
+
+
+def kg_co2e(kwh: float, carbon_g_per_kwh: float) -> float:
+    """Emissions of `kwh` at a carbon intensity in g/kWh, kg CO2e."""
+    return kwh * carbon_g_per_kwh / 1000.0
+
+
 # ---------------------------------------------------------------------------------------
 # Estimated energy of one run (no counter)
 
@@ -418,9 +428,9 @@ def project_strategy(model: Mapping[str, Any], traffic_rph: float, hours_per_day
         "energy_above_baseline_kwh_per_day": above_kwh_day,
         "energy_kwh_per_year": kwh_day * DAYS_PER_YEAR,
         "energy_above_baseline_kwh_per_year": above_kwh_day * DAYS_PER_YEAR,
-        "kg_co2e_per_year": kwh_day * DAYS_PER_YEAR * carbon_g_per_kwh / 1000.0,
+        "kg_co2e_per_year": kg_co2e(kwh_day * DAYS_PER_YEAR, carbon_g_per_kwh),
         "kg_co2e_above_baseline_per_year":
-            above_kwh_day * DAYS_PER_YEAR * carbon_g_per_kwh / 1000.0,
+            kg_co2e(above_kwh_day * DAYS_PER_YEAR, carbon_g_per_kwh),
         "cost_usd_per_day": cost_day,
         "cost_usd_per_month": cost_day * DAYS_PER_YEAR / MONTHS_PER_YEAR,
         "cost_usd_per_year": cost_day * DAYS_PER_YEAR,

@@ -19,6 +19,7 @@ import pandas as pd
 
 from scalezero.analysis.energy import NVML_UNCERTAINTY_PCT
 from scalezero.analysis.numbers import mean, num
+from scalezero.analysis.projections import kg_co2e, kwh_per_year
 from scalezero.report.facts import context_power_w, setup_facts
 from scalezero.report.format import CI_LEVEL, NA, fmt, fmt_ci, fmt_int, fmt_pct
 from scalezero.report.inputs import ReportInputs, per_strategy
@@ -173,9 +174,9 @@ def _discussion_vars(inp: ReportInputs, facts: Mapping[str, Any],
     carbon = num(const.get("carbon_intensity_g_per_kwh", {}).get("value"))
     hours = num(inp.projection_settings.get("hours_per_day"))
     if m is not None and always:
-        idle_kwh_year = (num(m["idle_loaded_power_w"]) - num(m["bare_idle_power_w"])) \
-            * hours * 365.0 / 1000.0
-        idle_total_year = num(m["idle_loaded_power_w"]) * hours * 365.0 / 1000.0
+        idle_kwh_year = kwh_per_year(num(m["idle_loaded_power_w"])
+                                     - num(m["bare_idle_power_w"]), hours)
+        idle_total_year = kwh_per_year(num(m["idle_loaded_power_w"]), hours)
         estimate = "" if str(m["basis"]) == "measured" else " (estimated power)"
         out["idle_waste"] = (
             f"An instance held idle with the model loaded draws "
@@ -183,7 +184,7 @@ def _discussion_vars(inp: ReportInputs, facts: Mapping[str, Any],
             f"for the idle {facts['device_kind']} without it: over a year of "
             f"{fmt(hours)}-hour days that is {fmt(idle_total_year)} kWh while idle, "
             f"{fmt(idle_kwh_year)} kWh of it attributable to holding the model "
-            f"({fmt(idle_kwh_year * carbon / 1000.0)} kg CO2e at {fmt(carbon)} g/kWh).")
+            f"({fmt(kg_co2e(idle_kwh_year, carbon))} kg CO2e at {fmt(carbon)} g/kWh).")
     else:
         out["idle_waste"] = "No idle-loaded power could be attributed in these runs."
     if set(inp.runs["basis"].astype(str)) == {"measured"} and facts["on_gpu"]:
@@ -202,12 +203,12 @@ def _discussion_vars(inp: ReportInputs, facts: Mapping[str, Any],
     tdp = const.get("gpu_tdp_w", {})
     tdp_w = num(tdp.get("value"))
     if math.isfinite(tdp_w) and math.isfinite(hours):
-        tdp_kwh = tdp_w * hours * 365.0 / 1000.0
+        tdp_kwh = kwh_per_year(tdp_w, hours)
         out["tdp"] = (
             f"For scale: a GPU drawing its full thermal design power of {fmt(tdp_w)} W "
             "(constant gpu_tdp_w, sourced under Setup) through every "
             f"{fmt(hours)}-hour day uses {fmt(tdp_kwh)} kWh a year, "
-            f"{fmt(tdp_kwh * carbon / 1000.0)} kg CO2e at {fmt(carbon)} g/kWh.")
+            f"{fmt(kg_co2e(tdp_kwh, carbon))} kg CO2e at {fmt(carbon)} g/kWh.")
     else:
         out["tdp"] = ""
     be = num(m["break_even_ttl_s"]) if m is not None else math.nan
