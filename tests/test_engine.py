@@ -199,15 +199,15 @@ def test_conda_environments_build_the_engine_without_native_or_amx(env_file: str
 
 
 def test_report_setup_names_the_engine_build_and_features() -> None:
-    from scalezero.report.variables import _engine_text, setup_facts
+    from scalezero.report.facts import engine_text, setup_facts
 
     meta = {"env": {"cpu_features": ["avx2", "avx512f", "amx_int8"],
                     "engine": {"backends": {"CPU": {"AVX2": "1", "AVX512": "1",
                                                     "LLAMAFILE": "1", "AMX_INT8": "0"}},
                                "build": {"cmake_args": ["-DGGML_NATIVE=OFF",
                                                         "-DGGML_AMX_INT8=OFF"]}}}}
-    text = _engine_text(setup_facts([meta]))
+    text = engine_text(setup_facts([meta]))
     assert text == ("ggml reports CPU: AVX2 AVX512 LLAMAFILE; CPU offers avx2 avx512f "
                     "amx_int8; build flags GGML_NATIVE=OFF GGML_AMX_INT8=OFF")
-    bare = _engine_text(setup_facts([{"env": {}}]))
+    bare = engine_text(setup_facts([{"env": {}}]))
     assert "not recorded" in bare

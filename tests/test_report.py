@@ -17,13 +17,13 @@ from scalezero.cli import main
 from scalezero.errors import UserError
 from scalezero.report.build import SECTIONS, check_html, figure_numbers
 from scalezero.report.cli import make_report
+from scalezero.report.format import fmt, fmt_ci, fmt_int, fmt_pct
 from scalezero.report.render import (
     choose_renderer,
     resolve_document,
     resolve_shortcodes,
     split_front_matter,
 )
-from scalezero.report.variables import fmt, fmt_ci, fmt_int, fmt_pct
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

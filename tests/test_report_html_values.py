@@ -23,7 +23,7 @@ from test_report_values import (
 )
 
 from scalezero.report.cli import make_report
-from scalezero.report.variables import NA, fmt, fmt_pct
+from scalezero.report.format import NA, fmt, fmt_pct
 
 
 class _Tables(HTMLParser):

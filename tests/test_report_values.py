@@ -30,14 +30,10 @@ from report_value_fixtures import (
 from scalezero.analysis import projections as pj
 from scalezero.analysis.constants import projection_settings
 from scalezero.errors import UserError
-from scalezero.report.variables import (
-    NA,
-    build_tables,
-    build_variables,
-    collect_inputs,
-    fmt,
-    fmt_pct,
-)
+from scalezero.report.format import NA, fmt, fmt_pct
+from scalezero.report.inputs import collect_inputs
+from scalezero.report.tables import build_tables
+from scalezero.report.variables import build_variables
 
 ORDER = ("always_on", "keep_warm", "naive")  # the report's column order
 DAY_S = 86400.0
@@ -590,7 +586,7 @@ def test_discussion_prices_the_reference_level(built: dict) -> None:
 
 
 def _context_row(inputs: Any) -> list[str]:
-    from scalezero.report.variables import measured_table
+    from scalezero.report.tables import measured_table
 
     rows = by_strategy(measured_table(inputs))
     return list(rows["context-only idle power (a runtime without weights)"].values())
@@ -625,7 +621,7 @@ def test_context_idle_power_without_a_window(tmp_path: Path) -> None:
 
 
 def test_context_power_needs_the_summary(built: dict) -> None:
-    from scalezero.report.variables import context_power_w, measured_rows, setup_facts
+    from scalezero.report.facts import context_power_w, measured_rows, setup_facts
 
     inputs = built["inputs"]
     facts = setup_facts(inputs.run_meta)
@@ -643,7 +639,7 @@ def test_context_power_needs_the_summary(built: dict) -> None:
 
 
 def test_markdown_table_layout() -> None:
-    from scalezero.report.variables import markdown_table
+    from scalezero.report.format import markdown_table
 
     assert markdown_table(["", "a", "b"], [["x", 1, "p|q"]]) == (
         "|  | a | b |\n|:---|---:|---:|\n| x | 1 | p\\|q |\n")

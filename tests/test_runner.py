@@ -41,3 +41,17 @@ def test_no_lock_file_means_no_waiting(tmp_path: Path) -> None:
     with measurement_lock(tmp_path / "lock"):
         pass
     assert time.monotonic() - start < 1.0
+
+
+def test_requests_from_a_trace_file(tmp_path: Path) -> None:
+    """A run replays the trace file's rows as written, prompts kept as text."""
+    import pandas as pd
+
+    from scalezero.measure.replay import ReplayRequest, requests_from_trace
+    from scalezero.workload.trace import read_trace, write_trace
+
+    path = tmp_path / "trace.csv"
+    write_trace(pd.DataFrame({"request_id": [0, 1], "t_sched_s": [0.25, 1.5],
+                              "max_tokens": [8, 12], "prompt": ["NA", "say, hi"]}), path)
+    assert requests_from_trace(read_trace(path)) == [
+        ReplayRequest(0, 0.25, "NA", 8), ReplayRequest(1, 1.5, "say, hi", 12)]

@@ -7,8 +7,8 @@
 #   tools/mutation.sh 'scalezero.analysis.projections.x_project*'   # mutants matching patterns
 #   tools/mutation.sh --config other.cfg     # another [mutmut] section (modules, tests)
 #
-# By default only the functions of projections.py and report/variables.py that compute
-# or place a number are mutated (DEFAULT_PATTERNS below): all of both modules is about
+# By default only the functions of projections.py and the report modules that compute
+# or place a number are mutated (DEFAULT_PATTERNS below): all of these modules is about
 # 4,600 mutants, most of them in the report's prose, and takes well over an hour on two
 # cores; the default set is about 1,800.
 #
@@ -32,22 +32,22 @@ DEFAULT_PATTERNS=(
     'scalezero.analysis.projections.x_project__mutmut_*'
     'scalezero.analysis.projections.x_estimated_power_w__mutmut_*'
     'scalezero.analysis.projections.x__*'
-    # report/variables.py: formatting, per-strategy values, projections, generated tables
-    'scalezero.report.variables.x_fmt*'
-    'scalezero.report.variables.x__num__mutmut_*'
-    'scalezero.report.variables.x__mean__mutmut_*'
-    'scalezero.report.variables.x__per_strategy__mutmut_*'
+    # analysis/numbers.py and the report modules: formatting, per-strategy values,
+    # projections, generated tables
+    'scalezero.analysis.numbers.x_*'
+    'scalezero.report.format.x_fmt*'
+    'scalezero.report.inputs.x_per_strategy__mutmut_*'
     'scalezero.report.variables.x__strategy_vars__mutmut_*'
     'scalezero.report.variables.x__sweep_at__mutmut_*'
     'scalezero.report.variables.x__rph_key__mutmut_*'
     'scalezero.report.variables.x__projection_vars__mutmut_*'
-    'scalezero.report.variables.x_context_power_w__mutmut_*'
-    'scalezero.report.variables.x__context_row__mutmut_*'
-    'scalezero.report.variables.x_markdown_table__mutmut_*'
-    'scalezero.report.variables.x_summary_table__mutmut_*'
-    'scalezero.report.variables.x_cold_start_table__mutmut_*'
-    'scalezero.report.variables.x_energy_table__mutmut_*'
-    'scalezero.report.variables.x_projections_table__mutmut_*'
+    'scalezero.report.facts.x_context_power_w__mutmut_*'
+    'scalezero.report.facts.x__context_row__mutmut_*'
+    'scalezero.report.format.x_markdown_table__mutmut_*'
+    'scalezero.report.tables.x_summary_table__mutmut_*'
+    'scalezero.report.tables.x_cold_start_table__mutmut_*'
+    'scalezero.report.tables.x_energy_table__mutmut_*'
+    'scalezero.report.tables.x_projections_table__mutmut_*'
 )
 FRESH=0
 ALL=0

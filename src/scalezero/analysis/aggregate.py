@@ -22,10 +22,11 @@ import pandas as pd
 
 from scalezero.analysis import energy as en
 from scalezero.analysis import metrics as mx
+from scalezero.analysis.numbers import mean, ratio
+from scalezero.analysis.runs import read_run_meta, recorded_window, replay_window, write_table
 from scalezero.analysis.stats import mean_ci
 from scalezero.errors import UserError
 
-FLOAT_FORMAT = "%.10g"  # fixed formatting: same inputs give byte-identical files
 LATENCY_PERCENTILES: tuple[int, ...] = (50, 90, 99)
 _SLO_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -180,13 +181,7 @@ def load_run(run_dir: Path) -> RunData:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder not found: {run_dir}")
-    meta: dict[str, Any] = {}
-    meta_path = run_dir / "run.json"
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"cannot parse {meta_path}: {exc}") from exc
+    meta = read_run_meta(run_dir, strict=True)
     requests = _read_csv(run_dir / "requests.csv")
     if requests is None:
         raise UserError(f"{run_dir} has no requests.csv")
@@ -198,32 +193,6 @@ def load_run(run_dir: Path) -> RunData:
         events=_read_csv(run_dir / "events.csv"),
         telemetry=_read_csv(run_dir / "telemetry.csv"),
     )
-
-
-def _window(meta: Mapping[str, Any], name: str) -> tuple[float, float] | None:
-    value = (meta.get("windows") or {}).get(name)
-    if not isinstance(value, Sequence) or len(value) != 2:
-        return None
-    try:
-        t0, t1 = float(value[0]), float(value[1])
-    except (TypeError, ValueError):
-        return None
-    return (t0, t1) if math.isfinite(t0) and math.isfinite(t1) and t1 > t0 else None
-
-
-def _replay_window(data: RunData) -> tuple[float, float]:
-    window = _window(data.meta, "replay")
-    if window is not None:
-        return window
-    # Without a recorded window, span the requests: first scheduled/sent to last end.
-    req = data.requests
-    starts = pd.concat([pd.to_numeric(req.get(c), errors="coerce")
-                        for c in ("t_sched_s", "t_send_s") if c in req.columns])
-    ends = pd.to_numeric(req["t_end_s"], errors="coerce") if "t_end_s" in req.columns else None
-    if starts.dropna().empty or ends is None or ends.dropna().empty:
-        raise UserError(f"{data.run_dir}: run.json has no replay window and requests.csv "
-                        "has no times to infer it from")
-    return float(starts.min()), float(ends.max())
 
 
 def _scalar(value: Any) -> Any:
@@ -246,17 +215,6 @@ class RunSummary:
     timeline: pd.DataFrame | None
 
 
-def _mean(series: pd.Series) -> float:
-    values = pd.to_numeric(series, errors="coerce").dropna()
-    return float(values.mean()) if not values.empty else math.nan
-
-
-def _ratio(numerator: float, denominator: float) -> float:
-    if not denominator or not math.isfinite(numerator):
-        return math.nan
-    return numerator / denominator
-
-
 def summarize_run(
     run_dir: Path,
     slo_sets: Mapping[str, Mapping[str, float]] = mx.DEFAULT_SLO_SETS,
@@ -265,7 +223,7 @@ def summarize_run(
     data = load_run(run_dir)
     meta = data.meta
     run_dir = Path(run_dir)
-    window = _replay_window(data)
+    window = replay_window(data.meta, data.requests, data.run_dir)
     w0, w1 = window
     duration_s = w1 - w0
     policy = meta.get("policy") or {}
@@ -303,14 +261,14 @@ def summarize_run(
         "ok": int(ok.sum()),
         "errors": int((~ok).sum()),
         "cold_requests": int(req["cold"].sum()),
-        "cold_share": _ratio(float(req["cold"].sum()), len(req)),
+        "cold_share": ratio(float(req["cold"].sum()), len(req)),
     })
     for m in ("ttft", "e2e"):
-        row[f"{m}_mean_ms"] = _mean(good[f"{m}_ms"])
+        row[f"{m}_mean_ms"] = mean(good[f"{m}_ms"])
         for prefix, frame in (("", good), ("cold_", cold), ("warm_", warm)):
             for q, v in mx.percentiles(frame[f"{m}_ms"], LATENCY_PERCENTILES).items():
                 row[f"{m}_{prefix}p{q}_ms"] = v
-    row["tpot_mean_ms"] = _mean(good["tpot_ms"])
+    row["tpot_mean_ms"] = mean(good["tpot_ms"])
     for q, v in mx.percentiles(good["tpot_ms"], LATENCY_PERCENTILES).items():
         row[f"tpot_p{q}_ms"] = v
     if data.tokens is not None:
@@ -322,7 +280,7 @@ def summarize_run(
     row["send_lag_max_ms"] = float(lag.max()) if not lag.empty else math.nan
     output_tokens = float(good["tokens_out"].fillna(0).sum())
     row["output_tokens"] = output_tokens
-    row["output_tokens_per_s"] = _ratio(output_tokens, duration_s)
+    row["output_tokens_per_s"] = ratio(output_tokens, duration_s)
     for name, g in mx.goodput(req, duration_s, slo_sets).items():
         row[f"goodput_{name}_rps"] = g.goodput_rps
         row[f"slo_attainment_{name}"] = g.attainment
@@ -341,7 +299,7 @@ def summarize_run(
     source = meter.source
     if meter.available and covered_s <= 0:
         meter = en.EnergyMeter([], "none")  # the counter never saw the replay
-    bare_w = meter.mean_power_w(_window(meta, "baseline_bare"))
+    bare_w = meter.mean_power_w(recorded_window(meta, "baseline_bare"))
     row["energy_source"] = source
     row["energy_uncertainty_pct"] = en.energy_uncertainty_pct(source)
     phases = en.phase_energy(timeline, meter, bare_w)
@@ -353,11 +311,11 @@ def summarize_run(
             "energy_total_j": total_j,
             "energy_above_baseline_j": above_j,
             "bare_idle_power_w": bare_w,
-            "context_idle_power_w": meter.mean_power_w(_window(meta, "baseline_context")),
-            "energy_per_request_j": _ratio(total_j, row["ok"]),
-            "energy_per_request_above_baseline_j": _ratio(above_j, row["ok"]),
-            "energy_per_output_token_j": _ratio(total_j, output_tokens),
-            "energy_per_output_token_above_baseline_j": _ratio(above_j, output_tokens),
+            "context_idle_power_w": meter.mean_power_w(recorded_window(meta, "baseline_context")),
+            "energy_per_request_j": ratio(total_j, row["ok"]),
+            "energy_per_request_above_baseline_j": ratio(above_j, row["ok"]),
+            "energy_per_output_token_j": ratio(total_j, output_tokens),
+            "energy_per_output_token_above_baseline_j": ratio(above_j, output_tokens),
         })
     by_phase = phases.set_index("phase")
     for phase in en.PHASES:
@@ -372,12 +330,12 @@ def summarize_run(
         row["cold_starts"] = len(in_replay)
         row["failed_starts"] = int((in_replay["outcome"] != "ready").sum())
         done = in_replay[in_replay["outcome"] == "ready"]
-        row["cold_start_mean_s"] = _mean(done["cold_start_s"])
+        row["cold_start_mean_s"] = mean(done["cold_start_s"])
         for column in ("spawn_to_runtime_ready_s", "runtime_ready_to_model_loaded_s",
                        "model_loaded_to_ready_s", "ready_to_first_token_s"):
-            row[column.removesuffix("_s") + "_mean_s"] = _mean(done[column])
-        row["cold_start_energy_mean_j"] = _mean(done["energy_j"])
-        row["cold_start_above_baseline_mean_j"] = _mean(done["above_baseline_j"])
+            row[column.removesuffix("_s") + "_mean_s"] = mean(done[column])
+        row["cold_start_energy_mean_j"] = mean(done["energy_j"])
+        row["cold_start_above_baseline_mean_j"] = mean(done["above_baseline_j"])
         row["break_even_ttl_s"] = en.break_even_ttl_s(
             row["cold_start_above_baseline_mean_j"], row["idle_loaded_power_w"], bare_w
         )
@@ -430,11 +388,6 @@ def _ci_frame(summary: pd.DataFrame, workload: str, columns: Sequence[str]) -> p
             ci = mean_ci(pd.to_numeric(group[metric], errors="coerce"))
             rows.append([workload, strategy, metric, ci.n, ci.mean, ci.sd, ci.low, ci.high])
     return pd.DataFrame(rows, columns=list(CI_FILE_COLUMNS))
-
-
-def _write(df: pd.DataFrame, path: Path) -> Path:
-    df.to_csv(path, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
-    return path
 
 
 def summary_paths(summary_dir: Path, workload: str) -> dict[str, Path]:
@@ -493,11 +446,11 @@ def aggregate_workload(
     paths = summary_paths(out_dir, workload)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return {
-        "summary": _write(summary, paths["summary"]),
-        "ci": _write(_ci_frame(summary, workload, columns), paths["ci"]),
-        "requests": _write(requests[request_file_columns(slo_sets)], paths["requests"]),
-        "energy": _write(energy[list(ENERGY_FILE_COLUMNS)], paths["energy"]),
-        "cold_starts": _write(starts[list(COLD_START_FILE_COLUMNS)], paths["cold_starts"]),
+        "summary": write_table(summary, paths["summary"]),
+        "ci": write_table(_ci_frame(summary, workload, columns), paths["ci"]),
+        "requests": write_table(requests[request_file_columns(slo_sets)], paths["requests"]),
+        "energy": write_table(energy[list(ENERGY_FILE_COLUMNS)], paths["energy"]),
+        "cold_starts": write_table(starts[list(COLD_START_FILE_COLUMNS)], paths["cold_starts"]),
     }
 
 

@@ -33,8 +33,10 @@ import numpy as np
 import pandas as pd
 
 from scalezero.analysis import energy as en
-from scalezero.analysis.aggregate import FLOAT_FORMAT, load_run
+from scalezero.analysis.aggregate import load_run
 from scalezero.analysis.constants import ProjectionSettings, constants_as_dict
+from scalezero.analysis.numbers import mean, min_nan, num, ratio
+from scalezero.analysis.runs import read_run_meta, recorded_window, replay_window, write_table
 from scalezero.errors import UserError
 
 J_PER_KWH = 3.6e6
@@ -81,21 +83,14 @@ SWEEP_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _num(value: Any) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return out
+def kwh_per_year(power_w: float, hours_per_day: float) -> float:
+    """Energy of drawing `power_w` for `hours_per_day` on every day of a year, kWh."""
+    return power_w * hours_per_day * DAYS_PER_YEAR / 1000.0
 
 
-def _min(*values: float) -> float:
-    """min() that propagates NaN (the builtin's answer depends on the argument order)."""
-    return math.nan if any(math.isnan(v) for v in values) else min(values)
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and math.isfinite(a) and math.isfinite(b) else math.nan
+def kg_co2e(kwh: float, carbon_g_per_kwh: float) -> float:
+    """Emissions of `kwh` at a carbon intensity in g/kWh, kg CO2e."""
+    return kwh * carbon_g_per_kwh / 1000.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -112,7 +107,7 @@ def _vcpus(meta: Mapping[str, Any]) -> float:
     env = meta.get("env") or {}
     host = ((meta.get("telemetry") or {}).get("device_info") or {}).get("host") or {}
     for value in (env.get("cpu_count"), host.get("logical_cpus")):
-        v = _num(value)
+        v = num(value)
         if math.isfinite(v) and v > 0:
             return v
     return 1.0
@@ -141,19 +136,6 @@ def estimated_power_w(telemetry: pd.DataFrame, meta: Mapping[str, Any],
     return watts, "host_model"
 
 
-def _replay_window(meta: Mapping[str, Any], requests: pd.DataFrame) -> tuple[float, float]:
-    window = (meta.get("windows") or {}).get("replay")
-    if isinstance(window, Sequence) and len(window) == 2:
-        w0, w1 = _num(window[0]), _num(window[1])
-        if math.isfinite(w0) and math.isfinite(w1) and w1 > w0:
-            return w0, w1
-    send = _series(requests, "t_send_s").dropna()
-    end = _series(requests, "t_end_s").dropna()
-    if send.empty or end.empty:
-        raise UserError("run has no replay window and no request times")
-    return float(send.min()), float(end.max())
-
-
 @dataclass
 class RunEnergy:
     """Energy of one run: per phase, in total, and of its cold starts."""
@@ -172,7 +154,8 @@ class RunEnergy:
 def estimate_run_energy(run_dir: Path, settings: ProjectionSettings) -> RunEnergy:
     """Estimated energy of a run without an energy counter (see `estimated_power_w`)."""
     data = load_run(Path(run_dir))
-    window = _replay_window(data.meta, data.requests)
+    # Without a recorded window, from the first send (not the first scheduled time).
+    window = replay_window(data.meta, data.requests, run_dir, start_columns=("t_send_s",))
     telemetry = data.telemetry
     if telemetry is None or telemetry.empty or "t_s" not in telemetry.columns:
         raise UserError(f"{run_dir}: no telemetry.csv to estimate energy from")
@@ -191,9 +174,7 @@ def estimate_run_energy(run_dir: Path, settings: ProjectionSettings) -> RunEnerg
         "energy_mj": 1000.0 * np.concatenate([[0.0], np.cumsum(steps_j)]),
     })
     meter = en.energy_meter(counter)
-    baseline = (data.meta.get("windows") or {}).get("baseline_bare")
-    bare_w = meter.mean_power_w(tuple(baseline) if isinstance(baseline, Sequence)
-                                and len(baseline) == 2 else None)
+    bare_w = meter.mean_power_w(recorded_window(data.meta, "baseline_bare"))
     if not math.isfinite(bare_w) and method == "host_model":
         bare_w = _vcpus(data.meta) * settings.value("cpu_min_w_per_vcpu")
     spans = en.instance_spans(data.events)
@@ -212,16 +193,11 @@ def estimate_run_energy(run_dir: Path, settings: ProjectionSettings) -> RunEnerg
         above_baseline_j=total - bare_w * covered if math.isfinite(bare_w) else math.nan,
         bare_idle_power_w=bare_w,
         cold_starts=int(starts["in_replay"].astype(bool).sum()) if not starts.empty else 0,
-        cold_start_mean_s=_mean(done["cold_start_s"]) if not done.empty else math.nan,
-        cold_start_energy_mean_j=_mean(done["energy_j"]) if not done.empty else math.nan,
-        cold_start_above_baseline_mean_j=(_mean(done["above_baseline_j"])
+        cold_start_mean_s=mean(done["cold_start_s"]) if not done.empty else math.nan,
+        cold_start_energy_mean_j=mean(done["energy_j"]) if not done.empty else math.nan,
+        cold_start_above_baseline_mean_j=(mean(done["above_baseline_j"])
                                           if not done.empty else math.nan),
     )
-
-
-def _mean(values: pd.Series) -> float:
-    v = pd.to_numeric(values, errors="coerce").dropna()
-    return float(v.mean()) if not v.empty else math.nan
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,7 +206,7 @@ def _mean(values: pd.Series) -> float:
 
 def _measured(row: Mapping[str, Any]) -> bool:
     source = str(row.get("energy_source") or "none")
-    return source not in ("none", "nan") and math.isfinite(_num(row.get("energy_total_j")))
+    return source not in ("none", "nan") and math.isfinite(num(row.get("energy_total_j")))
 
 
 def _run_dir_index(run_dirs: Sequence[Path]) -> dict[tuple[str, str], Path]:
@@ -238,12 +214,7 @@ def _run_dir_index(run_dirs: Sequence[Path]) -> dict[tuple[str, str], Path]:
     out: dict[tuple[str, str], Path] = {}
     for d in run_dirs:
         d = Path(d)
-        meta: dict[str, Any] = {}
-        if (d / "run.json").is_file():
-            try:
-                meta = json.loads((d / "run.json").read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                meta = {}
+        meta = read_run_meta(d)
         out[(str(meta.get("strategy") or d.parent.name), str(meta.get("rep", d.name)))] = d
     return out
 
@@ -266,11 +237,11 @@ def run_energy_tables(
                    (phase_energy["rep"].astype(str) == rep)
             ph = phase_energy.loc[mask, ["phase", "duration_s", "energy_j", "mean_power_w",
                                          "above_baseline_j"]].reset_index(drop=True)
-            total, above = _num(row["energy_total_j"]), _num(row["energy_above_baseline_j"])
-            bare = _num(row["bare_idle_power_w"])
-            cs_n = _num(row["cold_starts"])
-            cs_s, cs_j = _num(row["cold_start_mean_s"]), _num(row["cold_start_energy_mean_j"])
-            cs_above = _num(row["cold_start_above_baseline_mean_j"])
+            total, above = num(row["energy_total_j"]), num(row["energy_above_baseline_j"])
+            bare = num(row["bare_idle_power_w"])
+            cs_n = num(row["cold_starts"])
+            cs_s, cs_j = num(row["cold_start_mean_s"]), num(row["cold_start_energy_mean_j"])
+            cs_above = num(row["cold_start_above_baseline_mean_j"])
         elif (strategy, rep) in dirs:
             est = estimate_run_energy(dirs[(strategy, rep)], settings)
             basis, method = BASIS_ESTIMATED, est.method
@@ -286,31 +257,31 @@ def run_energy_tables(
         def phase_power(name: str, frame: pd.DataFrame = by_phase) -> float:
             if name not in frame.index:
                 return math.nan
-            return _ratio(_num(frame.at[name, "energy_j"]), _num(frame.at[name, "duration_s"]))
+            return ratio(num(frame.at[name, "energy_j"]), num(frame.at[name, "duration_s"]))
 
-        ok = _num(row["ok"])
-        tokens = _num(row["output_tokens"])
-        instance_s = _num(row["instance_s"])
+        ok = num(row["ok"])
+        tokens = num(row["output_tokens"])
+        instance_s = num(row["instance_s"])
         cost = instance_s / 3600.0 * price if math.isfinite(instance_s) else math.nan
         idle_w = phase_power("idle_loaded")
         runs.append({
             **key, "basis": basis, "method": method,
-            "duration_s": _num(row["duration_s"]), "requests": _num(row["requests"]),
+            "duration_s": num(row["duration_s"]), "requests": num(row["requests"]),
             "ok": ok, "output_tokens": tokens,
             "energy_total_j": total, "energy_above_baseline_j": above,
-            "above_baseline_share": _ratio(above, total),
-            "energy_per_request_j": _ratio(total, ok),
-            "energy_per_request_above_baseline_j": _ratio(above, ok),
-            "energy_per_output_token_j": _ratio(total, tokens),
-            "energy_per_output_token_above_baseline_j": _ratio(above, tokens),
+            "above_baseline_share": ratio(above, total),
+            "energy_per_request_j": ratio(total, ok),
+            "energy_per_request_above_baseline_j": ratio(above, ok),
+            "energy_per_output_token_j": ratio(total, tokens),
+            "energy_per_output_token_above_baseline_j": ratio(above, tokens),
             "bare_idle_power_w": bare, "idle_loaded_power_w": idle_w,
             "active_power_w": phase_power("active"),
             "cold_starts": cs_n, "cold_start_mean_s": cs_s,
             "cold_start_energy_mean_j": cs_j, "cold_start_above_baseline_mean_j": cs_above,
             "break_even_ttl_s": en.break_even_ttl_s(cs_above, idle_w, bare),
             "instance_s": instance_s,
-            "mem_gib_h": _num(row["mem_mib_s"]) / 1024.0 / 3600.0,
-            "cost_usd": cost, "cost_per_1000_requests_usd": _ratio(cost, ok) * 1000.0,
+            "mem_gib_h": num(row["mem_mib_s"]) / 1024.0 / 3600.0,
+            "cost_usd": cost, "cost_per_1000_requests_usd": ratio(cost, ok) * 1000.0,
         })
         phases.append(ph.assign(**key, basis=basis))
     run_df = pd.DataFrame(runs, columns=list(RUN_COLUMNS))
@@ -328,10 +299,10 @@ def _policy(row: Mapping[str, Any]) -> tuple[str, bool, float]:
     name = row.get("policy")
     # An empty CSV cell reads as NaN, which is truthy: fall back to the strategy's name.
     policy = name if isinstance(name, str) and name else str(row.get("strategy"))
-    min_instances = _num(row.get("min_instances"))
+    min_instances = num(row.get("min_instances"))
     if math.isfinite(min_instances) and min_instances >= 1:
         return policy, True, math.inf
-    ttl = _num(row.get("keep_warm_ttl_s"))
+    ttl = num(row.get("keep_warm_ttl_s"))
     return policy, False, ttl if math.isfinite(ttl) and ttl >= 0 else 0.0
 
 
@@ -340,14 +311,14 @@ def _pooled_phase_power(phases: pd.DataFrame, phase: str) -> float:
     energy = pd.to_numeric(sel["energy_j"], errors="coerce")
     duration = pd.to_numeric(sel["duration_s"], errors="coerce")
     keep = energy.notna() & duration.notna() & (duration > 0)
-    return _ratio(float(energy[keep].sum()), float(duration[keep].sum()))
+    return ratio(float(energy[keep].sum()), float(duration[keep].sum()))
 
 
 def _weighted(values: pd.Series, weights: pd.Series) -> float:
     v = pd.to_numeric(values, errors="coerce")
     w = pd.to_numeric(weights, errors="coerce")
     keep = v.notna() & w.notna() & (w > 0)
-    return _ratio(float((v[keep] * w[keep]).sum()), float(w[keep].sum()))
+    return ratio(float((v[keep] * w[keep]).sum()), float(w[keep].sum()))
 
 
 def projection_model(summary: pd.DataFrame, runs: pd.DataFrame,
@@ -363,7 +334,7 @@ def projection_model(summary: pd.DataFrame, runs: pd.DataFrame,
     keys = set(zip(use["strategy"].astype(str), use["rep"].astype(str), strict=True))
     ph = phases[[(s, r) in keys for s, r in zip(phases["strategy"].astype(str),
                                                  phases["rep"].astype(str), strict=True)]]
-    bare = _mean(use["bare_idle_power_w"])
+    bare = mean(use["bare_idle_power_w"])
     idle = _pooled_phase_power(ph, "idle_loaded")
     if not math.isfinite(idle):
         idle = bare  # no run ever idled with the model loaded: nothing better to go on
@@ -374,7 +345,7 @@ def projection_model(summary: pd.DataFrame, runs: pd.DataFrame,
     active_s = float(pd.to_numeric(ph.loc[ph["phase"] == "active", "duration_s"],
                                    errors="coerce").sum())
     ok_total = float(pd.to_numeric(use["ok"], errors="coerce").sum())
-    per_request = _ratio(active_s, ok_total)
+    per_request = ratio(active_s, ok_total)
     rows = []
     for strategy, group in summary.groupby("strategy", sort=True):
         policy, always_on, ttl = _policy(group.iloc[0].to_dict())
@@ -423,7 +394,7 @@ def project_strategy(model: Mapping[str, Any], traffic_rph: float, hours_per_day
     p_bare = float(model["bare_idle_power_w"])
     p_idle = float(model["idle_loaded_power_w"])
     p_active = float(model["active_power_w"])
-    busy = _min(day_s, n * s)
+    busy = min_nan(day_s, n * s)
     if always_on:
         cold_share, n_cold, cold_s = 0.0, 0.0, 0.0
         idle = day_s - busy
@@ -431,8 +402,8 @@ def project_strategy(model: Mapping[str, Any], traffic_rph: float, hours_per_day
     else:
         cold_share = math.exp(-rate * (s + ttl))
         n_cold = n * cold_share
-        cold_s = _min(day_s - busy, n_cold * c)
-        idle = _min(day_s * (1.0 - math.exp(-rate * ttl)), day_s - busy - cold_s)
+        cold_s = min_nan(day_s - busy, n_cold * c)
+        idle = min_nan(day_s * (1.0 - math.exp(-rate * ttl)), day_s - busy - cold_s)
         cold_j = n_cold * e_cs
     empty = max(0.0, day_s - busy - cold_s - idle) if math.isfinite(idle) else math.nan
     energy_j = busy * p_active + cold_j + idle * p_idle + empty * p_bare
@@ -451,19 +422,19 @@ def project_strategy(model: Mapping[str, Any], traffic_rph: float, hours_per_day
         "idle_loaded_h_per_day": idle / 3600.0,
         "empty_h_per_day": empty / 3600.0,
         "instance_h_per_day": instance_h,
-        "busy_share": _ratio(busy / 3600.0, instance_h),
-        "load": _ratio(n * s, day_s),
+        "busy_share": ratio(busy / 3600.0, instance_h),
+        "load": ratio(n * s, day_s),
         "energy_kwh_per_day": kwh_day,
         "energy_above_baseline_kwh_per_day": above_kwh_day,
         "energy_kwh_per_year": kwh_day * DAYS_PER_YEAR,
         "energy_above_baseline_kwh_per_year": above_kwh_day * DAYS_PER_YEAR,
-        "kg_co2e_per_year": kwh_day * DAYS_PER_YEAR * carbon_g_per_kwh / 1000.0,
+        "kg_co2e_per_year": kg_co2e(kwh_day * DAYS_PER_YEAR, carbon_g_per_kwh),
         "kg_co2e_above_baseline_per_year":
-            above_kwh_day * DAYS_PER_YEAR * carbon_g_per_kwh / 1000.0,
+            kg_co2e(above_kwh_day * DAYS_PER_YEAR, carbon_g_per_kwh),
         "cost_usd_per_day": cost_day,
         "cost_usd_per_month": cost_day * DAYS_PER_YEAR / MONTHS_PER_YEAR,
         "cost_usd_per_year": cost_day * DAYS_PER_YEAR,
-        "energy_per_request_wh": _ratio(energy_j / 3600.0, n),
+        "energy_per_request_wh": ratio(energy_j / 3600.0, n),
     }
 
 
@@ -497,12 +468,6 @@ def projection_paths(out_dir: Path, workload: str) -> dict[str, Path]:
     }
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
-    return path
-
-
 def write_projections(
     summary_csv: Path, energy_csv: Path, run_dirs: Sequence[Path], settings: ProjectionSettings,
     outputs: Mapping[str, Path],
@@ -519,10 +484,10 @@ def write_projections(
     model = projection_model(summary, runs, phases)
     sweep = project(model, settings)
     written = {
-        "sweep": _write_csv(sweep, Path(outputs["sweep"])),
-        "model": _write_csv(model, Path(outputs["model"])),
-        "runs": _write_csv(runs, Path(outputs["runs"])),
-        "phases": _write_csv(phases, Path(outputs["phases"])),
+        "sweep": write_table(sweep, Path(outputs["sweep"])),
+        "model": write_table(model, Path(outputs["model"])),
+        "runs": write_table(runs, Path(outputs["runs"])),
+        "phases": write_table(phases, Path(outputs["phases"])),
     }
     constants_path = Path(outputs["constants"])
     constants_path.parent.mkdir(parents=True, exist_ok=True)

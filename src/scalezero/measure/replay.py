@@ -16,9 +16,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REQUEST_COLUMNS = (
     "request_id", "t_sched_s", "t_send_s", "t_first_s", "t_end_s", "tokens_in", "tokens_out",
@@ -64,6 +67,15 @@ class ReplayRequest:
     t_sched_s: float
     prompt: str
     max_tokens: int
+
+
+def requests_from_trace(trace: pd.DataFrame) -> list[ReplayRequest]:
+    """The requests of a trace frame (`scalezero.workload.trace.read_trace`), in its order."""
+    return [
+        ReplayRequest(int(row.request_id), float(row.t_sched_s), str(row.prompt),
+                      int(row.max_tokens))
+        for row in trace.itertuples(index=False)
+    ]
 
 
 def completion_payload(

@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -40,7 +39,13 @@ import httpx
 
 from scalezero import __version__
 from scalezero.errors import UserError
-from scalezero.measure.replay import ReplayRequest, replay, write_requests, write_tokens
+from scalezero.measure.replay import (
+    ReplayRequest,
+    replay,
+    requests_from_trace,
+    write_requests,
+    write_tokens,
+)
 from scalezero.system.procs import (
     free_tcp_port,
     package_env,
@@ -136,23 +141,6 @@ def _spawn(command: list[str], log_path: Path | None, env: Mapping[str, str] | N
             log.close()  # the child holds its own copy
 
 
-def read_trace(path: Path) -> list[ReplayRequest]:
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path, keep_default_na=False)
-    except FileNotFoundError:
-        raise UserError(f"trace not found: {path}") from None
-    missing = {"request_id", "t_sched_s", "max_tokens", "prompt"} - set(frame.columns)
-    if missing:
-        raise UserError(f"trace {path} lacks column(s) {', '.join(sorted(missing))}")
-    return [
-        ReplayRequest(int(row.request_id), float(row.t_sched_s), str(row.prompt),
-                      int(row.max_tokens))
-        for row in frame.itertuples(index=False)
-    ]
-
-
 def environment_info(device: str) -> dict[str, Any]:
     """Host, Python and llama-cpp-python facts for run.json (never raises)."""
     info: dict[str, Any] = {
@@ -162,11 +150,6 @@ def environment_info(device: str) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "scalezero": __version__,
     }
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
     with contextlib.suppress(Exception):
         import psutil
 
@@ -174,11 +157,13 @@ def environment_info(device: str) -> dict[str, Any]:
     from scalezero.system.device import device_env
     from scalezero.system.engine_build import (
         GGML_CPU_FEATURES,
+        cpu_model_name,
         engine_report,
         installed_build,
         read_cpu_flags,
     )
 
+    info["cpu_model"] = cpu_model_name()
     flags = read_cpu_flags()
     info["cpu_features"] = [f for f in GGML_CPU_FEATURES if f in flags]
     engine = engine_report(env={**os.environ, **device_env(device, None)})
@@ -205,14 +190,6 @@ def _telemetry_info(backend: str, gpu_index: int | None) -> dict[str, Any]:
         return dict(device_info(gpu_index, prefer=backend))
     except Exception as exc:
         return {"error": str(exc)[:200], "requested_backend": backend}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _wait_for_file_rows(path: Path, rows: int, timeout_s: float) -> bool:
@@ -283,10 +260,11 @@ def measured_run(plan: RunPlan) -> dict[str, Any]:
     """Run one strategy on one trace; write the run files into ``plan.out_dir``."""
     from scalezero.serving.strategies import make_policy
     from scalezero.system.device import require_device
+    from scalezero.workload.trace import read_trace
 
     policy = make_policy(plan.policy, plan.policy_params)  # fail early on a bad config
     require_device(plan.device)
-    items = read_trace(plan.trace_path)
+    items = requests_from_trace(read_trace(plan.trace_path))
     if not plan.model_path.is_file():
         raise UserError(f"model not found: {plan.model_path}")
     plan.out_dir.mkdir(parents=True, exist_ok=True)
@@ -342,11 +320,13 @@ def _measured_run_locked(
         "status": "running",
     }
     run["env"] = environment_info(plan.device)
+    from scalezero.models.files import sha256_file
+
     run["model"] = {
         "name": plan.model_name,
         "path": str(plan.model_path),
         "bytes": plan.model_path.stat().st_size,
-        "sha256": _sha256(plan.model_path),
+        "sha256": sha256_file(plan.model_path),
     }
     suppressed: list[int] = []
     if plan.suppress_eog:

@@ -21,6 +21,7 @@ import yaml
 
 from scalezero.errors import UserError
 from scalezero.report.config import ReportSettings
+from scalezero.report.inputs import collect_inputs
 from scalezero.report.render import (
     ANY_SHORTCODE,
     choose_renderer,
@@ -28,7 +29,8 @@ from scalezero.report.render import (
     render,
     resolve_document,
 )
-from scalezero.report.variables import build_tables, build_variables, collect_inputs
+from scalezero.report.tables import build_tables
+from scalezero.report.variables import build_variables
 
 #: The report source shipped with the project (report/ at the repository root).
 DEFAULT_SOURCE_DIR = Path(__file__).resolve().parents[3] / "report"

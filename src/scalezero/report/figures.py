@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from scalezero.analysis.energy import PHASES, instance_spans
+from scalezero.analysis.metrics import as_bool
 
 # Okabe-Ito palette (colour-blind safe). The seed strategies have fixed colours; others
 # take the rest in order of their names.
@@ -132,12 +133,6 @@ def _positive_range(values: pd.Series) -> tuple[float, float]:
     return (float(v.min()), float(v.max())) if not v.empty else (1.0, 10.0)
 
 
-def _bool(series: pd.Series) -> pd.Series:
-    from scalezero.analysis.metrics import as_bool
-
-    return as_bool(series)
-
-
 # ---------------------------------------------------------------------------------------
 # Latency
 
@@ -164,8 +159,8 @@ def plot_latency(requests_csv: Path, out: Path, *,
     req = pd.read_csv(requests_csv)
     names = _strategies_of(req, given=strategies)
     colors = strategy_colors(names)
-    ok = _bool(req["ok"]) if "ok" in req.columns else pd.Series(True, index=req.index)
-    cold = _bool(req["cold"]) if "cold" in req.columns else pd.Series(False, index=req.index)
+    ok = as_bool(req["ok"]) if "ok" in req.columns else pd.Series(True, index=req.index)
+    cold = as_bool(req["cold"]) if "cold" in req.columns else pd.Series(False, index=req.index)
     fig, axes = plt.subplots(2, 2, figsize=(WIDTH_IN, 7.2))
     panels = (("ttft_ms", "Time to first token", "ttft_ms", axes[0, 0]),
               ("tpot_ms", "Time per output token", "tpot_ms", axes[0, 1]),
@@ -204,7 +199,7 @@ def plot_latency(requests_csv: Path, out: Path, *,
     x = np.arange(len(sets))
     for i, s in enumerate(names):
         mine = req["strategy"].astype(str) == s
-        shares = [float(_bool(req.loc[mine, f"meets_{n}"]).mean()) * 100.0
+        shares = [float(as_bool(req.loc[mine, f"meets_{n}"]).mean()) * 100.0
                   if mine.any() else np.nan for n in sets]
         bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, shares, width, color=colors[s])
         for b, v in zip(bars, shares, strict=True):
@@ -279,7 +274,7 @@ def plot_cold_starts(cold_starts_csv: Path, summary_csv: Path, out: Path, *,
     ax_n.set_ylabel("cold starts per run (count)")
     ax_n.set_title("Cold starts in the replay window")
     if not starts.empty:
-        starts = starts[_bool(starts["in_replay"]) & (starts["outcome"] == "ready")]
+        starts = starts[as_bool(starts["in_replay"]) & (starts["outcome"] == "ready")]
     shown = [s for s in names if not starts.empty
              and (starts["strategy"].astype(str) == s).any()]
     if not shown:
@@ -324,6 +319,7 @@ def plot_timeline(run_dir: Path, out: Path, *, strategies: Sequence[str] | None 
     """One run over time: arrivals (cold/warm), instances starting and up, instance
     memory, and power (or, without a power sensor, the instances' CPU use)."""
     from scalezero.analysis.aggregate import load_run
+    from scalezero.analysis.runs import replay_window
 
     plt = _plt()
     data = load_run(Path(run_dir))
@@ -331,14 +327,9 @@ def plot_timeline(run_dir: Path, out: Path, *, strategies: Sequence[str] | None 
     strategy = str(meta.get("strategy") or Path(run_dir).parent.name)
     colors = strategy_colors([*(strategies or []), strategy])
     color = colors[strategy]
-    window = (meta.get("windows") or {}).get("replay")
     req = data.requests
     t_send = pd.to_numeric(req.get("t_send_s"), errors="coerce")
-    if isinstance(window, Sequence) and len(window) == 2:
-        w0, w1 = float(window[0]), float(window[1])
-    else:
-        w0 = float(t_send.min())
-        w1 = float(pd.to_numeric(req.get("t_end_s"), errors="coerce").max())
+    w0, w1 = replay_window(meta, req, run_dir, start_columns=("t_send_s",))
     # Instances: starting (light) and up (strategy colour); overlapping ones in lanes.
     spans = instance_spans(data.events)
     lanes = _lanes(spans, w1)
@@ -353,7 +344,7 @@ def plot_timeline(run_dir: Path, out: Path, *, strategies: Sequence[str] | None 
                 ax_i.barh(lane, end - b, left=b - w0, height=0.6, color=color, alpha=alpha,
                           hatch=hatch, edgecolor=color, linewidth=0.5)
     n_lanes = max(lanes, default=0) + 1
-    cold = _bool(req["cold"]) if "cold" in req.columns else pd.Series(False, index=req.index)
+    cold = as_bool(req["cold"]) if "cold" in req.columns else pd.Series(False, index=req.index)
     y_arr = n_lanes - 0.2
     ax_i.scatter(t_send[~cold] - w0, np.full(int((~cold).sum()), y_arr), marker="v",
                  color="0.55", s=28, label="warm arrival", zorder=3)

@@ -209,7 +209,7 @@ def read_trace(path: Path) -> pd.DataFrame:
     return df
 
 
-def _num(value: float) -> float | None:
+def _json_float(value: float) -> float | None:
     # JSON-friendly: plain float, None for undefined (NaN) values.
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -246,23 +246,23 @@ def trace_summary(df: pd.DataFrame, gap_threshold_s: float | None = None) -> dic
     prompt_words = [len(str(p).split()) for p in df["prompt"].tolist()]
     return {
         "n_requests": n,
-        "first_s": _num(t_s[0]) if n else None,
-        "last_s": _num(t_s[-1]) if n else None,
-        "span_s": _num(span_s),
-        "mean_rate_rps": _num(1.0 / mean_gap) if gaps.size and mean_gap > 0 else None,
-        "mean_gap_s": _num(mean_gap),
-        "median_gap_s": _num(float(np.median(gaps))) if gaps.size else None,
-        "max_gap_s": _num(float(gaps.max())) if gaps.size else None,
-        "gap_cv2": _num(float(gaps.var() / mean_gap**2))
+        "first_s": _json_float(t_s[0]) if n else None,
+        "last_s": _json_float(t_s[-1]) if n else None,
+        "span_s": _json_float(span_s),
+        "mean_rate_rps": _json_float(1.0 / mean_gap) if gaps.size and mean_gap > 0 else None,
+        "mean_gap_s": _json_float(mean_gap),
+        "median_gap_s": _json_float(float(np.median(gaps))) if gaps.size else None,
+        "max_gap_s": _json_float(float(gaps.max())) if gaps.size else None,
+        "gap_cv2": _json_float(float(gaps.var() / mean_gap**2))
         if gaps.size > 1 and mean_gap > 0
         else None,
-        "gap_threshold_s": _num(gap_threshold_s) if gap_threshold_s is not None else None,
+        "gap_threshold_s": _json_float(gap_threshold_s) if gap_threshold_s is not None else None,
         "n_long_gaps": int(long_mask.sum()),
         "n_bursts": int(long_mask.sum()) + 1 if n else 0,
-        "max_gap_within_bursts_s": _num(float(within.max())) if within.size else None,
+        "max_gap_within_bursts_s": _json_float(float(within.max())) if within.size else None,
         "long_gaps_s": [float(g) for g in gaps[long_mask]],
         "max_tokens_min": int(max_tokens.min()) if n else None,
-        "max_tokens_mean": _num(float(max_tokens.mean())) if n else None,
+        "max_tokens_mean": _json_float(float(max_tokens.mean())) if n else None,
         "max_tokens_max": int(max_tokens.max()) if n else None,
-        "prompt_words_mean": _num(float(np.mean(prompt_words))) if n else None,
+        "prompt_words_mean": _json_float(float(np.mean(prompt_words))) if n else None,
     }
