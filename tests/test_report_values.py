@@ -38,6 +38,7 @@ from scalezero.report.variables import (
     fmt,
     fmt_pct,
 )
+from scalezero.system.layout import Layout
 
 ORDER = ("always_on", "keep_warm", "naive")  # the report's column order
 DAY_S = 86400.0
@@ -49,7 +50,7 @@ def report_from(results: dict[str, Any], out: Path,
     settings = report_settings(config or CONFIG)
     projections = pj.write_projections(
         results["summary"]["summary"], results["summary"]["energy"], results["run_dirs"],
-        settings, pj.projection_paths(out / "projections", WORKLOAD))
+        settings, Layout.projection_files_in(out / "projections", WORKLOAD))
     inputs = collect_inputs(WORKLOAD, results["summary"], projections, results["run_dirs"],
                             results["trace"])
     variables = build_variables(inputs, title="T", author="", renderer="test")
@@ -672,7 +673,7 @@ def test_estimated_energy_per_strategy(tmp_path: Path) -> None:
     results = make_value_results(tmp_path, gpu=False)
     paths = pj.write_projections(
         results["summary"]["summary"], results["summary"]["energy"], results["run_dirs"],
-        report_settings(HOST_CONFIG), pj.projection_paths(tmp_path / "p", WORKLOAD))
+        report_settings(HOST_CONFIG), Layout.projection_files_in(tmp_path / "p", WORKLOAD))
     runs = pd.read_csv(paths["runs"]).set_index("strategy")
     assert set(runs["basis"]) == {"estimated"} and set(runs["method"]) == {"host_model"}
     for st in ORDER:
@@ -765,7 +766,7 @@ def test_measured_runs_are_not_pooled_with_estimates(tmp_path: Path) -> None:
     summary = aggregate_workload(run_dirs, tmp_path / "summary", WORKLOAD)
     paths = pj.write_projections(summary["summary"], summary["energy"], run_dirs,
                                  report_settings(CONFIG),
-                                 pj.projection_paths(tmp_path / "new" / "dir", WORKLOAD))
+                                 Layout.projection_files_in(tmp_path / "new" / "dir", WORKLOAD))
     text = paths["runs"].read_text()
     # Numbers are written with ten significant digits, rows end in a bare newline.
     assert "\r" not in text and text.startswith("workload,strategy,rep,basis")

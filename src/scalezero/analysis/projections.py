@@ -36,6 +36,7 @@ from scalezero.analysis import energy as en
 from scalezero.analysis.aggregate import FLOAT_FORMAT, load_run
 from scalezero.errors import UserError
 from scalezero.report.config import ReportSettings, constants_as_dict
+from scalezero.system.layout import Layout
 
 J_PER_KWH = 3.6e6
 DAYS_PER_YEAR = 365.0
@@ -239,12 +240,14 @@ def _run_dir_index(run_dirs: Sequence[Path]) -> dict[tuple[str, str], Path]:
     for d in run_dirs:
         d = Path(d)
         meta: dict[str, Any] = {}
-        if (d / "run.json").is_file():
+        meta_path = Layout.run_files(d)["run_json"]
+        if meta_path.is_file():
             try:
-                meta = json.loads((d / "run.json").read_text(encoding="utf-8"))
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
             except json.JSONDecodeError:
                 meta = {}
-        out[(str(meta.get("strategy") or d.parent.name), str(meta.get("rep", d.name)))] = d
+        key = Layout.parse_run_dir(d)
+        out[(str(meta.get("strategy") or key.strategy), str(meta.get("rep", key.rep)))] = d
     return out
 
 
@@ -485,18 +488,6 @@ def project(model: pd.DataFrame, settings: ReportSettings) -> pd.DataFrame:
 # Files
 
 
-def projection_paths(out_dir: Path, workload: str) -> dict[str, Path]:
-    """The files `write_projections` writes: sweep, model, runs, phases, constants."""
-    out_dir = Path(out_dir)
-    return {
-        "sweep": out_dir / f"{workload}.csv",
-        "model": out_dir / f"{workload}_model.csv",
-        "runs": out_dir / f"{workload}_runs.csv",
-        "phases": out_dir / f"{workload}_phases.csv",
-        "constants": out_dir / f"{workload}_constants.json",
-    }
-
-
 def _write_csv(df: pd.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
@@ -509,7 +500,7 @@ def write_projections(
 ) -> dict[str, Path]:
     """Compute the run, model and sweep tables from the aggregate step's summary and
     phase-energy files (and the run folders, for estimates) and write them to `outputs`
-    (keys as in `projection_paths`). The constants used are written too, so that the
+    (keys as in `Layout.projection_files_in`). The constants used are written too, so that the
     figures and the report read them from here, downstream of this step only."""
     summary = pd.read_csv(summary_csv)
     if summary.empty:
@@ -539,5 +530,5 @@ def write_projections(
 __all__ = [
     "MODEL_COLUMNS", "PHASE_COLUMNS", "RUN_COLUMNS", "SWEEP_COLUMNS", "RunEnergy",
     "estimate_run_energy", "estimated_power_w", "project", "project_strategy",
-    "projection_model", "projection_paths", "run_energy_tables", "write_projections",
+    "projection_model", "run_energy_tables", "write_projections",
 ]

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from scalezero.analysis.energy import PHASES, instance_spans
+from scalezero.system.layout import Layout
 
 # Okabe-Ito palette (colour-blind safe). The seed strategies have fixed colours; others
 # take the rest in order of their names.
@@ -302,7 +303,7 @@ def plot_cold_starts(cold_starts_csv: Path, summary_csv: Path, out: Path, *,
 
 
 def _run_meta(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "run.json"
+    path = Layout.run_files(run_dir)["run_json"]
     if not path.is_file():
         return {}
     try:
@@ -338,7 +339,7 @@ def plot_timeline(run_dir: Path, out: Path, *, strategies: Sequence[str] | None 
     plt = _plt()
     data = load_run(Path(run_dir))
     meta = data.meta
-    strategy = str(meta.get("strategy") or Path(run_dir).parent.name)
+    strategy = str(meta.get("strategy") or Layout.parse_run_dir(run_dir).strategy)
     colors = strategy_colors([*(strategies or []), strategy])
     color = colors[strategy]
     window = (meta.get("windows") or {}).get("replay")
@@ -562,7 +563,8 @@ def plot_projections(sweep_csv: Path, model_csv: Path, constants_json: Path, out
 # ---------------------------------------------------------------------------------------
 # Dispatch by name (for the workflow's script and the command line)
 
-#: figure name -> (function, names of its inputs, in call order)
+#: figure name -> (function, names of its inputs, in call order); the names are those of
+#: scalezero.report.figure_list (the size sweep's figure is drawn by its own rule).
 FIGURES: dict[str, tuple[Callable[..., Path], tuple[str, ...]]] = {
     "latency": (plot_latency, ("requests",)),
     "cold_starts": (plot_cold_starts, ("cold_starts", "summary")),

@@ -25,6 +25,7 @@ from scalezero.analysis.energy import NVML_UNCERTAINTY_PCT
 from scalezero.analysis.metrics import DEFAULT_SLO_SETS
 from scalezero.analysis.stats import mean_ci
 from scalezero.report.figures import strategy_order
+from scalezero.system.layout import Layout
 
 NA = "n/a"
 CI_LEVEL = 0.95
@@ -157,7 +158,7 @@ def collect_inputs(
     the trace."""
     summary = pd.read_csv(summary_files["summary"])
     constants = _read_json(Path(projection_files["constants"]))
-    run_meta = [_read_json(Path(d) / "run.json") for d in run_dirs]
+    run_meta = [_read_json(Layout.run_files(d)["run_json"]) for d in run_dirs]
     trace_df = pd.read_csv(trace) if trace is not None and Path(trace).is_file() else None
     return ReportInputs(
         workload=workload,
