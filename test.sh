@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 tools/setup-venv.sh test
 .venv/bin/ruff check src tests workflow
+.venv/bin/snakefmt --check Snakefile workflow/
 exec .venv/bin/pytest "$@"

@@ -10,9 +10,10 @@ from test_report_fixtures import STRATEGIES, make_results, make_run
 
 from scalezero.analysis.aggregate import aggregate_workload
 from scalezero.analysis.constants import projection_settings
-from scalezero.analysis.projections import projection_paths, write_projections
+from scalezero.analysis.projections import write_projections
 from scalezero.errors import UserError
 from scalezero.report import figures as fg
+from scalezero.system.layout import Layout
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = make_results(root, gpu=True, reps=1)
     out["projections"] = write_projections(
         out["summary"]["summary"], out["summary"]["energy"], out["run_dirs"],
-        projection_settings({}), projection_paths(root / "projections", "demo"))
+        projection_settings({}), Layout.projection_files_in(root / "projections", "demo"))
     return out
 
 
@@ -76,7 +77,7 @@ def test_always_on_only(tmp_path: Path) -> None:
     run = make_run(tmp_path / "runs", "always_on", 1, gpu=False)
     summary = aggregate_workload([run], tmp_path / "summary", "demo")
     proj = write_projections(summary["summary"], summary["energy"], [run], projection_settings({}),
-                             projection_paths(tmp_path / "proj", "demo"))
+                             Layout.projection_files_in(tmp_path / "proj", "demo"))
     _check_png(fg.plot_cold_starts(summary["cold_starts"], summary["summary"],
                                    tmp_path / "cs.png"), min_width=800)
     _check_png(fg.plot_projections(proj["sweep"], proj["model"], proj["constants"],

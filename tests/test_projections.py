@@ -17,6 +17,7 @@ from scalezero.report.config import (
     REPORT_CONFIG_SCHEMA,
     report_settings,
 )
+from scalezero.system.layout import Layout
 
 DAY_S = 86400.0
 
@@ -34,7 +35,7 @@ def cpu(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def _write(results: dict, out: Path, config: dict | None = None) -> dict[str, Path]:
     return pj.write_projections(results["summary"]["summary"], results["summary"]["energy"],
                                 results["run_dirs"], projection_settings(config or {}),
-                                pj.projection_paths(out, "demo"))
+                                Layout.projection_files_in(out, "demo"))
 
 
 def _model(**overrides: float) -> dict:
@@ -370,7 +371,7 @@ def test_power_samples_are_used_where_there_are_two() -> None:
 def test_estimate_needs_a_run_folder(cpu: dict, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no energy counter"):
         pj.write_projections(cpu["summary"]["summary"], cpu["summary"]["energy"], [],
-                             projection_settings({}), pj.projection_paths(tmp_path, "demo"))
+                             projection_settings({}), Layout.projection_files_in(tmp_path, "demo"))
 
 
 # ------------------------------------------------------------------------------ config

@@ -15,8 +15,9 @@ from test_report_fixtures import STRATEGIES, WORKLOAD, make_results
 
 from scalezero.cli import main
 from scalezero.errors import UserError
-from scalezero.report.build import SECTIONS, check_html, figure_numbers
+from scalezero.report.build import SECTIONS, check_html
 from scalezero.report.cli import make_report
+from scalezero.report.figure_list import figure_numbers
 from scalezero.report.format import fmt, fmt_ci, fmt_int, fmt_pct
 from scalezero.report.render import (
     choose_renderer,

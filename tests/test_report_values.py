@@ -34,6 +34,7 @@ from scalezero.report.format import NA, fmt, fmt_pct
 from scalezero.report.inputs import collect_inputs
 from scalezero.report.tables import build_tables
 from scalezero.report.variables import build_variables
+from scalezero.system.layout import Layout
 
 ORDER = ("always_on", "keep_warm", "naive")  # the report's column order
 DAY_S = 86400.0
@@ -45,7 +46,7 @@ def report_from(results: dict[str, Any], out: Path,
     settings = projection_settings(config or CONFIG)
     projections = pj.write_projections(
         results["summary"]["summary"], results["summary"]["energy"], results["run_dirs"],
-        settings, pj.projection_paths(out / "projections", WORKLOAD))
+        settings, Layout.projection_files_in(out / "projections", WORKLOAD))
     inputs = collect_inputs(WORKLOAD, results["summary"], projections, results["run_dirs"],
                             results["trace"])
     variables = build_variables(inputs, title="T", author="", renderer="test")
@@ -668,7 +669,7 @@ def test_estimated_energy_per_strategy(tmp_path: Path) -> None:
     results = make_value_results(tmp_path, gpu=False)
     paths = pj.write_projections(
         results["summary"]["summary"], results["summary"]["energy"], results["run_dirs"],
-        projection_settings(HOST_CONFIG), pj.projection_paths(tmp_path / "p", WORKLOAD))
+        projection_settings(HOST_CONFIG), Layout.projection_files_in(tmp_path / "p", WORKLOAD))
     runs = pd.read_csv(paths["runs"]).set_index("strategy")
     assert set(runs["basis"]) == {"estimated"} and set(runs["method"]) == {"host_model"}
     for st in ORDER:
@@ -761,7 +762,7 @@ def test_measured_runs_are_not_pooled_with_estimates(tmp_path: Path) -> None:
     summary = aggregate_workload(run_dirs, tmp_path / "summary", WORKLOAD)
     paths = pj.write_projections(summary["summary"], summary["energy"], run_dirs,
                                  projection_settings(CONFIG),
-                                 pj.projection_paths(tmp_path / "new" / "dir", WORKLOAD))
+                                 Layout.projection_files_in(tmp_path / "new" / "dir", WORKLOAD))
     text = paths["runs"].read_text()
     # Numbers are written with ten significant digits, rows end in a bare newline.
     assert "\r" not in text and text.startswith("workload,strategy,rep,basis")

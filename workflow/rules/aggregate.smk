@@ -4,20 +4,18 @@
 
 rule aggregate:
     input:
-        run_json=lambda wildcards: [f"{d}/run.json" for d in run_dirs(wildcards.workload)],
-        requests=lambda wildcards: [f"{d}/requests.csv" for d in run_dirs(wildcards.workload)],
-        tokens=lambda wildcards: [f"{d}/tokens.csv" for d in run_dirs(wildcards.workload)],
-        events=lambda wildcards: [f"{d}/events.csv" for d in run_dirs(wildcards.workload)],
-        telemetry=lambda wildcards: [
-            f"{d}/telemetry.csv" for d in run_dirs(wildcards.workload)
-        ],
+        run_json=lambda wildcards: run_files(run_dirs(wildcards.workload))["run_json"],
+        requests=lambda wildcards: run_files(run_dirs(wildcards.workload))["requests"],
+        tokens=lambda wildcards: run_files(run_dirs(wildcards.workload))["tokens"],
+        events=lambda wildcards: run_files(run_dirs(wildcards.workload))["events"],
+        telemetry=lambda wildcards: run_files(run_dirs(wildcards.workload))["telemetry"],
     output:
         **summary_files("{workload}"),
-    params:
-        slo_sets=_canonical(config.get("slo_sets")),
     log:
-        "logs/aggregate/{workload}.log",
+        log_file("aggregate", "{workload}"),
     conda:
         "../../envs/scalezero.yaml"
+    params:
+        slo_sets=_canonical(config.get("slo_sets")),
     script:
         "../scripts/aggregate.py"

@@ -17,7 +17,9 @@ validate(config, "../../config/config.schema.json", set_default=False)
 
 try:
     from scalezero.cli.config import check_config, run_order
+    from scalezero.report.figure_list import figure_keys, timeline_key
     from scalezero.serving.strategies import policy_source_file
+    from scalezero.system.layout import Layout
 except ImportError as exc:  # the package's light modules need only the standard library
     raise WorkflowError(f"cannot import scalezero from {SRC_DIR}: {exc}") from exc
 
@@ -26,6 +28,8 @@ try:
 except Exception as exc:
     raise WorkflowError(str(exc)) from None
 
+#: Every path under results/, resources/ and logs/ comes from here.
+LAYOUT = Layout()
 MODEL = config["model"]
 WORKLOADS = list(config["workloads"])
 STRATEGIES = list(config["strategies"])
@@ -36,11 +40,9 @@ SWEEP_MODELS = list(SWEEP.get("models", []))
 # The sweep measures cold starts: by default the naive policy, under which every
 # request that finds no instance in flight starts one.
 SWEEP_STRATEGY = (
-    dict(config["strategies"][SWEEP["strategy"]])
-    if SWEEP.get("strategy")
-    else {"policy": "naive"}
+    dict(config["strategies"][SWEEP["strategy"]]) if SWEEP.get("strategy") else {"policy": "naive"}
 )
-LOCK_FILE = "results/.measurement.lock"
+LOCK_FILE = str(LAYOUT.lock_file)
 # Snakemake lowers a job's threads to the cores it was given, so this makes every
 # measured run (and bandwidth measurement) take all of them: measurements never overlap
 # whatever --cores says. (workflow.cores would do the same but is undefined in
@@ -70,16 +72,23 @@ wildcard_constraints:
     rep=r"\d+",
 
 
+# Snakemake takes paths as strings: these wrap the layout's for rules and input functions.
+
+
+def _strs(paths):
+    return {kind: str(path) for kind, path in paths.items()}
+
+
 def model_file(name):
-    return f"resources/models/{name}.gguf"
+    return str(LAYOUT.model(name))
 
 
 def trace_file(workload):
-    return f"results/traces/{workload}.csv"
+    return str(LAYOUT.trace(workload))
 
 
 def run_dir(workload, strategy, rep):
-    return f"results/runs/{workload}/{strategy}/{rep}"
+    return str(LAYOUT.run_dir(workload, strategy, rep))
 
 
 def run_dirs(workload):
@@ -88,14 +97,15 @@ def run_dirs(workload):
 
 
 def summary_files(workload):
-    base = f"results/summary/{workload}"
-    return {
-        "summary": f"{base}.csv",
-        "ci": f"{base}_ci.csv",
-        "requests": f"{base}_requests.csv",
-        "energy": f"{base}_energy.csv",
-        "cold_starts": f"{base}_cold_starts.csv",
-    }
+    return _strs(LAYOUT.summary(workload))
+
+
+def log_file(step, *parts):
+    return str(LAYOUT.log(step, *parts))
+
+
+def log_dir(step, *parts):
+    return str(LAYOUT.log_dir(step, *parts))
 
 
 def order_index(strategy, rep):
@@ -140,22 +150,24 @@ def _measured_run_settings(*, workload, strategy, rep, order, strategy_spec, mod
     instance, gateway and telemetry settings are the same for both.
     """
     spec = dict(strategy_spec)
-    return _canonical({
-        "workload": workload,
-        "strategy": strategy,
-        "rep": rep,
-        "order_index": order,
-        "policy": spec.pop("policy"),
-        "policy_params": spec,
-        "model_name": model_name,
-        "device": config.get("device", "cpu"),
-        "gpu_index": config.get("gpu_index", 0),
-        "instance": config.get("instance", {}),
-        "gateway": config.get("gateway", {}),
-        "telemetry": config.get("telemetry", {}),
-        "seed": seed,
-        "lock_file": LOCK_FILE,
-    })
+    return _canonical(
+        {
+            "workload": workload,
+            "strategy": strategy,
+            "rep": rep,
+            "order_index": order,
+            "policy": spec.pop("policy"),
+            "policy_params": spec,
+            "model_name": model_name,
+            "device": config.get("device", "cpu"),
+            "gpu_index": config.get("gpu_index", 0),
+            "instance": config.get("instance", {}),
+            "gateway": config.get("gateway", {}),
+            "telemetry": config.get("telemetry", {}),
+            "seed": seed,
+            "lock_file": LOCK_FILE,
+        }
+    )
 
 
 def run_settings(wildcards):
@@ -188,48 +200,43 @@ def sweep_settings(wildcards):
 
 
 def projection_files(workload):
-    base = f"results/projections/{workload}"
-    return {
-        "sweep": f"{base}.csv",
-        "model": f"{base}_model.csv",
-        "runs": f"{base}_runs.csv",
-        "phases": f"{base}_phases.csv",
-        "constants": f"{base}_constants.json",
-    }
+    return _strs(LAYOUT.projections(workload))
 
 
 def figure_file(workload, name):
-    return f"results/figures/{workload}/{name}.png"
+    return str(LAYOUT.figure(workload, name))
 
 
 def report_figures(workload):
-    """Figure name -> file, in the report's order (one timeline per strategy)."""
-    names = ["latency", "cold_starts"]
-    names += [f"timeline_{s}" for s in STRATEGIES]
-    names += ["energy", "projections"]
-    return {name: figure_file(workload, name) for name in names}
+    """Figure key -> file, in the report's order (one timeline per strategy). The size
+    sweep's figure is the sweep's own output, not the workload's."""
+    return {key: figure_file(workload, key) for key in figure_keys(STRATEGIES)}
+
+
+def run_dir_files(run_dir):
+    """The files of one run folder, by kind (the run rule's outputs)."""
+    return _strs(LAYOUT.run_files(run_dir))
 
 
 def run_files(dirs):
-    """The files of run folders, by kind (the run rule's outputs)."""
-    return {
-        "run_json": [f"{d}/run.json" for d in dirs],
-        "requests": [f"{d}/requests.csv" for d in dirs],
-        "events": [f"{d}/events.csv" for d in dirs],
-        "telemetry": [f"{d}/telemetry.csv" for d in dirs],
-    }
+    """The files of run folders: kind -> one path per folder."""
+    files = [run_dir_files(d) for d in dirs]
+    return {kind: [f[kind] for f in files] for kind in LAYOUT.run_files(".")}
 
 
 def first_run_dir(workload, strategy):
     """The lowest repeat of a strategy: its run is the one drawn as a timeline."""
-    mine = [d for d in run_dirs(workload) if d.split("/")[-2] == strategy]
-    return min(mine, key=lambda d: int(d.split("/")[-1]))
+    return str(LAYOUT.first_run(run_dirs(workload), strategy))
+
+
+# The files of its run a timeline draws from (it does not use tokens.csv).
+TIMELINE_RUN_FILES = ("run_json", "requests", "events", "telemetry")
 
 
 def timeline_inputs(wildcards):
     """The files of the run a strategy's timeline shows."""
     files = run_files([first_run_dir(wildcards.workload, wildcards.strategy)])
-    return {kind: paths[0] for kind, paths in files.items()}
+    return {kind: files[kind][0] for kind in TIMELINE_RUN_FILES}
 
 
 def report_inputs(wildcards):
@@ -244,22 +251,41 @@ def report_inputs(wildcards):
         "run_json": run_files(run_dirs(workload))["run_json"],
         # The report source (not the captions of `snakemake --report`): an edit reruns it.
         "source": sorted(
-            p for p in glob.glob("report/**/*", recursive=True)
-            if Path(p).is_file() and not p.startswith("report/captions/")
+            p
+            for p in glob.glob("report/**/*", recursive=True)
+            if Path(p).is_file()
+            and not p.startswith("report/captions/")
             and p != "report/workflow.rst"
         ),
     }
     inputs.update({f"proj_{k}": v for k, v in projection_files(workload).items()})
     if SWEEP_MODELS:
-        inputs["sweep_summary"] = "results/sweep/size_sweep.csv"
-        inputs["sweep_figure"] = "results/figures/size_sweep.png"
+        inputs["sweep_summary"] = str(LAYOUT.sweep_summary)
+        inputs["sweep_figure"] = str(LAYOUT.sweep_figure)
     inputs.update({f"fig_{k}": v for k, v in report_figures(workload).items()})
     return inputs
 
 
+def sweep_run_dir(model):
+    return str(LAYOUT.sweep_run_dir(model))
+
+
+def sweep_inputs():
+    """The size sweep's files of every model, by kind: what its summary reads."""
+    runs = run_files([sweep_run_dir(m) for m in SWEEP_MODELS])
+    return {
+        "models": [model_file(m) for m in SWEEP_MODELS],
+        "run_json": runs["run_json"],
+        "events": runs["events"],
+        "requests": runs["requests"],
+        "bandwidth": [str(LAYOUT.sweep_bandwidth(m)) for m in SWEEP_MODELS],
+        "page_cache": [str(LAYOUT.sweep_page_cache(m)) for m in SWEEP_MODELS],
+    }
+
+
 def final_outputs():
-    outputs = ["results/report/report.html"]
+    outputs = [str(LAYOUT.report_html)]
     outputs += [summary_files(w)["summary"] for w in WORKLOADS]
     if SWEEP_MODELS:
-        outputs += ["results/sweep/size_sweep.csv", "results/figures/size_sweep.png"]
+        outputs += [str(LAYOUT.sweep_summary), str(LAYOUT.sweep_figure)]
     return outputs

@@ -6,12 +6,12 @@ rule fetch_model:
     input:
         unpack(model_inputs),
     output:
-        gguf="resources/models/{model}.gguf",
-    params:
-        spec=lambda wildcards: _canonical(config["models"][wildcards.model]),
+        gguf=model_file("{model}"),
     log:
-        "logs/model/{model}.log",
+        log_file("model", "{model}"),
     conda:
         "../../envs/scalezero.yaml"
+    params:
+        spec=lambda wildcards: _canonical(config["models"][wildcards.model]),
     script:
         "../scripts/fetch_model.py"

@@ -5,6 +5,7 @@
 # numbers downstream. Changing a constant therefore reruns projections, the figures that
 # read them and the report, and never a measured run or the aggregation.
 
+
 report: "../../report/workflow.rst"
 
 
@@ -19,13 +20,13 @@ rule projections:
         telemetry=lambda wildcards: run_files(run_dirs(wildcards.workload))["telemetry"],
     output:
         **projection_files("{workload}"),
+    log:
+        log_file("projections", "{workload}"),
+    conda:
+        "../../envs/scalezero.yaml"
     params:
         constants=_canonical(config.get("constants", {})),
         projections=_canonical(config.get("projections", {})),
-    log:
-        "logs/projections/{workload}.log",
-    conda:
-        "../../envs/scalezero.yaml"
     script:
         "../scripts/projections.py"
 
@@ -35,19 +36,19 @@ rule figure_latency:
         requests=lambda wildcards: summary_files(wildcards.workload)["requests"],
     output:
         figure=report(
-            "results/figures/{workload}/latency.png",
+            figure_file("{workload}", "latency"),
             caption="../../report/captions/latency.rst",
             category="Latency",
             subcategory="{workload}",
         ),
+    log:
+        log_file("figures", "{workload}", "latency"),
+    conda:
+        "../../envs/scalezero.yaml"
     params:
         figure="latency",
         strategies=STRATEGIES,
         slo_sets=_canonical(config.get("slo_sets")),
-    log:
-        "logs/figures/{workload}/latency.log",
-    conda:
-        "../../envs/scalezero.yaml"
     script:
         "../scripts/figure.py"
 
@@ -58,18 +59,18 @@ rule figure_cold_starts:
         summary=lambda wildcards: summary_files(wildcards.workload)["summary"],
     output:
         figure=report(
-            "results/figures/{workload}/cold_starts.png",
+            figure_file("{workload}", "cold_starts"),
             caption="../../report/captions/cold_starts.rst",
             category="Cold starts",
             subcategory="{workload}",
         ),
+    log:
+        log_file("figures", "{workload}", "cold_starts"),
+    conda:
+        "../../envs/scalezero.yaml"
     params:
         figure="cold_starts",
         strategies=STRATEGIES,
-    log:
-        "logs/figures/{workload}/cold_starts.log",
-    conda:
-        "../../envs/scalezero.yaml"
     script:
         "../scripts/figure.py"
 
@@ -79,18 +80,18 @@ rule figure_timeline:
         unpack(timeline_inputs),
     output:
         figure=report(
-            "results/figures/{workload}/timeline_{strategy}.png",
+            figure_file("{workload}", timeline_key("{strategy}")),
             caption="../../report/captions/timeline.rst",
             category="Resources over time",
             subcategory="{workload}",
         ),
+    log:
+        log_file("figures", "{workload}", timeline_key("{strategy}")),
+    conda:
+        "../../envs/scalezero.yaml"
     params:
         figure="timeline",
         strategies=STRATEGIES,
-    log:
-        "logs/figures/{workload}/timeline_{strategy}.log",
-    conda:
-        "../../envs/scalezero.yaml"
     script:
         "../scripts/figure.py"
 
@@ -101,18 +102,18 @@ rule figure_energy:
         runs=lambda wildcards: projection_files(wildcards.workload)["runs"],
     output:
         figure=report(
-            "results/figures/{workload}/energy.png",
+            figure_file("{workload}", "energy"),
             caption="../../report/captions/energy.rst",
             category="Energy",
             subcategory="{workload}",
         ),
+    log:
+        log_file("figures", "{workload}", "energy"),
+    conda:
+        "../../envs/scalezero.yaml"
     params:
         figure="energy",
         strategies=STRATEGIES,
-    log:
-        "logs/figures/{workload}/energy.log",
-    conda:
-        "../../envs/scalezero.yaml"
     script:
         "../scripts/figure.py"
 
@@ -124,18 +125,18 @@ rule figure_projections:
         constants=lambda wildcards: projection_files(wildcards.workload)["constants"],
     output:
         figure=report(
-            "results/figures/{workload}/projections.png",
+            figure_file("{workload}", "projections"),
             caption="../../report/captions/projections.rst",
             category="Projections",
             subcategory="{workload}",
         ),
+    log:
+        log_file("figures", "{workload}", "projections"),
+    conda:
+        "../../envs/scalezero.yaml"
     params:
         figure="projections",
         strategies=STRATEGIES,
-    log:
-        "logs/figures/{workload}/projections.log",
-    conda:
-        "../../envs/scalezero.yaml"
     script:
         "../scripts/figure.py"
 
@@ -145,20 +146,20 @@ rule report:
         unpack(report_inputs),
     output:
         html=report(
-            "results/report/report.html",
+            str(LAYOUT.report_html),
             caption="../../report/captions/report.rst",
             category="Report",
         ),
-        variables="results/report/variables.yml",
+        variables=str(LAYOUT.report_variables),
+    log:
+        log_file("report", "report"),
+    conda:
+        # Quarto on PATH under --use-conda; without conda the pandoc fallback renders.
+        "../../envs/quarto.yaml"
     params:
         workload=REPORT_WORKLOAD,
         report=_canonical(config.get("report", {})),
         slo_sets=_canonical(config.get("slo_sets")),
         source_dir="report",
-    log:
-        "logs/report/report.log",
-    conda:
-        # Quarto on PATH under --use-conda; without conda the pandoc fallback renders.
-        "../../envs/quarto.yaml"
     script:
         "../scripts/report.py"

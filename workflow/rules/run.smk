@@ -7,23 +7,21 @@
 rule run:
     input:
         model=model_file(MODEL),
-        trace="results/traces/{workload}.csv",
+        trace=trace_file("{workload}"),
         policy=policy_file,
     output:
-        requests="results/runs/{workload}/{strategy}/{rep}/requests.csv",
-        tokens="results/runs/{workload}/{strategy}/{rep}/tokens.csv",
-        events="results/runs/{workload}/{strategy}/{rep}/events.csv",
-        telemetry="results/runs/{workload}/{strategy}/{rep}/telemetry.csv",
-        run_json="results/runs/{workload}/{strategy}/{rep}/run.json",
-    params:
-        settings=run_settings,
-        failed_dir=lambda wildcards: f"logs/runs/{wildcards.workload}/{wildcards.strategy}/{wildcards.rep}",
-    threads: MEASUREMENT_THREADS
+        **run_dir_files(run_dir("{workload}", "{strategy}", "{rep}")),
+    log:
+        log_file("runs", "{workload}", "{strategy}", "{rep}"),
     # Earlier in the planned order = higher priority, so runs happen in that order.
     priority: lambda wildcards: len(RUN_ORDER) - order_index(wildcards.strategy, wildcards.rep)
-    log:
-        "logs/runs/{workload}/{strategy}/{rep}.log",
     conda:
         SERVING_ENV
+    threads: MEASUREMENT_THREADS
+    params:
+        settings=run_settings,
+        failed_dir=lambda wildcards: log_dir(
+            "runs", wildcards.workload, wildcards.strategy, wildcards.rep
+        ),
     script:
         "../scripts/run.py"

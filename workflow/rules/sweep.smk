@@ -4,88 +4,79 @@
 
 rule sweep_trace:
     output:
-        trace="results/sweep/trace.csv",
+        trace=str(LAYOUT.sweep_trace),
+    log:
+        log_file("sweep", "trace"),
+    conda:
+        "../../envs/scalezero.yaml"
     params:
         requests=SWEEP.get("requests", 3),
         spacing_s=SWEEP.get("spacing_s", 3),
         max_tokens=SWEEP.get("max_tokens", 8),
-    log:
-        "logs/sweep/trace.log",
-    conda:
-        "../../envs/scalezero.yaml"
     script:
         "../scripts/sweep_trace.py"
 
 
 rule read_bandwidth:
     input:
-        model="resources/models/{model}.gguf",
+        model=model_file("{model}"),
     output:
-        bandwidth="results/sweep/bandwidth/{model}.json",
-    threads: MEASUREMENT_THREADS  # a measurement: nothing else may read the disk meanwhile
+        bandwidth=str(LAYOUT.sweep_bandwidth("{model}")),
     log:
-        "logs/sweep/bandwidth/{model}.log",
+        log_file("sweep", "bandwidth", "{model}"),
     conda:
         "../../envs/scalezero.yaml"
+    threads: MEASUREMENT_THREADS  # a measurement: nothing else may read the disk meanwhile
     script:
         "../scripts/read_bandwidth.py"
 
 
 rule sweep_run:
     input:
-        model="resources/models/{model}.gguf",
-        trace="results/sweep/trace.csv",
+        model=model_file("{model}"),
+        trace=str(LAYOUT.sweep_trace),
         policy=lambda wildcards: str(policy_source_file(SWEEP_STRATEGY["policy"])),
     output:
-        requests="results/sweep/runs/{model}/requests.csv",
-        tokens="results/sweep/runs/{model}/tokens.csv",
-        events="results/sweep/runs/{model}/events.csv",
-        telemetry="results/sweep/runs/{model}/telemetry.csv",
-        run_json="results/sweep/runs/{model}/run.json",
-        page_cache="results/sweep/page_cache/{model}.json",
-    params:
-        settings=sweep_settings,
-        failed_dir=lambda wildcards: f"logs/sweep/runs/{wildcards.model}",
-    threads: MEASUREMENT_THREADS
+        **run_dir_files(sweep_run_dir("{model}")),
+        page_cache=str(LAYOUT.sweep_page_cache("{model}")),
     log:
-        "logs/sweep/runs/{model}.log",
+        log_file("sweep", "runs", "{model}"),
     conda:
         SERVING_ENV
+    threads: MEASUREMENT_THREADS
+    params:
+        settings=sweep_settings,
+        failed_dir=lambda wildcards: log_dir("sweep", "runs", wildcards.model),
     script:
         "../scripts/sweep_run.py"
 
 
 rule sweep_summary:
     input:
-        models=expand("resources/models/{model}.gguf", model=SWEEP_MODELS),
-        run_json=expand("results/sweep/runs/{model}/run.json", model=SWEEP_MODELS),
-        events=expand("results/sweep/runs/{model}/events.csv", model=SWEEP_MODELS),
-        requests=expand("results/sweep/runs/{model}/requests.csv", model=SWEEP_MODELS),
-        bandwidth=expand("results/sweep/bandwidth/{model}.json", model=SWEEP_MODELS),
-        page_cache=expand("results/sweep/page_cache/{model}.json", model=SWEEP_MODELS),
+        **sweep_inputs(),
     output:
-        summary="results/sweep/size_sweep.csv",
-    params:
-        models=SWEEP_MODELS,
+        summary=str(LAYOUT.sweep_summary),
     log:
-        "logs/sweep/summary.log",
+        log_file("sweep", "summary"),
     conda:
         "../../envs/scalezero.yaml"
+    params:
+        models=SWEEP_MODELS,
     script:
         "../scripts/sweep_summary.py"
 
 
 rule sweep_figure:
     input:
-        summary="results/sweep/size_sweep.csv",
+        summary=str(LAYOUT.sweep_summary),
     output:
         figure=report(
-            "results/figures/size_sweep.png",
+            str(LAYOUT.sweep_figure),
             caption="../../report/captions/size_sweep.rst",
             category="Cold starts",
         ),
     log:
-        "logs/figures/size_sweep.log",
+        log_file("figures", "size_sweep"),
     conda:
         "../../envs/scalezero.yaml"
     script:

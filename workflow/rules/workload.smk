@@ -5,12 +5,12 @@ rule workload:
     input:
         unpack(workload_inputs),
     output:
-        trace="results/traces/{workload}.csv",
-    params:
-        spec=lambda wildcards: _canonical(config["workloads"][wildcards.workload]),
+        trace=trace_file("{workload}"),
     log:
-        "logs/workload/{workload}.log",
+        log_file("workload", "{workload}"),
     conda:
         "../../envs/scalezero.yaml"
+    params:
+        spec=lambda wildcards: _canonical(config["workloads"][wildcards.workload]),
     script:
         "../scripts/workload.py"

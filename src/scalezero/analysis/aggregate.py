@@ -26,6 +26,7 @@ from scalezero.analysis.numbers import mean, ratio
 from scalezero.analysis.runs import read_run_meta, recorded_window, replay_window, write_table
 from scalezero.analysis.stats import mean_ci
 from scalezero.errors import UserError
+from scalezero.system.layout import Layout
 
 LATENCY_PERCENTILES: tuple[int, ...] = (50, 90, 99)
 _SLO_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -181,17 +182,18 @@ def load_run(run_dir: Path) -> RunData:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder not found: {run_dir}")
+    files = Layout.run_files(run_dir)
     meta = read_run_meta(run_dir, strict=True)
-    requests = _read_csv(run_dir / "requests.csv")
+    requests = _read_csv(files["requests"])
     if requests is None:
-        raise UserError(f"{run_dir} has no requests.csv")
+        raise UserError(f"{run_dir} has no {files['requests'].name}")
     return RunData(
         run_dir=run_dir,
         meta=meta,
         requests=requests,
-        tokens=_read_csv(run_dir / "tokens.csv"),
-        events=_read_csv(run_dir / "events.csv"),
-        telemetry=_read_csv(run_dir / "telemetry.csv"),
+        tokens=_read_csv(files["tokens"]),
+        events=_read_csv(files["events"]),
+        telemetry=_read_csv(files["telemetry"]),
     )
 
 
@@ -237,8 +239,8 @@ def summarize_run(
     row: dict[str, Any] = dict.fromkeys(summary_columns(slo_sets), np.nan)
     row.update({
         # `scalezero run` outside the workflow may leave these empty: the folder names them.
-        "workload": meta.get("workload") or run_dir.parent.parent.name,
-        "strategy": meta.get("strategy") or run_dir.parent.name,
+        "workload": meta.get("workload") or Layout.parse_run_dir(run_dir).workload,
+        "strategy": meta.get("strategy") or Layout.parse_run_dir(run_dir).strategy,
         "policy": policy.get("name", np.nan),
         "keep_warm_ttl_s": _scalar(policy.get("keep_warm_ttl_s")),
         "min_instances": _scalar(policy.get("min_instances")),
@@ -390,16 +392,6 @@ def _ci_frame(summary: pd.DataFrame, workload: str, columns: Sequence[str]) -> p
     return pd.DataFrame(rows, columns=list(CI_FILE_COLUMNS))
 
 
-def summary_paths(summary_dir: Path, workload: str) -> dict[str, Path]:
-    """The files `aggregate_workload` writes for a workload, by kind."""
-    base = Path(summary_dir)
-    return {
-        "summary": base / f"{workload}.csv",
-        "ci": base / f"{workload}_ci.csv",
-        "requests": base / f"{workload}_requests.csv",
-        "energy": base / f"{workload}_energy.csv",
-        "cold_starts": base / f"{workload}_cold_starts.csv",
-    }
 
 
 def aggregate_workload(
@@ -443,7 +435,7 @@ def aggregate_workload(
         starts["rep"].astype(str).str.zfill(12)
     starts = starts.sort_values("_run", kind="mergesort").drop(columns="_run")
 
-    paths = summary_paths(out_dir, workload)
+    paths = Layout.summary_files_in(out_dir, workload)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return {
         "summary": write_table(summary, paths["summary"]),

@@ -38,6 +38,7 @@ from scalezero.analysis.constants import ProjectionSettings, constants_as_dict
 from scalezero.analysis.numbers import mean, min_nan, num, ratio
 from scalezero.analysis.runs import read_run_meta, recorded_window, replay_window, write_table
 from scalezero.errors import UserError
+from scalezero.system.layout import Layout
 
 J_PER_KWH = 3.6e6
 DAYS_PER_YEAR = 365.0
@@ -215,7 +216,8 @@ def _run_dir_index(run_dirs: Sequence[Path]) -> dict[tuple[str, str], Path]:
     for d in run_dirs:
         d = Path(d)
         meta = read_run_meta(d)
-        out[(str(meta.get("strategy") or d.parent.name), str(meta.get("rep", d.name)))] = d
+        key = Layout.parse_run_dir(d)
+        out[(str(meta.get("strategy") or key.strategy), str(meta.get("rep", key.rep)))] = d
     return out
 
 
@@ -456,16 +458,6 @@ def project(model: pd.DataFrame, settings: ProjectionSettings) -> pd.DataFrame:
 # Files
 
 
-def projection_paths(out_dir: Path, workload: str) -> dict[str, Path]:
-    """The files `write_projections` writes: sweep, model, runs, phases, constants."""
-    out_dir = Path(out_dir)
-    return {
-        "sweep": out_dir / f"{workload}.csv",
-        "model": out_dir / f"{workload}_model.csv",
-        "runs": out_dir / f"{workload}_runs.csv",
-        "phases": out_dir / f"{workload}_phases.csv",
-        "constants": out_dir / f"{workload}_constants.json",
-    }
 
 
 def write_projections(
@@ -474,7 +466,7 @@ def write_projections(
 ) -> dict[str, Path]:
     """Compute the run, model and sweep tables from the aggregate step's summary and
     phase-energy files (and the run folders, for estimates) and write them to `outputs`
-    (keys as in `projection_paths`). The constants used are written too, so that the
+    (keys as in `Layout.projection_files_in`). The constants used are written too, so that the
     figures and the report read them from here, downstream of this step only."""
     summary = pd.read_csv(summary_csv)
     if summary.empty:
@@ -504,5 +496,5 @@ def write_projections(
 __all__ = [
     "MODEL_COLUMNS", "PHASE_COLUMNS", "RUN_COLUMNS", "SWEEP_COLUMNS", "RunEnergy",
     "estimate_run_energy", "estimated_power_w", "project", "project_strategy",
-    "projection_model", "projection_paths", "run_energy_tables", "write_projections",
+    "projection_model", "run_energy_tables", "write_projections",
 ]

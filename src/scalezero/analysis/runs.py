@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from scalezero.errors import UserError
+from scalezero.system.layout import Layout
 
 FLOAT_FORMAT = "%.10g"  # fixed formatting: same inputs give byte-identical files
 # Where a run recorded no replay window, it starts at the first of these request times.
@@ -36,7 +37,7 @@ def read_json(path: Path, *, strict: bool = False) -> dict[str, Any]:
 
 def read_run_meta(run_dir: Path, *, strict: bool = False) -> dict[str, Any]:
     """A run folder's run.json ({} when it has none; see `read_json` for `strict`)."""
-    return read_json(Path(run_dir) / "run.json", strict=strict)
+    return read_json(Layout.run_files(Path(run_dir))["run_json"], strict=strict)
 
 
 def recorded_window(meta: Mapping[str, Any], name: str) -> tuple[float, float] | None:

@@ -147,9 +147,10 @@ def tools_facts() -> dict[str, Any]:
 
 def self_check_facts(model: Path | None) -> dict[str, Any]:
     """The engine self-check on `model`, or on a tiny synthetic model (no download)."""
-    from scalezero.system.engine_check import DEFAULT_MODEL, generate_in_child
+    from scalezero.system.engine_check import generate_in_child
+    from scalezero.system.layout import default_model
 
-    model = model or DEFAULT_MODEL
+    model = model or default_model()
     with tempfile.TemporaryDirectory(prefix="scalezero-doctor-") as tmp:
         if not model.is_file():
             from scalezero.models.synthetic import write_synthetic_model

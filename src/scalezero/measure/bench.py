@@ -45,9 +45,9 @@ from typing import Any
 import httpx
 
 from scalezero.errors import UserError
+from scalezero.system.layout import DEFAULT_MODEL_NAME, default_model
 from scalezero.system.procs import free_tcp_port, package_env, terminate_group
 
-DEFAULT_MODEL = Path("resources/models/smollm2-135m.gguf")
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 WARM_TARGET_ADDED_MS = 2.0
 WARM_TARGET_RATIO = 1.05
@@ -421,7 +421,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if not model.is_file():
         hint = (
             " (fetch it: scalezero fetch-model --config config/config.yaml --name "
-            f"smollm2-135m --out {DEFAULT_MODEL})" if model == DEFAULT_MODEL else ""
+            f"{DEFAULT_MODEL_NAME} --out {default_model()})" if model == default_model() else ""
         )
         raise UserError(f"--model: file not found: {model}{hint}")
     if args.warm_requests < 1 or args.cold_starts < 0 or args.warmup < 0:
@@ -472,7 +472,7 @@ def add_cli(subparsers: Any) -> None:
         ),
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), metavar="PATH",
+    parser.add_argument("--model", default=str(default_model()), metavar="PATH",
                         help="GGUF model to serve")
     parser.add_argument("--warm-requests", type=int, default=200, metavar="N",
                         help="warm requests per path (gateway and direct, interleaved)")

@@ -46,6 +46,7 @@ from scalezero.measure.replay import (
     write_requests,
     write_tokens,
 )
+from scalezero.system.layout import RUN_FILE_NAMES, Layout
 from scalezero.system.procs import (
     free_tcp_port,
     package_env,
@@ -54,7 +55,7 @@ from scalezero.system.procs import (
     workflow_ancestor,
 )
 
-RUN_FILES = ("requests.csv", "tokens.csv", "events.csv", "telemetry.csv", "run.json")
+RUN_FILES = tuple(RUN_FILE_NAMES.values())
 
 
 @dataclasses.dataclass
@@ -403,7 +404,7 @@ def _context_baseline(plan: RunPlan) -> list[float]:
     from scalezero.models.synthetic import ensure_probe_model
     from scalezero.serving.context_probe import LOADED_MARKER
 
-    probe_model = ensure_probe_model(plan.out_dir.parent / ".context-probe.gguf")
+    probe_model = ensure_probe_model(Layout.context_probe_model(plan.out_dir))
     from scalezero.system.device import default_gpu_layers, device_env
 
     # The probe must see the same device, with the same offload, as the instances.

@@ -21,6 +21,7 @@ import yaml
 
 from scalezero.errors import UserError
 from scalezero.report.config import ReportSettings
+from scalezero.report.figure_list import figure_numbers, timeline_key
 from scalezero.report.inputs import collect_inputs
 from scalezero.report.render import (
     ANY_SHORTCODE,
@@ -37,10 +38,6 @@ DEFAULT_SOURCE_DIR = Path(__file__).resolve().parents[3] / "report"
 MAIN_FILE = "report.qmd"
 PANDOC_CSS = "pandoc.css"
 
-#: Figures of the report, in order of appearance; "timeline" has one per strategy.
-FIGURE_ORDER: tuple[str, ...] = ("latency", "cold_starts", "size_sweep", "timeline", "energy",
-                                 "projections")
-
 SECTIONS: tuple[str, ...] = (
     "Summary", "Setup", "Latency", "Cold starts", "Resources over time", "Energy",
     "Projections", "Discussion", "Limitations", "References",
@@ -52,27 +49,6 @@ class ReportResult:
     html: Path
     variables: dict[str, Any]
     renderer: str
-
-
-def timeline_key(strategy: str) -> str:
-    return f"timeline_{strategy}"
-
-
-def figure_numbers(strategies: Sequence[str], size_sweep: bool = False) -> dict[str, int]:
-    """Figure name -> its number in the report (timelines: timeline_<strategy>).
-
-    The size-sweep figure exists only when the configuration has a size sweep.
-    """
-    out: dict[str, int] = {}
-    for name in FIGURE_ORDER:
-        if name == "size_sweep" and not size_sweep:
-            continue
-        if name == "timeline":
-            for s in strategies:
-                out[timeline_key(s)] = len(out) + 1
-        else:
-            out[name] = len(out) + 1
-    return out
 
 
 def _timelines_md(strategies: Sequence[str], numbers: Mapping[str, int],
@@ -204,7 +180,7 @@ def build_report(
     timeline_<strategy> for every strategy) to image files; `summary_files` and
     `projection_files` are the aggregate and projection steps' outputs (keys as
     `scalezero.analysis.aggregate.aggregate_workload` and
-    `scalezero.analysis.projections.projection_paths` return). The variables are also
+    `scalezero.system.layout.Layout.projection_files_in` return). The variables are also
     written to `variables_out` when given.
     """
     source_dir = Path(source_dir or DEFAULT_SOURCE_DIR)
@@ -276,5 +252,4 @@ def build_report(
     return ReportResult(html=Path(html_path), variables=variables, renderer=engine.label)
 
 
-__all__ = ["DEFAULT_SOURCE_DIR", "FIGURE_ORDER", "SECTIONS", "ReportResult", "build_report",
-           "check_html", "figure_numbers", "timeline_key"]
+__all__ = ["DEFAULT_SOURCE_DIR", "SECTIONS", "ReportResult", "build_report", "check_html"]

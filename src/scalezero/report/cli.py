@@ -16,38 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from scalezero.errors import UserError
+from scalezero.report.figure_list import figure_keys, timeline_key
+from scalezero.system.layout import Layout
 
 
 def figure_paths(figures_dir: Path, strategies: Sequence[str], suffix: str = ".png"
                  ) -> dict[str, Path]:
-    """Figure name -> file (timelines: timeline_<strategy>)."""
-    from scalezero.report.build import FIGURE_ORDER, timeline_key
-
-    out: dict[str, Path] = {}
-    for name in FIGURE_ORDER:
-        if name == "size_sweep":  # drawn by the workflow's size sweep, not this command
-            continue
-        if name == "timeline":
-            for s in strategies:
-                out[timeline_key(s)] = Path(figures_dir) / f"{timeline_key(s)}{suffix}"
-        else:
-            out[name] = Path(figures_dir) / f"{name}{suffix}"
-    return out
-
-
-def find_run_dirs(runs_dir: Path, workload: str) -> list[Path]:
-    """Run folders results/runs/<workload>/<strategy>/<rep> that hold a run.json."""
-    root = Path(runs_dir) / workload
-    return sorted(p.parent for p in root.glob("*/*/run.json"))
-
-
-def first_run_of(run_dirs: Sequence[Path], strategy: str) -> Path:
-    """The lowest-numbered repeat of a strategy (its timeline is drawn)."""
-    mine = [Path(d) for d in run_dirs if Path(d).parent.name == strategy]
-    if not mine:
-        raise UserError(f"no run folder of strategy {strategy!r}")
-    return min(mine, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit()
-                                    else 0, d.name))
+    """Figure key -> file (timelines: timeline_<strategy>). The size sweep's figure is
+    drawn by the workflow's size sweep, not by this command."""
+    return {key: Layout.figure_in(figures_dir, key, suffix) for key in figure_keys(strategies)}
 
 
 def make_report(
@@ -59,29 +36,29 @@ def make_report(
     """All three report steps: projections, figures, HTML. Returns the HTML path."""
     import pandas as pd
 
-    from scalezero.analysis.aggregate import summary_paths
-    from scalezero.analysis.projections import projection_paths, write_projections
+    from scalezero.analysis.projections import write_projections
     from scalezero.report.build import build_report
     from scalezero.report.config import report_settings
     from scalezero.report.figures import make_figure, strategy_order
 
     settings = report_settings(config)
-    summaries = summary_paths(summary_dir, workload)
+    summaries = Layout.summary_files_in(summary_dir, workload)
     missing = [str(p) for p in summaries.values() if not p.is_file()]
     if missing:
         raise UserError("summary files missing (run `scalezero aggregate` first): "
                         + ", ".join(missing))
     projections = write_projections(summaries["summary"], summaries["energy"], run_dirs,
                                     settings.projection,
-                                    projection_paths(projections_dir, workload))
+                                    Layout.projection_files_in(projections_dir, workload))
     strategies = strategy_order(sorted(set(pd.read_csv(summaries["summary"])["strategy"]
                                            .astype(str))))
     slo_sets = config.get("slo_sets")
     inputs: dict[str, Any] = {**summaries, **projections}
     figures = figure_paths(figures_dir, strategies)
+    timelines = {timeline_key(s): s for s in strategies}
     for name, path in figures.items():
-        if name.startswith("timeline_"):
-            run_dir = first_run_of(run_dirs, name.removeprefix("timeline_"))
+        if name in timelines:
+            run_dir = Layout.first_run(run_dirs, timelines[name])
             make_figure("timeline", {"run_dir": run_dir}, path, strategies=strategies)
         else:
             make_figure(name, inputs, path, strategies=strategies, slo_sets=slo_sets)
@@ -119,18 +96,18 @@ def _run(args: argparse.Namespace) -> int:
         or next(iter(config.get("workloads") or {}), None)
     if not workload:
         raise UserError("give --workload (or a config with report.workload or workloads:)")
-    results = Path(args.results)
+    layout = Layout(results=Path(args.results))
     run_dirs = [Path(d) for d in args.run_dir] if args.run_dir \
-        else find_run_dirs(results / "runs", workload)
+        else layout.find_run_dirs(workload)
     if not run_dirs:
-        raise UserError(f"no run folders under {results / 'runs' / workload}")
-    trace = results / "traces" / f"{workload}.csv"
+        raise UserError(f"no run folders under {layout.runs_dir / workload}")
+    trace = layout.trace(workload)
     html = make_report(
-        workload=workload, config=config, summary_dir=results / "summary",
+        workload=workload, config=config, summary_dir=layout.summary_dir,
         run_dirs=run_dirs, trace=trace if trace.is_file() else None,
-        projections_dir=results / "projections", figures_dir=results / "figures" / workload,
-        out_html=Path(args.out) if args.out else results / "report" / "report.html",
-        variables_out=results / "report" / "variables.yml",
+        projections_dir=layout.projections_dir, figures_dir=layout.figures_dir(workload),
+        out_html=Path(args.out) if args.out else layout.report_html,
+        variables_out=layout.report_variables,
         source_dir=Path(args.source) if args.source else None,
         renderer=args.renderer)
     print(html)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from scalezero.analysis.energy import PHASES, instance_spans
 from scalezero.analysis.metrics import as_bool
+from scalezero.system.layout import Layout
 
 # Okabe-Ito palette (colour-blind safe). The seed strategies have fixed colours; others
 # take the rest in order of their names.
@@ -324,7 +325,7 @@ def plot_timeline(run_dir: Path, out: Path, *, strategies: Sequence[str] | None 
     plt = _plt()
     data = load_run(Path(run_dir))
     meta = data.meta
-    strategy = str(meta.get("strategy") or Path(run_dir).parent.name)
+    strategy = str(meta.get("strategy") or Layout.parse_run_dir(run_dir).strategy)
     colors = strategy_colors([*(strategies or []), strategy])
     color = colors[strategy]
     req = data.requests
@@ -584,7 +585,8 @@ def plot_size_sweep(sweep_csv: Path, out: Path) -> Path:
 # ---------------------------------------------------------------------------------------
 # Dispatch by name (for the workflow's script and the command line)
 
-#: figure name -> (function, names of its inputs, in call order)
+#: figure name -> (function, names of its inputs, in call order); the names are those of
+#: scalezero.report.figure_list (the size sweep's figure is drawn by its own rule).
 FIGURES: dict[str, tuple[Callable[..., Path], tuple[str, ...]]] = {
     "latency": (plot_latency, ("requests",)),
     "cold_starts": (plot_cold_starts, ("cold_starts", "summary")),

@@ -27,9 +27,8 @@ from scalezero.system.engine_build import (
     installed_build,
     read_cpu_flags,
 )
+from scalezero.system.layout import default_model
 
-#: The embedded default model, where the workflow's fetch_model rule and the setup put it.
-DEFAULT_MODEL = Path("resources/models/smollm2-135m.gguf")
 REMEDY = (
     "rebuild the engine with the project's AMX-free flags: `rm -rf .venv && "
     "tools/setup-venv.sh` (a wheel built elsewhere, or by pip with its default "
@@ -131,7 +130,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         prog="python -m scalezero.system.engine_check",
         description="Load a model with the installed engine in a child process and "
                     "generate a few tokens; exit 1 with the cause and remedy if it fails.")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=default_model())
     parser.add_argument("--python", help="interpreter whose engine to check (default: this)")
     parser.add_argument("--tokens", type=int, default=8)
     parser.add_argument("--timeout-s", type=float, default=180.0)
