@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from scalezero.analysis.energy import NVML_UNCERTAINTY_PCT
-from scalezero.analysis.metrics import DEFAULT_SLO_SETS
+from scalezero.analysis.metrics import DEFAULT_SLO_SETS, as_bool
 from scalezero.analysis.stats import mean_ci
 from scalezero.report.figures import strategy_order
 
@@ -362,7 +362,7 @@ def _strategy_vars(inp: ReportInputs, strategy: str) -> dict[str, str]:
     held = _mean(_per_strategy(s, strategy, "instance_s"))
     out["busy_share_pct"] = fmt_pct(act / held if held else math.nan)
     m = inp.model[inp.model["strategy"].astype(str) == strategy]
-    ttl = _num(m["keep_warm_ttl_s"].iloc[0]) if not m.empty else math.nan
+    ttl = _num(m["idle_ttl_s"].iloc[0]) if not m.empty else math.nan
     out["policy"] = str(m["policy"].iloc[0]) if not m.empty else NA
     out["keep_warm_ttl_s"] = "forever" if math.isinf(ttl) else fmt(ttl)
     return out
@@ -433,8 +433,8 @@ def _discussion_vars(inp: ReportInputs, facts: Mapping[str, Any],
     if levels and (not math.isfinite(ref) or ref not in levels):
         ref = min(levels, key=lambda x: abs(x - ref) if math.isfinite(ref) else x)
     out["reference_rph"] = fmt(ref)
-    always = [str(s) for s, a in zip(model["strategy"], model["always_on"], strict=True)
-              if str(a).lower() == "true"]
+    always = [str(s) for s, a in zip(model["strategy"], as_bool(model["always_on"]),
+                                     strict=True) if a]
     elastic = [str(s) for s in model["strategy"] if str(s) not in always]
     price = const.get("gpu_hour_price_usd", {})
     price_text = f"{fmt(price.get('value'), 4)} {price.get('unit', 'USD/h')}"
@@ -760,8 +760,6 @@ def constants_table(inp: ReportInputs) -> str:
 def cold_start_table(inp: ReportInputs) -> str:
     cs = inp.cold_starts
     if not cs.empty:
-        from scalezero.analysis.metrics import as_bool
-
         cs = cs[as_bool(cs["in_replay"]) & (cs["outcome"] == "ready")]
     steps = ("spawn_to_runtime_ready_s", "runtime_ready_to_model_loaded_s",
              "model_loaded_to_ready_s", "ready_to_first_token_s", "cold_start_s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,26 @@ def make_policy(policy_name: str, params: Mapping[str, Any] | None = None) -> Po
         return policy_class(**params)
     except (TypeError, ValueError) as exc:
         raise UserError(f"policy {policy_name!r}: {exc}") from None
+
+
+def recorded_accounting(record: Mapping[str, Any]) -> Accounting:
+    """A policy's accounting from run.json's ``policy`` section (or a row naming it).
+
+    Newer records carry it (``accounting``); for older ones the policy is rebuilt from
+    its recorded ``name`` and those recorded values that are parameters of that policy,
+    and asked. Raises UserError when the record names no known policy.
+    """
+    saved = record.get("accounting")
+    if isinstance(saved, Mapping):
+        return Accounting.from_record(saved)
+    name = record.get("name")
+    if not isinstance(name, str) or not name:
+        raise UserError("the record names no policy")
+    fields = {f.name for f in dataclasses.fields(policy(name))}
+    params = {key: value for key, value in record.items()
+              if key in fields and value is not None
+              and not (isinstance(value, float) and math.isnan(value))}
+    return make_policy(name, params).accounting()
 
 
 def parameter_schema() -> dict[str, dict[str, Any]]:
@@ -75,4 +96,5 @@ def policy_source_file(policy_name: str) -> Path:
 
 
 __all__ = ["Accounting", "Policy", "make_policy", "parameter_schema", "parse_param_pairs",
-           "policies", "policy", "policy_source_file", "register", "registered"]
+           "policies", "policy", "policy_source_file", "recorded_accounting", "register",
+           "registered"]
