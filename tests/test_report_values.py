@@ -202,7 +202,7 @@ def test_every_other_variable_of_a_strategy(built: dict, strategy: str) -> None:
     assert v["energy_per_output_token_above_baseline_j"] == fmt(above / (n * TOKENS_OUT))
     assert v["policy"] == spec.policy["name"]
     ttl = {"always_on": "forever", "naive": "0", "keep_warm": "3"}[strategy]
-    assert v["keep_warm_ttl_s"] == ttl
+    assert v["idle_ttl_s"] == ttl
 
 
 def test_busy_share_without_instance_time(results: dict, tmp_path: Path) -> None:

@@ -364,7 +364,7 @@ def _strategy_vars(inp: ReportInputs, strategy: str) -> dict[str, str]:
     m = inp.model[inp.model["strategy"].astype(str) == strategy]
     ttl = _num(m["idle_ttl_s"].iloc[0]) if not m.empty else math.nan
     out["policy"] = str(m["policy"].iloc[0]) if not m.empty else NA
-    out["keep_warm_ttl_s"] = "forever" if math.isinf(ttl) else fmt(ttl)
+    out["idle_ttl_s"] = "forever" if math.isinf(ttl) else fmt(ttl)
     return out
 
 
@@ -696,7 +696,7 @@ def strategies_table(inp: ReportInputs, variables: Mapping[str, Any]) -> str:
     for st in inp.strategies:
         v = variables["s"][st]
         mi = _mean(_per_strategy(inp.summary, st, "min_instances"))
-        body.append([st, v["policy"], fmt_int(mi), v["keep_warm_ttl_s"], v["requests"],
+        body.append([st, v["policy"], fmt_int(mi), v["idle_ttl_s"], v["requests"],
                      fmt_int(len(_per_strategy(inp.summary, st, "rep")))])
     return markdown_table(["strategy", "policy", "min instances", "keep-warm TTL (s)",
                            "requests per run", "repeats"], body, ["l", "l", "r", "r", "r", "r"])
