@@ -23,7 +23,9 @@ that tests can see what the gateway sent on. Like ``scalezero.serving.instance``
 streamed answer that carries the finish reason also carries the token usage.
 
 The model file must start with the GGUF magic, as llama.cpp checks, so a bad model file
-fails the start with a reason on stderr. Standard library only: it must start fast.
+fails the start with a reason on stderr. Standard library only, besides the marker helpers
+of ``scalezero.serving.events`` (the gateway puts the package on PYTHONPATH): it must
+start fast.
 """
 
 from __future__ import annotations
@@ -37,15 +39,11 @@ import sys
 import time
 from typing import Any
 
-MARKER = "@scalezero"  # the same marker as scalezero.serving.instance
+from scalezero.serving.events import Lifecycle, emit_marker
+
 CRASH_EXIT_CODE = 70
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
            422: "Unprocessable Entity", 500: "Internal Server Error"}
-
-
-def emit(phase: str) -> None:
-    sys.stdout.write(f"{MARKER} {phase} {time.monotonic():.6f}\n")
-    sys.stdout.flush()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -248,14 +246,14 @@ async def serve(args: argparse.Namespace) -> None:
     except OSError as exc:
         sys.stderr.write(f"error: could not bind {args.host}:{args.port}: {exc}\n")
         sys.exit(1)
-    emit("listening")
+    emit_marker(Lifecycle.LISTENING)
     async with listener:
         await listener.serve_forever()
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    emit("runtime_ready")
+    emit_marker(Lifecycle.RUNTIME_READY)
     with open(args.model, "rb") as fh:
         magic = fh.read(4)
     if magic != b"GGUF":
@@ -266,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.fail_at_load:
         sys.stderr.write("RuntimeError: simulated failure while loading the model\n")
         sys.exit(1)
-    emit("model_loaded")
+    emit_marker(Lifecycle.MODEL_LOADED)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args))
 

@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scalezero.serving.events import EVENT_COLUMNS, Reason, write_event_header
+from scalezero.serving.events import Lifecycle as L
+
 REQUEST_COLUMNS = [
     "request_id", "t_sched_s", "t_send_s", "t_first_s", "t_end_s", "tokens_in", "tokens_out",
     "max_tokens", "status", "error", "cold", "queue_wait_ms", "instance_id", "finish_reason",
 ]
-EVENT_COLUMNS = ["t_s", "instance_id", "event", "state", "pid", "reason", "detail"]
 
 
 def counter_mj(t_s: np.ndarray, segments: Sequence[tuple[float, float, float]],
@@ -73,26 +75,29 @@ def request_row(request_id: int, t_sched: float, t_send: float, t_first: float |
     }
 
 
+_STATE_AFTER = {L.SPAWN: "starting", L.RUNTIME_READY: "starting", L.MODEL_LOADED: "starting",
+                L.READY: "ready", L.FIRST_TOKEN: "ready", L.DRAIN: "draining",
+                L.STOPPED: "stopped", L.START_FAILED: "failed", L.DIED: "failed"}
+
+
 def event_row(t_s: float, instance_id: str, event: str, reason: str = "") -> dict[str, Any]:
-    state = {"spawn": "starting", "runtime_ready": "starting", "model_loaded": "starting",
-             "ready": "ready", "first_token": "ready", "drain": "draining",
-             "stopped": "stopped", "start_failed": "failed", "died": "failed"}[event]
-    return {"t_s": t_s, "instance_id": instance_id, "event": event, "state": state,
-            "pid": 4242, "reason": reason, "detail": ""}
+    return {"t_s": t_s, "instance_id": instance_id, "event": str(event),
+            "state": _STATE_AFTER[L(event)], "pid": 4242, "reason": str(reason), "detail": ""}
 
 
 def lifecycle(instance_id: str, spawn_s: float, *, runtime_ready_s: float,
               model_loaded_s: float, ready_s: float, first_token_s: float | None = None,
-              stopped_s: float | None = None, reason: str = "on_demand") -> list[dict[str, Any]]:
-    rows = [event_row(spawn_s, instance_id, "spawn", reason),
-            event_row(runtime_ready_s, instance_id, "runtime_ready"),
-            event_row(model_loaded_s, instance_id, "model_loaded"),
-            event_row(ready_s, instance_id, "ready")]
+              stopped_s: float | None = None,
+              reason: str = Reason.ON_DEMAND) -> list[dict[str, Any]]:
+    rows = [event_row(spawn_s, instance_id, L.SPAWN, reason),
+            event_row(runtime_ready_s, instance_id, L.RUNTIME_READY),
+            event_row(model_loaded_s, instance_id, L.MODEL_LOADED),
+            event_row(ready_s, instance_id, L.READY)]
     if first_token_s is not None:
-        rows.append(event_row(first_token_s, instance_id, "first_token"))
+        rows.append(event_row(first_token_s, instance_id, L.FIRST_TOKEN))
     if stopped_s is not None:
-        rows.append(event_row(stopped_s - 0.25, instance_id, "drain", "idle_ttl"))
-        rows.append(event_row(stopped_s, instance_id, "stopped", "idle_ttl"))
+        rows.append(event_row(stopped_s - 0.25, instance_id, L.DRAIN, Reason.IDLE_TTL))
+        rows.append(event_row(stopped_s, instance_id, L.STOPPED, Reason.IDLE_TTL))
     return rows
 
 
@@ -103,8 +108,10 @@ def write_run(run_dir: Path, *, meta: dict[str, Any], requests: list[dict[str, A
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     pd.DataFrame(requests, columns=REQUEST_COLUMNS).to_csv(run_dir / "requests.csv",
                                                             index=False)
-    if events is not None:
+    if events:
         pd.DataFrame(events, columns=EVENT_COLUMNS).to_csv(run_dir / "events.csv", index=False)
+    elif events is not None:
+        write_event_header(run_dir / "events.csv")
     if telemetry is not None:
         telemetry.to_csv(run_dir / "telemetry.csv", index=False)
     if tokens is not None:

@@ -164,6 +164,30 @@ def test_files_and_columns(outputs: dict[str, Path]) -> None:
     assert len(requests) == 24 and len(pd.read_csv(outputs["energy"])) == 24
 
 
+def test_policy_accounting_columns(outputs: dict[str, Path], tmp_path: Path) -> None:
+    """From the policy's name and parameters when run.json predates policy.accounting;
+    from policy.accounting when it has one (the parameters' names play no part)."""
+    s = _summary(outputs)
+    assert s["policy_always_on"].to_dict() == {("always_on", 1): True, ("always_on", 2): True,
+                                               ("keep_warm", 1): False, ("keep_warm", 2): False,
+                                               ("naive", 1): False, ("naive", 2): False}
+    assert math.isinf(s.at[("always_on", 1), "policy_idle_ttl_s"])
+    assert s.at[("keep_warm", 1), "policy_idle_ttl_s"] == 10
+    assert s.at[("naive", 1), "policy_idle_ttl_s"] == 0
+    run = _always_on(tmp_path / "runs", 1)
+    meta = json.loads((run / "run.json").read_text())
+    meta["policy"] = {"name": "custom_policy", "keep_warm_ttl_s": 5,
+                      "accounting": {"always_on": False, "idle_ttl_s": 42.0}}
+    (run / "run.json").write_text(json.dumps(meta))
+    row = ag.summarize_run(run).row
+    assert row["policy_always_on"] is False and row["policy_idle_ttl_s"] == 42.0
+    assert row["keep_warm_ttl_s"] == 5  # the recorded parameter, as before
+    meta["policy"] = {"name": "no_such_policy"}
+    (run / "run.json").write_text(json.dumps(meta))
+    row = ag.summarize_run(run).row
+    assert math.isnan(row["policy_always_on"]) and math.isnan(row["policy_idle_ttl_s"])
+
+
 def test_counts_and_cold_starts(outputs: dict[str, Path]) -> None:
     s = _summary(outputs)
     assert s["cold_starts"].to_dict() == {("always_on", 1): 0, ("always_on", 2): 0,

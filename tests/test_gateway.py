@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scalezero.serving import launcher
 from scalezero.serving.pool import PoolLimits
-from scalezero.serving.strategies import REGISTRY, register
+from scalezero.serving.strategies import registered
 from scalezero.serving.strategies.base import Policy
 
 COMPLETION = {"prompt": "hello", "max_tokens": 4}
@@ -240,8 +240,7 @@ def test_registered_policy_is_used_by_name(make_gateway: GatewayFactory, fake_mo
     from scalezero.cli import build_parser
     from scalezero.serving.cli import build_config
 
-    register(TwoUpPolicy)
-    try:
+    with registered(TwoUpPolicy):
         parser = build_parser(only="serve")  # the CLI offers the registered name
         args = parser.parse_args([
             "serve", "--model", str(fake_model), "--strategy", "test_two_up",
@@ -249,8 +248,6 @@ def test_registered_policy_is_used_by_name(make_gateway: GatewayFactory, fake_mo
             "--instance-command", shlex.join(fake_command("--first-token-delay-s", "1.5")),
         ])
         config = build_config(args)
-    finally:
-        del REGISTRY["test_two_up"]
     assert isinstance(config.policy, TwoUpPolicy) and config.policy.idle_s == 0.4
     gw = make_gateway.from_config(config)
 

@@ -40,7 +40,7 @@ def _write(results: dict, out: Path, config: dict | None = None) -> dict[str, Pa
 
 def _model(**overrides: float) -> dict:
     m = {"active_s_per_request": 0.5, "cold_start_s": 2.0, "cold_start_energy_j": 100.0,
-         "keep_warm_ttl_s": 0.0, "always_on": False, "bare_idle_power_w": 20.0,
+         "idle_ttl_s": 0.0, "always_on": False, "bare_idle_power_w": 20.0,
          "idle_loaded_power_w": 30.0, "active_power_w": 60.0}
     m.update(overrides)
     return m
@@ -50,7 +50,7 @@ def _model(**overrides: float) -> dict:
 
 
 def test_always_on_day() -> None:
-    out = pj.project_strategy(_model(always_on=True, keep_warm_ttl_s=math.inf), 100.0, 24.0,
+    out = pj.project_strategy(_model(always_on=True, idle_ttl_s=math.inf), 100.0, 24.0,
                               475.0, 1.0)
     busy = 100 * 24 * 0.5
     energy_j = busy * 60.0 + (DAY_S - busy) * 30.0
@@ -75,12 +75,12 @@ def test_naive_and_keep_warm_day() -> None:
     assert naive["energy_kwh_per_day"] == pytest.approx(energy_j / 3.6e6)
     assert naive["instance_h_per_day"] == pytest.approx((busy + cold) / 3600)
 
-    warm = pj.project_strategy(_model(keep_warm_ttl_s=60.0), 10.0, 24.0, 475.0, 1.0)
+    warm = pj.project_strategy(_model(idle_ttl_s=60.0), 10.0, 24.0, 475.0, 1.0)
     assert warm["cold_start_share"] == pytest.approx(math.exp(-rate * 60.5))
     assert warm["idle_loaded_h_per_day"] * 3600 == pytest.approx(
         DAY_S * (1 - math.exp(-rate * 60.0)))
     # At low traffic scale-to-zero holds the least instance time, always-on the most.
-    always = pj.project_strategy(_model(always_on=True, keep_warm_ttl_s=math.inf), 10.0,
+    always = pj.project_strategy(_model(always_on=True, idle_ttl_s=math.inf), 10.0,
                                  24.0, 475.0, 1.0)
     assert naive["cost_usd_per_day"] < warm["cost_usd_per_day"] < always["cost_usd_per_day"]
 
@@ -90,7 +90,7 @@ def test_unknown_cold_start_propagates_nan() -> None:
                               10.0, 24.0, 475.0, 1.0)
     assert math.isnan(out["energy_kwh_per_day"]) and math.isnan(out["instance_h_per_day"])
     # Always-on needs no cold start at all.
-    always = pj.project_strategy(_model(always_on=True, keep_warm_ttl_s=math.inf,
+    always = pj.project_strategy(_model(always_on=True, idle_ttl_s=math.inf,
                                         cold_start_s=math.nan,
                                         cold_start_energy_j=math.nan), 10.0, 24.0, 475.0, 1.0)
     assert math.isfinite(always["energy_kwh_per_day"])
@@ -114,7 +114,7 @@ def test_over_capacity_is_flagged() -> None:
     busy = 7000 * 24 * 0.5
     assert near["cold_start_h_per_day"] * 3600 == pytest.approx(DAY_S - busy)
     assert near["empty_h_per_day"] == 0.0
-    always = pj.project_strategy(_model(always_on=True, keep_warm_ttl_s=math.inf), 10_000.0,
+    always = pj.project_strategy(_model(always_on=True, idle_ttl_s=math.inf), 10_000.0,
                                  24.0, 475.0, 1.0)
     assert always["cold_start_h_per_day"] == 0.0 and always["active_h_per_day"] == 24.0
 
@@ -125,8 +125,8 @@ def test_project_sweeps_every_level_on_its_own() -> None:
     idle-loaded and active, keep-warm TTL 60 s, 1 USD per instance hour)."""
     model = pd.DataFrame([
         {"workload": "w", "strategy": s, "basis": "measured", **_model(**kw)}
-        for s, kw in (("always_on", {"always_on": True, "keep_warm_ttl_s": math.inf}),
-                      ("naive", {}), ("keep_warm", {"keep_warm_ttl_s": 60.0}))])
+        for s, kw in (("always_on", {"always_on": True, "idle_ttl_s": math.inf}),
+                      ("naive", {}), ("keep_warm", {"idle_ttl_s": 60.0}))])
     settings = projection_settings({"projections": {"traffic_rph": [1000, 1, 100]},
                                 "constants": {"gpu_hour_price_usd": {
                                     "value": 1.0, "unit": "USD/h", "source": "t",
@@ -211,9 +211,9 @@ def test_measured_runs_and_model(gpu: dict, tmp_path: Path) -> None:
 
     model = pd.read_csv(paths["model"]).set_index("strategy")
     assert model.loc["always_on", "always_on"] and math.isinf(
-        model.loc["always_on", "keep_warm_ttl_s"])
-    assert model.loc["naive", "keep_warm_ttl_s"] == 0
-    assert model.loc["keep_warm", "keep_warm_ttl_s"] == 8
+        model.loc["always_on", "idle_ttl_s"])
+    assert model.loc["naive", "idle_ttl_s"] == 0
+    assert model.loc["keep_warm", "idle_ttl_s"] == 8
     row = model.loc["keep_warm"]
     # Sampling at 5 Hz blurs phase edges a little; the state powers stay close.
     assert row["bare_idle_power_w"] == pytest.approx(POWER_W["bare"])
@@ -418,3 +418,24 @@ def test_schema_fragment_validates_defaults() -> None:
                 if "default" in v}
     jsonschema.validate(defaults, REPORT_CONFIG_SCHEMA)
     assert set(REPORT_CONFIG_SCHEMA["properties"]) == {"constants", "projections", "report"}
+
+
+def test_projection_model_reads_the_policy_accounting() -> None:
+    """The summary's policy_always_on / policy_idle_ttl_s decide, not parameter names."""
+    summary = pd.DataFrame([
+        {"workload": "w", "strategy": "custom", "policy": "not_registered",
+         "policy_always_on": False, "policy_idle_ttl_s": 42.0, "keep_warm_ttl_s": 5.0},
+        {"workload": "w", "strategy": "held", "policy": "keep_warm", "min_instances": 0,
+         "policy_always_on": "True", "policy_idle_ttl_s": 3.0, "keep_warm_ttl_s": 3.0},
+    ])
+    runs = pd.DataFrame([{"strategy": "custom", "rep": 1, "basis": "measured",
+                          "method": "nvml_counter", "bare_idle_power_w": 10.0,
+                          "cold_starts": 0, "cold_start_mean_s": math.nan,
+                          "cold_start_energy_mean_j": math.nan,
+                          "cold_start_above_baseline_mean_j": math.nan, "ok": 1}])
+    phases = pd.DataFrame([{"strategy": "custom", "rep": 1, "phase": "idle_loaded",
+                            "duration_s": 10.0, "energy_j": 200.0}])
+    model = pj.projection_model(summary, runs, phases).set_index("strategy")
+    assert model.at["custom", "idle_ttl_s"] == 42.0 and not model.at["custom", "always_on"]
+    assert model.at["held", "always_on"] and math.isinf(model.at["held", "idle_ttl_s"])
+

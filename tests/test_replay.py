@@ -35,6 +35,7 @@ def test_requested_length_is_produced_even_where_the_model_would_stop(
                                out_dir=tmp_path / "run", policy="always_on", n_ctx=256,
                                baseline_s=0.2, workload="w", strategy="always_on"))
     assert run["status"] == "ok"
+    assert run["policy"]["accounting"] == {"always_on": True, "idle_ttl_s": None}
     requests = pd.read_csv(tmp_path / "run" / "requests.csv")
     assert list(requests["status"]) == [200, 200]
     assert list(requests["tokens_out"]) == [8, 12]

@@ -199,7 +199,7 @@ def test_every_other_variable_of_a_strategy(built: dict, strategy: str) -> None:
     assert v["energy_per_output_token_above_baseline_j"] == fmt(above / (n * TOKENS_OUT))
     assert v["policy"] == spec.policy["name"]
     ttl = {"always_on": "forever", "naive": "0", "keep_warm": "3"}[strategy]
-    assert v["keep_warm_ttl_s"] == ttl
+    assert v["idle_ttl_s"] == ttl
 
 
 def test_busy_share_without_instance_time(results: dict, tmp_path: Path) -> None:
@@ -448,8 +448,8 @@ def test_projection_model_pools_the_runs(built: dict) -> None:
         assert row["active_s_per_request"] == pytest.approx(m["s_per_request"], rel=1e-9)
         assert row["break_even_ttl_s"] == pytest.approx(
             32.8 / (828.3 / 27.4 - 21.0), rel=1e-9)
-    assert model.at["keep_warm", "keep_warm_ttl_s"] == 3.0
-    assert model.at["naive", "keep_warm_ttl_s"] == 0.0
+    assert model.at["keep_warm", "idle_ttl_s"] == 3.0
+    assert model.at["naive", "idle_ttl_s"] == 0.0
     assert bool(model.at["always_on", "always_on"])
     proj = built["variables"]["proj"]
     assert proj["break_even_ttl_s"] == fmt(32.8 / (828.3 / 27.4 - 21.0))
@@ -815,10 +815,10 @@ def test_projection_model_from_hand_made_tables() -> None:
                             ("odd", "active", 2.0, 200.0))])
     model = pj.projection_model(summary, runs, phases).set_index("strategy")
     assert model.at["ao", "policy"] == "always_on" and bool(model.at["ao", "always_on"])
-    assert math.isinf(model.at["ao", "keep_warm_ttl_s"])
-    assert model.at["kw", "keep_warm_ttl_s"] == 0.5 and not model.at["kw", "always_on"]
+    assert math.isinf(model.at["ao", "idle_ttl_s"])
+    assert model.at["kw", "idle_ttl_s"] == 0.5 and not model.at["kw", "always_on"]
     # No policy name: the strategy's; a negative TTL means none.
-    assert model.at["odd", "policy"] == "odd" and model.at["odd", "keep_warm_ttl_s"] == 0.0
+    assert model.at["odd", "policy"] == "odd" and model.at["odd", "idle_ttl_s"] == 0.0
     row = model.loc["kw"]  # pooled, so the same for every strategy
     assert row["bare_idle_power_w"] == pytest.approx(20.0)
     assert row["idle_loaded_power_w"] == pytest.approx((300 + 1200) / (10 + 30))

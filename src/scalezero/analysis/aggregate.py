@@ -26,6 +26,7 @@ from scalezero.analysis.numbers import mean, ratio
 from scalezero.analysis.runs import read_run_meta, recorded_window, replay_window, write_table
 from scalezero.analysis.stats import mean_ci
 from scalezero.errors import UserError
+from scalezero.serving.strategies import recorded_accounting
 from scalezero.system.layout import Layout
 
 LATENCY_PERCENTILES: tuple[int, ...] = (50, 90, 99)
@@ -33,8 +34,8 @@ _SLO_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 # Columns that identify a run rather than measure it (kept out of the CI file).
 _TEXT_COLUMNS = ("workload", "strategy", "policy", "device", "model", "energy_source")
-_IDENTITY_NUMERIC = ("keep_warm_ttl_s", "min_instances", "max_instances", "rep",
-                     "order_index", "energy_uncertainty_pct")
+_IDENTITY_NUMERIC = ("keep_warm_ttl_s", "min_instances", "max_instances", "policy_always_on",
+                     "policy_idle_ttl_s", "rep", "order_index", "energy_uncertainty_pct")
 
 _PHASE_MEANING = {
     "cold_start": "some instance starting (spawn to ready or failure)",
@@ -55,6 +56,10 @@ def summary_columns(
         "keep_warm_ttl_s": "policy keep-warm TTL, s (empty if the policy has none)",
         "min_instances": "policy minimum instances",
         "max_instances": "policy maximum instances",
+        "policy_always_on": "the policy holds >= 1 instance at all times (run.json "
+                            "policy.accounting)",
+        "policy_idle_ttl_s": "how long the policy keeps an idle instance up, s (0: stops it "
+                             "at once, inf: never; run.json policy.accounting)",
         "rep": "repeat number",
         "order_index": "position of this run in the measured sequence",
         "device": "device the instances ran on (run.json device)",
@@ -201,6 +206,16 @@ def _scalar(value: Any) -> Any:
     return np.nan if value is None else value
 
 
+def _accounting_columns(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """policy_always_on and policy_idle_ttl_s of run.json's policy (empty if unknown)."""
+    try:
+        accounting = recorded_accounting(policy)
+    except UserError:
+        return {"policy_always_on": np.nan, "policy_idle_ttl_s": np.nan}
+    return {"policy_always_on": accounting.always_on,
+            "policy_idle_ttl_s": accounting.idle_ttl_s}
+
+
 # ---------------------------------------------------------------------------------------
 # One run
 
@@ -245,6 +260,7 @@ def summarize_run(
         "keep_warm_ttl_s": _scalar(policy.get("keep_warm_ttl_s")),
         "min_instances": _scalar(policy.get("min_instances")),
         "max_instances": _scalar(policy.get("max_instances")),
+        **_accounting_columns(policy),
         "rep": rep,
         "order_index": _scalar(meta.get("order_index")),
         "device": _scalar(meta.get("device")),

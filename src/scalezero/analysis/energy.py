@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from scalezero.serving.events import Lifecycle as L
+
 PHASES: tuple[str, ...] = ("cold_start", "active", "idle_loaded", "empty")
 
 # NVML documents +-5 % accuracy for its power and energy readings (NVML API reference,
@@ -33,9 +35,9 @@ PHASES: tuple[str, ...] = ("cold_start", "active", "idle_loaded", "empty")
 NVML_UNCERTAINTY_PCT = 5.0
 
 # Lifecycle events that end a start attempt, and those that end an up instance.
-_START_END_EVENTS = ("ready", "start_failed", "died", "stopped")
-_UP_END_EVENTS = ("stopped", "died")
-_ANATOMY_EVENTS = ("spawn", "runtime_ready", "model_loaded", "ready", "first_token")
+_START_END_EVENTS = (L.READY, L.START_FAILED, L.DIED, L.STOPPED)
+_UP_END_EVENTS = (L.STOPPED, L.DIED)
+_ANATOMY_EVENTS = (L.SPAWN, L.RUNTIME_READY, L.MODEL_LOADED, L.READY, L.FIRST_TOKEN)
 
 Window = tuple[float, float]
 
@@ -54,8 +56,7 @@ def instance_spans(events_df: pd.DataFrame) -> pd.DataFrame:
     up_begin_s, up_end_s (the up interval; inf while still up). Intervals are NaN when
     the instance never was in that state.
     """
-    events = ("spawn", "runtime_ready", "model_loaded", "ready", "first_token",
-              "start_failed", "died", "stopped")
+    events = (*_ANATOMY_EVENTS, L.START_FAILED, L.DIED, L.STOPPED)
     columns = ["instance_id", "reason", *[f"t_{e}_s" for e in events], "outcome",
                "start_begin_s", "start_end_s", "up_begin_s", "up_end_s"]
     if events_df is None or events_df.empty or "instance_id" not in events_df.columns:
@@ -74,17 +75,17 @@ def instance_spans(events_df: pd.DataFrame) -> pd.DataFrame:
     for instance_id, group in df.groupby("instance_id", sort=True):
         first = group.drop_duplicates("event", keep="first").set_index("event")
         t = {e: float(first.at[e, "t_s"]) if e in first.index else math.nan for e in events}
-        reason = first.at["spawn", "reason"] if "spawn" in first.index else pd.NA
-        start_begin = t["spawn"]
+        reason = first.at[L.SPAWN, "reason"] if L.SPAWN in first.index else pd.NA
+        start_begin = t[L.SPAWN]
         start_end = math.nan
-        outcome = "ready" if math.isfinite(t["ready"]) else "starting"
+        outcome = "ready" if math.isfinite(t[L.READY]) else "starting"
         if math.isfinite(start_begin):
             # The first event after the spawn that ends the start attempt.
             enders = [t[e] for e in _START_END_EVENTS if t[e] >= start_begin]
             start_end = min(enders) if enders else math.inf
-            if start_end != math.inf and t["ready"] != start_end:
-                outcome = "start_failed" if t["start_failed"] == start_end else "aborted"
-        up_begin = t["ready"]
+            if start_end != math.inf and t[L.READY] != start_end:
+                outcome = "start_failed" if t[L.START_FAILED] == start_end else "aborted"
+        up_begin = t[L.READY]
         up_end = math.nan
         if math.isfinite(up_begin):
             enders = [t[e] for e in _UP_END_EVENTS if t[e] >= up_begin]

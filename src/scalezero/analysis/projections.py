@@ -33,11 +33,13 @@ import numpy as np
 import pandas as pd
 
 from scalezero.analysis import energy as en
+from scalezero.analysis import metrics as mx
 from scalezero.analysis.aggregate import load_run
 from scalezero.analysis.constants import ProjectionSettings, constants_as_dict
 from scalezero.analysis.numbers import mean, min_nan, num, ratio
 from scalezero.analysis.runs import read_run_meta, recorded_window, replay_window, write_table
 from scalezero.errors import UserError
+from scalezero.serving.strategies import recorded_accounting
 from scalezero.system.layout import Layout
 
 J_PER_KWH = 3.6e6
@@ -68,7 +70,7 @@ PHASE_COLUMNS: tuple[str, ...] = (
     "mean_power_w", "above_baseline_j",
 )
 MODEL_COLUMNS: tuple[str, ...] = (
-    "workload", "strategy", "policy", "always_on", "keep_warm_ttl_s", "basis", "method",
+    "workload", "strategy", "policy", "always_on", "idle_ttl_s", "basis", "method",
     "bare_idle_power_w", "idle_loaded_power_w", "active_power_w", "cold_start_s",
     "cold_start_energy_j", "cold_start_above_baseline_j", "active_s_per_request",
     "break_even_ttl_s",
@@ -296,16 +298,32 @@ def run_energy_tables(
 # Step 2: the projection's inputs per strategy
 
 
+def as_flag(value: Any) -> bool:
+    """One yes/no cell as read back from a CSV (see metrics.as_bool); empty is no."""
+    return bool(mx.as_bool(pd.Series([value], dtype=object)).iloc[0])
+
+
 def _policy(row: Mapping[str, Any]) -> tuple[str, bool, float]:
-    """(policy name, always on?, keep-warm TTL in s: 0 for naive, inf for always on)."""
+    """(policy name, always on?, idle TTL in s: 0 for naive, inf for always on).
+
+    From the summary's policy_always_on and policy_idle_ttl_s (run.json's
+    policy.accounting); a summary without them rebuilds the policy from its name and the
+    recorded parameters. A policy that holds an instance at all times keeps the one
+    instance projected here forever, whatever its TTL for instances above the minimum.
+    """
     name = row.get("policy")
     # An empty CSV cell reads as NaN, which is truthy: fall back to the strategy's name.
     policy = name if isinstance(name, str) and name else str(row.get("strategy"))
-    min_instances = num(row.get("min_instances"))
-    if math.isfinite(min_instances) and min_instances >= 1:
+    always_on, ttl = row.get("policy_always_on"), num(row.get("policy_idle_ttl_s"))
+    if always_on is None or (isinstance(always_on, float) and math.isnan(always_on)):
+        try:
+            accounting = recorded_accounting({**row, "name": name})
+        except UserError:
+            return policy, False, 0.0  # nothing says what the policy does
+        always_on, ttl = accounting.always_on, accounting.idle_ttl_s
+    if as_flag(always_on):
         return policy, True, math.inf
-    ttl = num(row.get("keep_warm_ttl_s"))
-    return policy, False, ttl if math.isfinite(ttl) and ttl >= 0 else 0.0
+    return policy, False, ttl if ttl >= 0 else 0.0
 
 
 def _pooled_phase_power(phases: pd.DataFrame, phase: str) -> float:
@@ -353,7 +371,7 @@ def projection_model(summary: pd.DataFrame, runs: pd.DataFrame,
         policy, always_on, ttl = _policy(group.iloc[0].to_dict())
         rows.append({
             "workload": group["workload"].iloc[0], "strategy": strategy, "policy": policy,
-            "always_on": always_on, "keep_warm_ttl_s": ttl, "basis": basis,
+            "always_on": always_on, "idle_ttl_s": ttl, "basis": basis,
             "method": "+".join(methods),
             "bare_idle_power_w": bare, "idle_loaded_power_w": idle, "active_power_w": active,
             "cold_start_s": cs_s, "cold_start_energy_j": cs_j,
@@ -391,8 +409,8 @@ def project_strategy(model: Mapping[str, Any], traffic_rph: float, hours_per_day
     s = float(model["active_s_per_request"])
     c = float(model["cold_start_s"])
     e_cs = float(model["cold_start_energy_j"])
-    ttl = float(model["keep_warm_ttl_s"])
-    always_on = bool(model["always_on"]) or math.isinf(ttl)
+    ttl = float(model["idle_ttl_s"])
+    always_on = as_flag(model["always_on"]) or math.isinf(ttl)
     p_bare = float(model["bare_idle_power_w"])
     p_idle = float(model["idle_loaded_power_w"])
     p_active = float(model["active_power_w"])

@@ -25,14 +25,15 @@ _POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 
 
 def _strategy_schema() -> dict[str, Any]:
+    from scalezero.serving.strategies import parameter_schema
+
     return {
         "type": "object",
         "required": ["policy"],
         "properties": {
             "policy": {"type": "string", "description": "registry name of the policy"},
-            "min_instances": {"type": "integer", "minimum": 0},
-            "max_instances": {"type": "integer", "minimum": 1},
-            "keep_warm_ttl_s": {"type": "number", "minimum": 0},
+            # The registered policies' parameters, as each policy class declares them.
+            **parameter_schema(),
         },
         # Policies added later bring their own parameters; make_policy checks them.
         "additionalProperties": {"type": ["number", "string", "boolean"]},

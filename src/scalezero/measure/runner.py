@@ -46,6 +46,8 @@ from scalezero.measure.replay import (
     write_requests,
     write_tokens,
 )
+from scalezero.serving.events import write_event_header
+from scalezero.serving.strategies import make_policy, policies
 from scalezero.system.layout import RUN_FILE_NAMES, Layout
 from scalezero.system.procs import (
     free_tcp_port,
@@ -259,7 +261,6 @@ def gateway_command(plan: RunPlan, port: int, events_path: Path) -> list[str]:
 
 def measured_run(plan: RunPlan) -> dict[str, Any]:
     """Run one strategy on one trace; write the run files into ``plan.out_dir``."""
-    from scalezero.serving.strategies import make_policy
     from scalezero.system.device import require_device
     from scalezero.workload.trace import read_trace
 
@@ -304,13 +305,15 @@ def _measured_run_locked(
 ) -> dict[str, Any]:
     out = plan.out_dir
     log_dir = plan.log_dir
+    policy = make_policy(plan.policy, plan.policy_params)
     run: dict[str, Any] = {
         "workload": plan.workload,
         "strategy": plan.strategy,
         "rep": plan.rep,
         "order_index": plan.order_index,
         "policy": {"name": plan.policy, **{k: v for k, v in policy_params.items()
-                                           if k != "policy"}},
+                                           if k != "policy"},
+                   "accounting": policy.accounting().record()},
         "device": plan.device,
         "gpu_index": plan.gpu_index,
         "config_sha256": plan.config_sha256,
@@ -372,7 +375,7 @@ def _measured_run_locked(
         base_url = f"http://127.0.0.1:{port}"
         gateway_log = log_dir / "gateway.log" if log_dir else None
         gateway = _spawn(gateway_command(plan, port, out / "events.csv"), gateway_log)
-        min_ready = int(policy_params.get("min_instances", 0))
+        min_ready = policy.initial_instances()
         _wait_gateway(base_url, gateway, min_ready, plan.ready_timeout_s + 60.0, gateway_log)
         run["gateway_url"] = base_url
 
@@ -443,7 +446,7 @@ def _finish_files(plan: RunPlan, run: dict[str, Any], records: list, items: list
         write_tokens(records, out / "tokens.csv")
     for name in ("events.csv",):
         if not (out / name).exists():
-            (out / name).write_text("t_s,instance_id,event,state,pid,reason,detail\n")
+            write_event_header(out / name)
     (out / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True, default=str) + "\n")
 
 
@@ -548,8 +551,6 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    from scalezero.serving.strategies import REGISTRY
-
     parser = subparsers.add_parser(
         "run",
         help="one measured run: gateway + telemetry + open-loop replay of a trace",
@@ -559,7 +560,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="GGUF model file")
     parser.add_argument("--model-name", default=None, help="name used in requests")
     parser.add_argument("--trace", required=True, help="trace CSV (scalezero workload)")
-    parser.add_argument("--strategy", required=True, choices=sorted(REGISTRY), help="policy")
+    parser.add_argument("--strategy", required=True, choices=policies(), help="policy")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="policy parameter, e.g. keep_warm_ttl_s=10 (repeatable)")
     parser.add_argument("--out-dir", required=True, help="folder for the run files")

@@ -513,7 +513,7 @@ def plot_projections(sweep_csv: Path, model_csv: Path, constants_json: Path, out
     else:
         extra_w = float(m["idle_loaded_power_w"]) - float(m["bare_idle_power_w"])
         cs = float(m["cold_start_above_baseline_j"])
-        ttls = [float(x) for x in model["keep_warm_ttl_s"] if 0 < float(x) < math.inf]
+        ttls = [float(x) for x in model["idle_ttl_s"] if 0 < float(x) < math.inf]
         g_max = max([be * 3.0, *[t * 1.2 for t in ttls]])
         g = np.linspace(0, g_max, 200)
         ax_t.plot(g, extra_w * g, color="0.2", label="keep warm through the gap")
@@ -523,7 +523,7 @@ def plot_projections(sweep_csv: Path, model_csv: Path, constants_json: Path, out
         ax_t.annotate(f"break-even {be:.3g} s", (be, cs), xytext=(8, -16),
                       textcoords="offset points", fontsize=9)
         for _, row in model.iterrows():
-            ttl = float(row["keep_warm_ttl_s"])
+            ttl = float(row["idle_ttl_s"])
             if 0 < ttl < math.inf:
                 ax_t.axvline(ttl, color=colors.get(str(row["strategy"]), "0.3"),
                              linewidth=1.2, alpha=0.8)

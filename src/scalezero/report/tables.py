@@ -48,7 +48,7 @@ def strategies_table(inp: ReportInputs, variables: Mapping[str, Any]) -> str:
     for st in inp.strategies:
         v = variables["s"][st]
         mi = mean(per_strategy(inp.summary, st, "min_instances"))
-        body.append([st, v["policy"], fmt_int(mi), v["keep_warm_ttl_s"], v["requests"],
+        body.append([st, v["policy"], fmt_int(mi), v["idle_ttl_s"], v["requests"],
                      fmt_int(len(per_strategy(inp.summary, st, "rep")))])
     return markdown_table(["strategy", "policy", "min instances", "keep-warm TTL (s)",
                            "requests per run", "repeats"], body, ["l", "l", "r", "r", "r", "r"])

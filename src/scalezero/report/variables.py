@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from scalezero.analysis.energy import NVML_UNCERTAINTY_PCT
+from scalezero.analysis.metrics import as_bool
 from scalezero.analysis.numbers import mean, num
 from scalezero.analysis.projections import kg_co2e, kwh_per_year
 from scalezero.report.facts import context_power_w, setup_facts
@@ -59,9 +60,9 @@ def _strategy_vars(inp: ReportInputs, strategy: str) -> dict[str, str]:
     held = mean(per_strategy(s, strategy, "instance_s"))
     out["busy_share_pct"] = fmt_pct(act / held if held else math.nan)
     m = inp.model[inp.model["strategy"].astype(str) == strategy]
-    ttl = num(m["keep_warm_ttl_s"].iloc[0]) if not m.empty else math.nan
+    ttl = num(m["idle_ttl_s"].iloc[0]) if not m.empty else math.nan
     out["policy"] = str(m["policy"].iloc[0]) if not m.empty else NA
-    out["keep_warm_ttl_s"] = "forever" if math.isinf(ttl) else fmt(ttl)
+    out["idle_ttl_s"] = "forever" if math.isinf(ttl) else fmt(ttl)
     return out
 
 
@@ -130,8 +131,8 @@ def _discussion_vars(inp: ReportInputs, facts: Mapping[str, Any],
     if levels and (not math.isfinite(ref) or ref not in levels):
         ref = min(levels, key=lambda x: abs(x - ref) if math.isfinite(ref) else x)
     out["reference_rph"] = fmt(ref)
-    always = [str(s) for s, a in zip(model["strategy"], model["always_on"], strict=True)
-              if str(a).lower() == "true"]
+    always = [str(s) for s, a in zip(model["strategy"], as_bool(model["always_on"]),
+                                     strict=True) if a]
     elastic = [str(s) for s in model["strategy"] if str(s) not in always]
     price = const.get("gpu_hour_price_usd", {})
     price_text = f"{fmt(price.get('value'), 4)} {price.get('unit', 'USD/h')}"

@@ -134,7 +134,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    from scalezero.serving.strategies import REGISTRY
+    from scalezero.serving.strategies import policies
 
     parser = subparsers.add_parser(
         "serve",
@@ -155,8 +155,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         help="name clients use in the 'model' field (default: the file name without .gguf)",
     )
     policy.add_argument(
-        "--strategy", required=True, choices=sorted(REGISTRY), metavar="NAME",
-        help=f"scaling policy, one of: {', '.join(sorted(REGISTRY))}. always_on never "
+        "--strategy", required=True, choices=policies(), metavar="NAME",
+        help=f"scaling policy, one of: {', '.join(policies())}. always_on never "
         "stops its instance; naive stops it as soon as nothing is in flight; keep_warm "
         "stops it after --keep-warm-ttl-s idle",
     )

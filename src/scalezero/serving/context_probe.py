@@ -16,9 +16,11 @@ import signal
 import sys
 import time
 
+from scalezero.serving.events import MARKER, Lifecycle, emit_marker
 from scalezero.system.procs import die_with_parent
 
-LOADED_MARKER = "@scalezero context_loaded"
+#: The start of the line the probe prints once its model is loaded.
+LOADED_MARKER = f"{MARKER} {Lifecycle.CONTEXT_LOADED}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                 verbose=False)
     # The handler comes first: whoever reads the marker may stop the probe at once.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"{LOADED_MARKER} {time.monotonic():.6f}", flush=True)
+    emit_marker(Lifecycle.CONTEXT_LOADED)
     while llm is not None:  # hold the context until told to stop
         time.sleep(3600)
     return 0

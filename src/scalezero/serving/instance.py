@@ -22,15 +22,8 @@ import argparse
 import os
 import runpy
 import sys
-import time
 
-MARKER = "@scalezero"
-
-
-def emit(phase: str) -> None:
-    # Monotonic time is system-wide on Linux, so the gateway can compare it with its own.
-    sys.stdout.write(f"{MARKER} {phase} {time.monotonic():.6f}\n")
-    sys.stdout.flush()
+from scalezero.serving.events import Lifecycle, emit_marker
 
 
 def _instrument_llama_cpp() -> None:
@@ -39,13 +32,13 @@ def _instrument_llama_cpp() -> None:
     import uvicorn
 
     llama_cpp.llama_backend_init()
-    emit("runtime_ready")
+    emit_marker(Lifecycle.RUNTIME_READY)
 
     original_init = llama_cpp.Llama.__init__
 
     def init_and_mark(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         original_init(self, *args, **kwargs)
-        emit("model_loaded")
+        emit_marker(Lifecycle.MODEL_LOADED)
 
     llama_cpp.Llama.__init__ = init_and_mark  # type: ignore[method-assign]
 
@@ -54,7 +47,7 @@ def _instrument_llama_cpp() -> None:
     async def startup_and_mark(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         await original_startup(self, *args, **kwargs)
         if self.started:
-            emit("listening")
+            emit_marker(Lifecycle.LISTENING)
 
     uvicorn.Server.startup = startup_and_mark  # type: ignore[method-assign]
     _report_stream_usage(llama_cpp)

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from typing import IO
 
 import httpx
 
-from scalezero.serving.instance import MARKER
+from scalezero.serving.events import MARKER, Lifecycle, parse_marker
 from scalezero.system.procs import free_tcp_port, package_env, signal_group
 
 PhaseCallback = Callable[[str, float], None]
@@ -136,7 +137,7 @@ class InstanceProcess:
             env=env,
             start_new_session=True,
         )
-        on_phase("spawn", spawned_at_s)
+        on_phase(Lifecycle.SPAWN, spawned_at_s)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._readers = [
             asyncio.create_task(self._read_stdout(self.proc.stdout)),
@@ -147,11 +148,11 @@ class InstanceProcess:
         while line_bytes := await stream.readline():
             line = line_bytes.decode("utf-8", "replace").rstrip("\n")
             if line.startswith(MARKER):
-                parts = line.split()
-                if len(parts) == 3:
-                    phase, t_s = parts[1], float(parts[2])
+                marker = parse_marker(line)
+                if marker is not None:
+                    phase, t_s = marker
                     self.phase_times[phase] = t_s
-                    if phase == "listening":
+                    if phase == Lifecycle.LISTENING:
                         self._listening.set()
                     elif self._on_phase is not None:
                         self._on_phase(phase, t_s)
@@ -224,7 +225,8 @@ class InstanceProcess:
                     )
                     listening.cancel()
                     # Fall back to polling if the marker never comes (e.g. a patched server).
-                    if loop.time() - self.phase_times.get("model_loaded", float("inf")) > 1.0:
+                    loaded_at_s = self.phase_times.get(Lifecycle.MODEL_LOADED, math.inf)
+                    if loop.time() - loaded_at_s > 1.0:
                         fallback_poll = True
         finally:
             exited.cancel()

@@ -3,8 +3,13 @@
 Instance states (one screen, as promised):
 
     starting --ready--> ready --policy says stop--> draining --process exited--> stopped
-        |                 |
-        +--start failed-->+--died--> failed
+        |   |             |                            ^
+        |   |             +--died--> failed            |
+        |   +--start failed--------> failed            |
+        +--gateway shutdown during the start-----------+ (draining, then stopped)
+
+``ALLOWED`` lists these transitions; ``Pool._transition`` is the only place a state
+changes, refuses any other change (``InvalidTransition``) and logs each one at DEBUG.
 
 Requests never talk to an instance directly: ``acquire`` hands out a lease on a ready
 instance with a free slot, or queues the request. A queued request at zero instances
@@ -20,12 +25,13 @@ import collections
 import contextlib
 import dataclasses
 import enum
+import logging
 import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from scalezero.serving.events import EventLog
+from scalezero.serving.events import EventLog, Lifecycle, Reason
 from scalezero.serving.launcher import InstanceProcess, InstanceSpec, InstanceStartError
 from scalezero.serving.strategies.base import Policy
 
@@ -36,6 +42,23 @@ class InstanceState(enum.StrEnum):
     DRAINING = "draining"
     STOPPED = "stopped"
     FAILED = "failed"
+
+
+#: Every state change the pool makes; stopped and failed are final.
+ALLOWED: dict[InstanceState, frozenset[InstanceState]] = {
+    InstanceState.STARTING: frozenset(
+        {InstanceState.READY, InstanceState.FAILED, InstanceState.DRAINING}),
+    InstanceState.READY: frozenset({InstanceState.DRAINING, InstanceState.FAILED}),
+    InstanceState.DRAINING: frozenset({InstanceState.STOPPED}),
+    InstanceState.STOPPED: frozenset(),
+    InstanceState.FAILED: frozenset(),
+}
+
+log = logging.getLogger(__name__)
+
+
+class InvalidTransition(RuntimeError):
+    """The pool tried a state change that ``ALLOWED`` does not list: a bug in the pool."""
 
 
 class PoolError(Exception):
@@ -89,7 +112,7 @@ class PoolLimits:
 class Instance:
     instance_id: str
     process: InstanceProcess
-    start_reason: str
+    start_reason: Reason
     state: InstanceState = InstanceState.STARTING
     spawned_at_s: float | None = None
     ready_at_s: float | None = None
@@ -110,7 +133,7 @@ class Instance:
             "port": self.process.port,
             "in_flight": self.in_flight,
             "served": self.served,
-            "start_reason": self.start_reason,
+            "start_reason": str(self.start_reason),
             "spawned_at_s": self.spawned_at_s,
             "ready_at_s": self.ready_at_s,
             "idle_since_s": self.idle_since_s,
@@ -167,6 +190,8 @@ class Pool:
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._min_start_failed = False
+        #: Instances wanted up at the gateway's start, until that many were ready once.
+        self._initial_instances = 0
 
     # ----------------------------------------------------------------- queries
     def _in_state(self, *states: InstanceState) -> list[Instance]:
@@ -203,6 +228,7 @@ class Pool:
     # --------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         """Start the instances the policy wants before any request (always-on)."""
+        self._initial_instances = self.policy.initial_instances()
         self._ensure_min_instances()
 
     async def shutdown(self) -> None:
@@ -217,9 +243,8 @@ class Pool:
                 continue
             self._cancel_idle(inst)
             if inst.state is not InstanceState.DRAINING:
-                inst.state = InstanceState.DRAINING
-                self._record(inst, "drain", reason="shutdown")
-            stops.append(self._stop(inst, "shutdown"))
+                self._transition(inst, InstanceState.DRAINING, Lifecycle.DRAIN, Reason.SHUTDOWN)
+            stops.append(self._stop(inst, Reason.SHUTDOWN))
         await asyncio.gather(*stops, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
@@ -270,7 +295,7 @@ class Pool:
         if inst.in_flight == 0:
             inst.idle_since_s = time.monotonic()
         if inst.state is InstanceState.DRAINING and inst.in_flight == 0:
-            self._spawn_task(self._stop(inst, "drained"))
+            self._spawn_task(self._stop(inst, Reason.DRAINED))
         elif inst.state is InstanceState.READY:
             self._dispatch()
             if inst.in_flight == 0:
@@ -296,7 +321,7 @@ class Pool:
     def first_token(self, lease: Lease, t_s: float) -> None:
         """The first token of an instance's first request left it: the cold start is over."""
         if lease.first_of_instance:
-            self._record(lease.instance, "first_token", t_s=t_s)
+            self._record(lease.instance, Lifecycle.FIRST_TOKEN, t_s=t_s)
 
     def _forget(self, waiter: _Waiter) -> None:
         with contextlib.suppress(ValueError):
@@ -335,7 +360,7 @@ class Pool:
             live = self._in_state(InstanceState.STARTING, InstanceState.READY)
             starting = self._in_state(InstanceState.STARTING)
             if not starting and len(live) < self.policy.max_instances:
-                self._start_instance("on_demand")
+                self._start_instance(Reason.ON_DEMAND)
 
     # ------------------------------------------------------------ scale down
     def _consider_idle(self, inst: Instance) -> None:
@@ -347,7 +372,7 @@ class Pool:
         if ttl_s is None:
             return
         if ttl_s <= 0:
-            self._drain(inst, "no_inflight")
+            self._drain(inst, Reason.NO_INFLIGHT)
         else:
             self._cancel_idle(inst)
             loop = asyncio.get_running_loop()
@@ -360,24 +385,23 @@ class Pool:
             and inst.in_flight == 0
             and len(self._in_state(InstanceState.READY)) > self.policy.min_instances
         ):
-            self._drain(inst, "idle_ttl")
+            self._drain(inst, Reason.IDLE_TTL)
 
     def _cancel_idle(self, inst: Instance) -> None:
         if inst.idle_handle is not None:
             inst.idle_handle.cancel()
             inst.idle_handle = None
 
-    def _drain(self, inst: Instance, reason: str) -> None:
-        inst.state = InstanceState.DRAINING
-        self._record(inst, "drain", reason=reason)
+    def _drain(self, inst: Instance, reason: Reason) -> None:
+        self._transition(inst, InstanceState.DRAINING, Lifecycle.DRAIN, reason)
         if inst.in_flight == 0:
             self._spawn_task(self._stop(inst, reason))
 
-    async def _stop(self, inst: Instance, reason: str) -> None:
+    async def _stop(self, inst: Instance, reason: Reason) -> None:
         code = await inst.process.stop()
         if inst.state is InstanceState.DRAINING:
-            inst.state = InstanceState.STOPPED
-            self._record(inst, "stopped", reason=reason, detail=f"exit code {code}")
+            self._transition(inst, InstanceState.STOPPED, Lifecycle.STOPPED, reason,
+                             detail=f"exit code {code}")
             self._remove(inst)
 
     # -------------------------------------------------------------- scale up
@@ -385,10 +409,13 @@ class Pool:
         if self._closing or self._min_start_failed:
             return
         live = self._in_state(InstanceState.STARTING, InstanceState.READY)
-        if len(live) < self.policy.min_instances and not self._in_state(InstanceState.STARTING):
-            self._start_instance("min_instances")
+        if len(self._in_state(InstanceState.READY)) >= self._initial_instances:
+            self._initial_instances = 0  # the start-up set was up once; min_instances rules
+        wanted = max(self.policy.min_instances, self._initial_instances)
+        if len(live) < wanted and not self._in_state(InstanceState.STARTING):
+            self._start_instance(Reason.MIN_INSTANCES)
 
-    def _start_instance(self, reason: str) -> Instance:
+    def _start_instance(self, reason: Reason) -> Instance:
         instance_id = f"i{self._next_id}"
         self._next_id += 1
         inst = Instance(instance_id, InstanceProcess(instance_id, self.spec), start_reason=reason)
@@ -398,9 +425,9 @@ class Pool:
 
     async def _run_start(self, inst: Instance) -> None:
         def on_phase(phase: str, t_s: float) -> None:
-            if phase == "spawn":
+            if phase == Lifecycle.SPAWN:
                 inst.spawned_at_s = t_s
-                self._record(inst, "spawn", reason=inst.start_reason, t_s=t_s)
+                self._record(inst, Lifecycle.SPAWN, reason=inst.start_reason, t_s=t_s)
             else:
                 self._record(inst, phase, t_s=t_s)
 
@@ -418,12 +445,11 @@ class Pool:
         if inst.state is not InstanceState.STARTING:
             await inst.process.stop()  # shut down while starting
             return
-        inst.state = InstanceState.READY
         inst.ready_at_s = ready_at_s
         inst.idle_since_s = ready_at_s
         self._min_start_failed = False
         self.cold_starts += 1
-        self._record(inst, "ready", t_s=ready_at_s)
+        self._transition(inst, InstanceState.READY, Lifecycle.READY, t_s=ready_at_s)
         if self.on_cold_start is not None and inst.spawned_at_s is not None:
             self.on_cold_start(ready_at_s - inst.spawned_at_s)
         self._dispatch()
@@ -434,10 +460,9 @@ class Pool:
         if inst.state is not InstanceState.STARTING:
             return  # stopped on purpose (gateway shutdown), not a failure
         self.start_failures += 1
-        if inst.start_reason == "min_instances":
+        if inst.start_reason == Reason.MIN_INSTANCES:
             self._min_start_failed = True  # no crash loop; the next request tries again
-        inst.state = InstanceState.FAILED
-        self._record(inst, "start_failed", detail=reason)
+        self._transition(inst, InstanceState.FAILED, Lifecycle.START_FAILED, detail=reason)
         # The waiters were waiting for this start; unless another instance can serve
         # them, tell them now why (before the stop below, which may take its grace period),
         # instead of letting them time out.
@@ -457,10 +482,9 @@ class Pool:
         """A ready instance's process exited unasked; idempotent."""
         if inst.state is not InstanceState.READY:
             return
-        inst.state = InstanceState.FAILED
         self._cancel_idle(inst)
-        self._record(
-            inst, "died", reason="crash",
+        self._transition(
+            inst, InstanceState.FAILED, Lifecycle.DIED, Reason.CRASH,
             detail=f"exit code {code}: {inst.process.failure_reason()}",
         )
         self._remove(inst)
@@ -472,8 +496,24 @@ class Pool:
         with contextlib.suppress(ValueError):
             self.instances.remove(inst)
 
+    def _transition(
+        self, inst: Instance, to_state: InstanceState, event: Lifecycle | None = None,
+        reason: Reason | str = "", detail: str = "", t_s: float | None = None,
+    ) -> None:
+        """The one place an instance changes state: checked against ALLOWED, logged, and
+        recorded as ``event`` (when given) with the new state."""
+        old = inst.state
+        if to_state not in ALLOWED[old]:
+            raise InvalidTransition(
+                f"{self.deployment} {inst.instance_id}: {old} -> {to_state} is not allowed")
+        log.debug("%s %s: %s -> %s (%s)", self.deployment, inst.instance_id, old, to_state,
+                  reason or event or "")
+        inst.state = to_state
+        if event is not None:
+            self._record(inst, event, reason=reason, detail=detail, t_s=t_s)
+
     def _record(
-        self, inst: Instance, event: str, reason: str = "", detail: str = "",
+        self, inst: Instance, event: Lifecycle, reason: Reason | str = "", detail: str = "",
         t_s: float | None = None,
     ) -> None:
         self.events.record(

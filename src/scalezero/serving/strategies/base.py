@@ -13,8 +13,36 @@ a negative value (forever) is ``always_on``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
+
+
+@dataclasses.dataclass(frozen=True)
+class Accounting:
+    """What the analysis needs to know of a policy to account for its instance time.
+
+    The analysis never reads a policy's parameters by name: each policy states this.
+    """
+
+    #: The pool holds at least one instance at all times (started before any request).
+    always_on: bool
+    #: How long an idle instance above the minimum stays up: 0 stops it at once,
+    #: ``math.inf`` never, anything else that many seconds.
+    idle_ttl_s: float
+
+    def record(self) -> dict[str, Any]:
+        """JSON-safe form for run.json: an infinite TTL is ``None``."""
+        ttl = None if math.isinf(self.idle_ttl_s) else float(self.idle_ttl_s)
+        return {"always_on": bool(self.always_on), "idle_ttl_s": ttl}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Accounting:
+        """The inverse of ``record``."""
+        ttl = record.get("idle_ttl_s")
+        return cls(always_on=bool(record["always_on"]),
+                   idle_ttl_s=math.inf if ttl is None else float(ttl))
 
 
 @dataclasses.dataclass
@@ -28,9 +56,9 @@ class Policy(ABC):
     name: ClassVar[str] = ""
 
     #: The pool never stops an instance when that would leave fewer than this many.
-    min_instances: int = 0
+    min_instances: int = dataclasses.field(default=0, metadata={"minimum": 0})
     #: The pool never runs more instances than this at once (starting ones included).
-    max_instances: int = 1
+    max_instances: int = dataclasses.field(default=1, metadata={"minimum": 1})
 
     def __post_init__(self) -> None:
         if self.min_instances < 0:
@@ -43,6 +71,17 @@ class Policy(ABC):
     def initial_instances(self) -> int:
         """Instances to start when the gateway starts, before any request."""
         return self.min_instances
+
+    def accounting(self) -> Accounting:
+        """How the analysis accounts for this policy's instances.
+
+        The default follows from the pool's rules: ``min_instances`` >= 1 are held from the
+        gateway's start on, and an idle instance stays up for ``idle_ttl_s``. A policy whose
+        TTL changes over time must say what to assume instead.
+        """
+        ttl_s = self.idle_ttl_s(0.0)
+        return Accounting(always_on=self.min_instances >= 1,
+                          idle_ttl_s=math.inf if ttl_s is None else float(ttl_s))
 
     @abstractmethod
     def idle_ttl_s(self, now_s: float) -> float | None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 
 from scalezero.serving.strategies.base import Policy
+from scalezero.serving.strategies.registry import register
 
 
+@register
 @dataclasses.dataclass
 class KeepWarm(Policy):
     name = "keep_warm"
-    keep_warm_ttl_s: float = 60.0
+    keep_warm_ttl_s: float = dataclasses.field(default=60.0, metadata={"minimum": 0})
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from scalezero.serving.strategies.base import Policy
+from scalezero.serving.strategies.registry import register
 
 
+@register
 @dataclasses.dataclass
 class Naive(Policy):
     name = "naive"

@@ -1,0 +1,325 @@
+"""The pool's instance states: every change is one allowed, logged transition.
+
+The pool runs here against an in-memory stand-in for the instance process, driven step
+by step: starts finish or fail when the test says so, instances die when told to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+from unittest import mock
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scalezero.serving import pool as pool_module
+from scalezero.serving.events import EventLog, Lifecycle
+from scalezero.serving.launcher import InstanceSpec, InstanceStartError
+from scalezero.serving.pool import (
+    ALLOWED,
+    InstanceState,
+    InvalidTransition,
+    Pool,
+    PoolError,
+    PoolLimits,
+)
+from scalezero.serving.strategies import make_policy
+
+S = InstanceState
+LOGGER = "scalezero.serving.pool"
+
+
+class FakeProcess:
+    """An instance process that starts, fails and dies when the test says so."""
+
+    made: ClassVar[list[FakeProcess]] = []
+
+    def __init__(self, instance_id: str, spec: InstanceSpec) -> None:
+        loop = asyncio.get_running_loop()
+        self.instance_id = instance_id
+        self.port = 0
+        self.pid = 1000 + int(instance_id[1:])
+        self.proc = None
+        self.phase_times: dict[str, float] = {}
+        self.started: asyncio.Future[str | None] = loop.create_future()
+        self.exited: asyncio.Future[int] = loop.create_future()
+        FakeProcess.made.append(self)
+
+    async def spawn(self, on_phase: Callable[[str, float], None]) -> None:
+        on_phase(Lifecycle.SPAWN, time.monotonic())
+
+    async def wait_ready(self) -> float:
+        await asyncio.wait({self.started, self.exited}, return_when=asyncio.FIRST_COMPLETED)
+        if self.exited.done():
+            raise InstanceStartError("instance exited during start")
+        error = self.started.result()
+        if error is not None:
+            raise InstanceStartError(error)
+        return time.monotonic()
+
+    async def wait_exit(self) -> int:
+        return await asyncio.shield(self.exited)
+
+    async def stop(self) -> int:
+        if not self.exited.done():
+            self.exited.set_result(-15)
+        return self.exited.result()
+
+    def failure_reason(self) -> str:
+        return "simulated"
+
+    # The test's levers.
+    def finish_start(self, error: str | None = None) -> None:
+        if not self.started.done():
+            self.started.set_result(error)
+
+    def die(self, code: int = 1) -> None:
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+
+class Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def fake_pool_world() -> Iterator[tuple[list[tuple[str, S, S, str]], Recorder]]:
+    """Pools built inside use FakeProcess; yields the transitions tried and the log."""
+    tried: list[tuple[str, S, S, str]] = []
+    original = Pool._transition
+
+    def spy(self: Pool, inst: Any, to_state: S, event: Any = None, reason: Any = "",
+            **kwargs: Any) -> None:
+        tried.append((inst.instance_id, inst.state, to_state,
+                      f"{self.deployment} {inst.instance_id}: {inst.state} -> {to_state} "
+                      f"({reason or event or ''})"))
+        original(self, inst, to_state, event, reason, **kwargs)
+
+    handler = Recorder()
+    logger = logging.getLogger(LOGGER)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    FakeProcess.made = []
+    try:
+        with mock.patch.object(pool_module, "InstanceProcess", FakeProcess), \
+                mock.patch.object(Pool, "_transition", spy):
+            yield tried, handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def make_pool(policy: str, limits: PoolLimits | None = None, **params: Any) -> Pool:
+    spec = InstanceSpec(model_path=Path("fake.gguf"), model_alias="fake")
+    return Pool("dep", spec, make_policy(policy, params),
+                limits or PoolLimits(cold_start_timeout_s=5.0, queue_timeout_s=5.0),
+                EventLog())
+
+
+async def settle(rounds: int = 5) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+def pending_starts() -> list[FakeProcess]:
+    return [p for p in FakeProcess.made if not p.started.done() and not p.exited.done()]
+
+
+# ------------------------------------------------------------- the scenarios
+
+
+async def _serve_then_scale_to_zero() -> None:
+    """starting -> ready -> draining -> stopped (naive: stop once idle)."""
+    pool = make_pool("naive")
+    client = asyncio.ensure_future(pool.acquire())
+    await settle()
+    FakeProcess.made[-1].finish_start()
+    lease = await client
+    pool.release(lease)
+    await settle()
+    assert pool.instances == []
+    await pool.shutdown()
+
+
+async def _start_fails() -> None:
+    """starting -> failed; the waiting request hears why."""
+    pool = make_pool("naive")
+    client = asyncio.ensure_future(pool.acquire())
+    await settle()
+    FakeProcess.made[-1].finish_start("no memory")
+    with pytest.raises(PoolError, match="no memory"):
+        await client
+    await pool.shutdown()
+
+
+async def _ready_instance_dies() -> None:
+    """ready -> failed, and always_on replaces it."""
+    pool = make_pool("always_on")
+    await pool.start()
+    await settle()
+    FakeProcess.made[-1].finish_start()
+    await settle()
+    FakeProcess.made[-1].die()
+    await settle()
+    assert [i.instance_id for i in pool.instances] == ["i2"]  # the replacement starts
+    await pool.shutdown()
+
+
+async def _shutdown_during_start() -> None:
+    """starting -> draining -> stopped: the gateway stops while an instance starts."""
+    pool = make_pool("always_on")
+    await pool.start()
+    await settle()
+    await pool.shutdown()
+    await settle()
+
+
+def test_every_allowed_transition_is_taken_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    with fake_pool_world() as (tried, _):
+        for scenario in (_serve_then_scale_to_zero, _start_fails, _ready_instance_dies,
+                         _shutdown_during_start):
+            asyncio.run(scenario())
+    allowed = {(old, new) for old, targets in ALLOWED.items() for new in targets}
+    taken = {(old, new) for _, old, new, _ in tried}
+    assert taken == allowed
+    logged = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert logged == [message for *_, message in tried]
+    assert "dep i1: starting -> ready (ready)" in logged
+    assert "dep i1: ready -> draining (no_inflight)" in logged
+    assert "dep i1: starting -> draining (shutdown)" in logged
+
+
+def test_disallowed_transition_raises_and_changes_nothing() -> None:
+    async def scenario() -> None:
+        pool = make_pool("naive")
+        client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        inst = pool.instances[0]
+        with pytest.raises(InvalidTransition, match="starting -> stopped"):
+            pool._transition(inst, S.STOPPED, Lifecycle.STOPPED)
+        assert inst.state is S.STARTING
+        assert [e.event for e in pool.events.events] == ["spawn"]
+        FakeProcess.made[-1].finish_start()
+        pool.release(await client)
+        await settle()
+        with pytest.raises(InvalidTransition, match="stopped -> ready"):
+            pool._transition(inst, S.READY)
+        await pool.shutdown()
+
+    with fake_pool_world():
+        asyncio.run(scenario())
+    assert not ALLOWED[S.STOPPED] and not ALLOWED[S.FAILED]  # both final
+
+
+# --------------------------------------------------- randomized sequences
+
+POLICIES = [
+    ("naive", {}),
+    ("naive", {"max_instances": 3}),
+    ("keep_warm", {"keep_warm_ttl_s": 0.002}),
+    ("keep_warm", {"keep_warm_ttl_s": 0.0, "max_instances": 2}),
+    ("always_on", {}),
+    ("always_on", {"max_instances": 2}),
+]
+ACTIONS = st.one_of(
+    st.tuples(st.just("request"), st.integers(0, 3)),
+    st.just(("ready",)),
+    st.just(("fail",)),
+    st.tuples(st.just("die"), st.integers(0, 5)),
+    st.just(("tick",)),
+)
+
+
+async def _drive(policy: str, params: dict[str, Any], actions: list[tuple[Any, ...]],
+                 start_first: bool) -> Pool:
+    pool = make_pool(policy, **params)
+    clients: list[asyncio.Task[None]] = []
+
+    async def client(hold_ticks: int) -> None:
+        try:
+            lease = await pool.acquire()
+        except PoolError:
+            return
+        for _ in range(hold_ticks):
+            await asyncio.sleep(0.001)
+        pool.release(lease)
+
+    if start_first:
+        await pool.start()
+    for action in actions:
+        match action:
+            case ("request", hold):
+                clients.append(asyncio.ensure_future(client(hold)))
+            case ("ready",):
+                if pending_starts():
+                    pending_starts()[0].finish_start()
+            case ("fail",):
+                if pending_starts():
+                    pending_starts()[0].finish_start("simulated start failure")
+            case ("die", which):
+                up = [i for i in pool.instances if i.state is S.READY]
+                if up:
+                    up[which % len(up)].process.die()
+            case ("tick",):
+                await asyncio.sleep(0.003)
+        await settle(3)
+    await pool.shutdown()
+    await settle()
+    for task in clients:
+        task.cancel()
+    await asyncio.gather(*clients, return_exceptions=True)
+    return pool
+
+
+def _check_run(pool: Pool, tried: list[tuple[str, S, S, str]], logged: list[str]) -> None:
+    invalid = [t for t in tried if t[2] not in ALLOWED[t[1]]]
+    assert not invalid
+    assert logged == [message for *_, message in tried]  # each change logged, in order
+    assert pool.instances == []  # after shutdown every instance reached a final state
+    # The events' state column follows the same transitions.
+    states: dict[str, S] = {}
+    for event in pool.events.events:
+        new = S(event.state)
+        old = states.get(event.instance_id, S.STARTING)
+        assert new is old or new in ALLOWED[old], (event, old)
+        states[event.instance_id] = new
+    assert all(state in (S.STOPPED, S.FAILED) for state in states.values()), states
+
+
+@settings(max_examples=80, deadline=None)
+@given(policy=st.sampled_from(POLICIES), actions=st.lists(ACTIONS, max_size=30),
+       start_first=st.booleans())
+def test_random_sequences_take_only_allowed_logged_transitions(
+    policy: tuple[str, dict[str, Any]], actions: list[tuple[Any, ...]], start_first: bool,
+) -> None:
+    with fake_pool_world() as (tried, handler):
+        pool = asyncio.run(_drive(*policy, actions, start_first))
+    _check_run(pool, tried, handler.messages)
+
+
+def test_seeded_long_sequences() -> None:
+    """Longer runs than the property test draws, from fixed seeds."""
+    kinds = [("request", 0), ("request", 2), ("ready",), ("fail",), ("die", 0), ("tick",)]
+    for seed in range(6):
+        rng = random.Random(seed)
+        actions = [rng.choice(kinds) for _ in range(120)]
+        policy = POLICIES[seed % len(POLICIES)]
+        with fake_pool_world() as (tried, handler):
+            pool = asyncio.run(_drive(*policy, actions, start_first=True))
+        _check_run(pool, tried, handler.messages)
+        assert len(tried) > 3
