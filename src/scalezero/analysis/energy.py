@@ -109,7 +109,8 @@ def _union_length_s(intervals: np.ndarray) -> float:
     if len(intervals) == 0:
         return 0.0
     order = np.argsort(intervals[:, 0], kind="mergesort")
-    total, cur_b, cur_e = 0.0, *intervals[order[0]]
+    total = 0.0
+    cur_b, cur_e = (float(x) for x in intervals[order[0]])
     for b, e in intervals[order[1:]]:
         if b > cur_e:
             total += cur_e - cur_b

@@ -93,6 +93,8 @@ def summarize_sweep(
 
 def _pct(record: Mapping[str, Any] | None) -> float:
     share = (record or {}).get("resident_share")
+    if share is None:
+        return math.nan
     try:
         return 100.0 * float(share)
     except (TypeError, ValueError):

@@ -288,7 +288,7 @@ def gguf_info(path: Path) -> dict[str, Any]:
         "tensor_types": tensor_types,
         # Every tensor element, norms included: the usual "parameter count" of the model.
         "parameters": sum(t.n_elements for t in meta.tensors),
-        "tensor_bytes": None if None in known_bytes else sum(known_bytes),  # type: ignore[arg-type]
+        "tensor_bytes": None if None in known_bytes else sum(known_bytes),
         # Header (key/values and tensor infos, padded): what precedes the tensor data.
         "header_bytes": min(meta.data_offset_bytes, path.stat().st_size),
         "context_length": hp("context_length"),

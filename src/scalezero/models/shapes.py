@@ -87,7 +87,10 @@ class ModelShape:
         return shape
 
 
-_LLAMA3_ROPE_8K = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_context_length": 8192}
+def _llama3_rope_8k(factor: float) -> RopeScaling:
+    """Llama 3.1/3.2's rope_scaling: an 8k original context, low 1.0, high 4.0."""
+    return RopeScaling(factor=factor, low_freq_factor=1.0, high_freq_factor=4.0,
+                       original_context_length=8192)
 
 SHAPES: dict[str, ModelShape] = {
     shape.name: shape
@@ -125,7 +128,7 @@ SHAPES: dict[str, ModelShape] = {
             context_length=131072,
             rope_theta=500000.0,
             tie_embeddings=True,
-            rope_scaling=RopeScaling(factor=32.0, **_LLAMA3_ROPE_8K),
+            rope_scaling=_llama3_rope_8k(32.0),
             real_vocab_size=128256,
             source="https://huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json",
         ),
@@ -139,7 +142,7 @@ SHAPES: dict[str, ModelShape] = {
             context_length=131072,
             rope_theta=500000.0,
             tie_embeddings=False,
-            rope_scaling=RopeScaling(factor=8.0, **_LLAMA3_ROPE_8K),
+            rope_scaling=_llama3_rope_8k(8.0),
             real_vocab_size=128256,
             source="https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json",
         ),

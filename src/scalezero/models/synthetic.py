@@ -235,7 +235,7 @@ def _write_tensor(
         block = rng.standard_normal((n, cols), dtype=np.float32)
         block *= WEIGHT_STD
         encoded = quants.quantize(block, plan.qtype)
-        fout.write(memoryview(np.ascontiguousarray(encoded)).cast("B"))
+        fout.write(np.ascontiguousarray(encoded).data.cast("B"))
         written += encoded.nbytes
     return written
 

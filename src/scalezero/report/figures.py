@@ -176,9 +176,9 @@ def plot_latency(requests_csv: Path, out: Path, *,
                     if column in req.columns else pd.Series(dtype=float)
                 drawn |= _ecdf(ax, sel, color=colors[s], linestyle=ls, linewidth=1.8)
         if slo_key:
-            for slo, ls in zip(slo_sets.values(), slo_styles, strict=False):
+            for slo, slo_style in zip(slo_sets.values(), slo_styles, strict=False):
                 if slo_key in slo:
-                    ax.axvline(slo[slo_key], color="0.25", linestyle=ls, linewidth=1.2)
+                    ax.axvline(slo[slo_key], color="0.25", linestyle=slo_style, linewidth=1.2)
         if drawn:
             values = pd.to_numeric(req.loc[ok, column], errors="coerce")
             values = values[values > 0]

@@ -143,9 +143,11 @@ def _discussion_vars(inp: ReportInputs, facts: Mapping[str, Any],
     if always and elastic:
         ao = always[0]
         ao_row = _sweep_at(inp, ao, ref)
-        rows = [(s, _sweep_at(inp, s, ref)) for s in elastic]
-        rows = [(s, r) for s, r in rows if r is not None
-                and math.isfinite(num(r["cost_usd_per_month"]))]
+        rows: list[tuple[str, pd.Series]] = []
+        for s in elastic:
+            row = _sweep_at(inp, s, ref)
+            if row is not None and math.isfinite(num(row["cost_usd_per_month"])):
+                rows.append((s, row))
         if ao_row is not None and rows:
             best, best_row = min(rows, key=lambda x: num(x[1]["cost_usd_per_month"]))
             ratio = num(ao_row["cost_usd_per_month"]) / num(best_row["cost_usd_per_month"]) \

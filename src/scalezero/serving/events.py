@@ -64,13 +64,14 @@ def emit_marker(phase: str, stream: TextIO | None = None) -> None:
     out.flush()
 
 
-def parse_marker(line: str) -> tuple[str, float] | None:
-    """(phase, monotonic s) of a marker line; None for any other line."""
+def parse_marker(line: str) -> tuple[Lifecycle, float] | None:
+    """(phase, monotonic s) of a marker line; None for any other line, and for a phase
+    this version does not know (so that an unknown name never reaches events.csv)."""
     parts = line.split()
     if len(parts) != 3 or parts[0] != MARKER:
         return None
     try:
-        return parts[1], float(parts[2])
+        return Lifecycle(parts[1]), float(parts[2])
     except ValueError:
         return None
 

@@ -36,7 +36,7 @@ def _instrument_llama_cpp() -> None:
 
     original_init = llama_cpp.Llama.__init__
 
-    def init_and_mark(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def init_and_mark(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
         emit_marker(Lifecycle.MODEL_LOADED)
 
@@ -44,7 +44,7 @@ def _instrument_llama_cpp() -> None:
 
     original_startup = uvicorn.Server.startup
 
-    async def startup_and_mark(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def startup_and_mark(self, *args, **kwargs):
         await original_startup(self, *args, **kwargs)
         if self.started:
             emit_marker(Lifecycle.LISTENING)
@@ -53,7 +53,7 @@ def _instrument_llama_cpp() -> None:
     _report_stream_usage(llama_cpp)
 
 
-def _report_stream_usage(llama_cpp) -> None:  # type: ignore[no-untyped-def]
+def _report_stream_usage(llama_cpp) -> None:
     """Streamed answers end with their token usage, as whole answers do.
 
     llama-cpp-python counts usage for whole answers only; the gateway needs it to answer
@@ -67,7 +67,7 @@ def _report_stream_usage(llama_cpp) -> None:  # type: ignore[no-untyped-def]
     original_completion = Llama.create_completion
     original_chat = Llama.create_chat_completion
 
-    def generate(self, tokens, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def generate(self, tokens, *args, **kwargs):
         counts = self._scalezero_usage = [len(tokens), 0]
         vocab = self._model.vocab
         for token in original_generate(self, tokens, *args, **kwargs):
@@ -75,7 +75,7 @@ def _report_stream_usage(llama_cpp) -> None:  # type: ignore[no-untyped-def]
                 counts[1] += 1
             yield token
 
-    def with_usage(llama, chunks):  # type: ignore[no-untyped-def]
+    def with_usage(llama, chunks):
         for chunk in chunks:
             choices = chunk.get("choices") or ()
             if any(choice.get("finish_reason") for choice in choices):
@@ -84,17 +84,17 @@ def _report_stream_usage(llama_cpp) -> None:  # type: ignore[no-untyped-def]
                                   "total_tokens": prompt + completion}
             yield chunk
 
-    def create_completion(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def create_completion(self, *args, **kwargs):
         result = original_completion(self, *args, **kwargs)
         return with_usage(self, result) if kwargs.get("stream") else result
 
-    def create_chat_completion(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def create_chat_completion(self, *args, **kwargs):
         result = original_chat(self, *args, **kwargs)
         return with_usage(self, result) if kwargs.get("stream") else result
 
-    Llama.generate = generate  # type: ignore[method-assign]
-    Llama.create_completion = create_completion  # type: ignore[method-assign]
-    Llama.create_chat_completion = create_chat_completion  # type: ignore[method-assign]
+    Llama.generate = generate
+    Llama.create_completion = create_completion
+    Llama.create_chat_completion = create_chat_completion
 
 
 def main(argv: list[str] | None = None) -> None:

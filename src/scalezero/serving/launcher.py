@@ -20,7 +20,7 @@ import httpx
 from scalezero.serving.events import MARKER, Lifecycle, parse_marker
 from scalezero.system.procs import free_tcp_port, package_env, signal_group
 
-PhaseCallback = Callable[[str, float], None]
+PhaseCallback = Callable[[Lifecycle, float], None]
 
 
 class InstanceStartError(RuntimeError):

@@ -424,7 +424,7 @@ class Pool:
         return inst
 
     async def _run_start(self, inst: Instance) -> None:
-        def on_phase(phase: str, t_s: float) -> None:
+        def on_phase(phase: Lifecycle, t_s: float) -> None:
             if phase == Lifecycle.SPAWN:
                 inst.spawned_at_s = t_s
                 self._record(inst, Lifecycle.SPAWN, reason=inst.start_reason, t_s=t_s)

@@ -64,7 +64,9 @@ def parameter_schema() -> dict[str, dict[str, Any]]:
     the parameters all policies share come first, as the base class defines them.
     """
     schema: dict[str, dict[str, Any]] = {}
-    for policy_class in (Policy, *(policy(name) for name in policies())):
+    # Any: the base class is abstract, and dataclasses.fields takes it all the same.
+    classes: list[Any] = [Policy, *(policy(name) for name in policies())]
+    for policy_class in classes:
         for field in dataclasses.fields(policy_class):
             if field.name not in schema:
                 schema[field.name] = {"type": _JSON_TYPES.get(str(field.type), "number"),
