@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,23 +31,24 @@ class InstanceSpec:
 
     A custom ``command`` may use the placeholders ``{python}``, ``{model}``, ``{port}``,
     ``{host}``, ``{n_ctx}`` and ``{alias}``; it is wrapped so that it dies with the gateway.
+    Built by ``InstanceSettings.spec``, where the defaults are.
     """
 
     model_path: Path
     model_alias: str
-    n_ctx: int = 2048
-    n_threads: int | None = None
-    n_gpu_layers: int = 0
-    extra_args: Sequence[str] = ()
-    host: str = "127.0.0.1"
-    ready_timeout_s: float = 180.0
-    stop_grace_s: float = 5.0
-    health_path: str = "/v1/models"
-    poll_interval_s: float = 0.02
-    log_dir: Path | None = None
-    env: dict[str, str] = dataclasses.field(default_factory=dict)
-    command: Sequence[str] | None = None
-    python: str = sys.executable
+    n_ctx: int
+    n_threads: int | None
+    n_gpu_layers: int
+    extra_args: Sequence[str]
+    host: str
+    ready_timeout_s: float
+    stop_grace_s: float
+    health_path: str
+    poll_interval_s: float
+    log_dir: Path | None
+    env: dict[str, str]
+    command: Sequence[str] | None
+    python: str
 
     def build_command(self, port: int, parent_pid: int) -> list[str]:
         if self.command:
