@@ -40,6 +40,10 @@ def test_requested_length_is_produced_even_where_the_model_would_stop(
         telemetry=TelemetrySettings(baseline_s=0.2), workload="w", strategy="always_on",
     ))
     assert run["status"] == "ok"
+    # The gateway ran with the settings the run wrote next to its log.
+    gateway = GatewaySettings.model_validate_json(
+        (tmp_path / "logs" / "gateway-settings.json").read_text())
+    assert gateway.instance.n_ctx == 256 and gateway.events_csv == tmp_path / "run" / "events.csv"
     requests = pd.read_csv(tmp_path / "run" / "requests.csv")
     assert list(requests["status"]) == [200, 200]
     assert list(requests["tokens_out"]) == [8, 12]
