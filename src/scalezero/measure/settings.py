@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scalezero.errors import UserError
-from scalezero.serving.settings import GatewaySettings
+from scalezero.serving.settings import GatewaySettings, field_default
 
 
 class TelemetrySettings(BaseModel):
@@ -60,7 +60,7 @@ class RunSettings(BaseModel):
     def from_workflow(cls, settings: Mapping[str, Any], model_path: Path, trace_path: Path,
                       out_dir: Path, log_dir: Path) -> RunSettings:
         """A run as the workflow describes it; keys it leaves out take the models' defaults."""
-        device = settings.get("device") or "cpu"
+        device = settings.get("device") or field_default(GatewaySettings, "device")
         gateway: dict[str, Any] = {
             "model_path": model_path,
             "model_name": settings.get("model_name") or model_path.stem,
