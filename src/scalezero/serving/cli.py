@@ -132,7 +132,7 @@ def _shown_default(path: str) -> str:
 
 
 def _policy_default(option: str) -> str:
-    """Where only one policy takes the parameter, its default (else: each policy's own)."""
+    """The parameter's default where every policy that takes it agrees on one."""
     from scalezero.serving.strategies import REGISTRY
 
     name = _POLICY_OPTIONS[option][0]
@@ -140,7 +140,7 @@ def _policy_default(option: str) -> str:
         field.default for policy in REGISTRY.values() for field in dataclasses.fields(policy)
         if field.name == name and field.default is not dataclasses.MISSING
     }
-    if len(defaults) == 1 and option == "--keep-warm-ttl-s":
+    if len(defaults) == 1:
         return f" (policy default: {defaults.pop():g})"
     return " (policy default if unset)"
 
@@ -175,9 +175,9 @@ def load_settings(args: argparse.Namespace) -> GatewaySettings:
         if not isinstance(data, dict):
             raise UserError(f"--settings: {path} does not hold a JSON object")
     for options in _GROUPS.values():
-        for path, _ in options.values():
-            if hasattr(args, _dest(path)):
-                _set(data, path, getattr(args, _dest(path)))
+        for field_path, _ in options.values():
+            if hasattr(args, _dest(field_path)):
+                _set(data, field_path, getattr(args, _dest(field_path)))
     if getattr(args, "strategy", None) is not None:
         data["policy"] = args.strategy
     params = dict(data.get("policy_params") or {})
