@@ -7,4 +7,5 @@ cd "$(dirname "$0")"
 tools/setup-venv.sh test
 .venv/bin/ruff check src tests workflow
 .venv/bin/snakefmt --check Snakefile workflow/
+.venv/bin/mypy
 exec .venv/bin/pytest "$@"

@@ -30,8 +30,8 @@ import yaml
 
 from scalezero.serving.app import Gateway, GatewayConfig, create_app
 from scalezero.serving.events import Event
-from scalezero.serving.launcher import InstanceSpec
 from scalezero.serving.pool import Pool, PoolLimits
+from scalezero.serving.settings import GatewaySettings, InstanceSettings, QueueSettings
 from scalezero.serving.strategies import make_policy
 from scalezero.serving.strategies.base import Policy
 from scalezero.system.procs import package_env, signal_group
@@ -225,23 +225,26 @@ class GatewayFactory:
         if control is not None:
             control_path.write_text(json.dumps(control))
         if real_model is not None:
-            spec_kw: dict[str, Any] = {"model_path": real_model, "model_alias": "smollm2",
-                                       "n_ctx": 512}
+            settings = GatewaySettings(
+                model_path=real_model, model_name="smollm2", policy="naive",
+                instance=InstanceSettings(n_ctx=512, ready_timeout_s=60.0, stop_grace_s=3.0),
+                gateway=QueueSettings(cold_start_timeout_s=60.0, queue_timeout_s=60.0),
+            )
         else:
             command = fake_command("--control", str(control_path), *fake_args)
-            spec_kw = {"model_path": self.fake_model, "model_alias": "fake", "command": command,
-                       "env": dict(fake_env or {})}
-        spec_kw.update({"ready_timeout_s": 60.0, "stop_grace_s": 3.0, **(spec or {})})
-        instance_spec = InstanceSpec(**spec_kw)
+            settings = GatewaySettings(
+                model_path=self.fake_model, model_name="fake", policy="naive",
+                instance=InstanceSettings(command=tuple(command), ready_timeout_s=60.0,
+                                          stop_grace_s=3.0),
+                gateway=QueueSettings(cold_start_timeout_s=60.0, queue_timeout_s=60.0),
+            )
+        base = settings.gateway_config()
+        instance_spec = dataclasses.replace(
+            base.spec, env={**base.spec.env, **(fake_env or {})}, **(spec or {}))
         if isinstance(policy, str):
             policy = make_policy(policy)
-        gateway_config = GatewayConfig(
-            deployment=instance_spec.model_alias,
-            spec=instance_spec,
-            policy=policy,
-            limits=limits or PoolLimits(cold_start_timeout_s=60.0, queue_timeout_s=60.0),
-            **config,
-        )
+        gateway_config = dataclasses.replace(
+            base, spec=instance_spec, policy=policy, limits=limits or base.limits, **config)
         gw = RunningGateway(gateway_config)
         gw.control_path = control_path
         self.started.append(gw)

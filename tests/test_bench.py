@@ -1,4 +1,5 @@
-"""``scalezero bench-overhead`` runs end to end (tiny counts: a smoke test, not a timing)."""
+"""``scalezero bench-overhead``: its settings, and end to end runs (tiny counts: a smoke test,
+not a timing)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from scalezero.cli import main
+from scalezero.cli import build_parser, main
+from scalezero.measure.bench import BENCH_N_CTX, bench_settings
+from scalezero.serving.settings import InstanceSettings, field_default
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_bench_overhead_prints_warm_ratios_and_cold_overhead(
     real_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -47,3 +49,14 @@ def test_bench_overhead_prints_warm_ratios_and_cold_overhead(
 def test_bench_overhead_reports_a_missing_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench-overhead", "--model", "/no/such/model.gguf"]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_bench_builds_its_settings_with_its_own_context_size(fake_model: Path) -> None:
+    args = build_parser(only="bench-overhead").parse_args(
+        ["bench-overhead", "--model", str(fake_model), "--instance-command", "srv --port {port}"])
+    settings = bench_settings(args, fake_model)
+    assert settings.instance.n_ctx == BENCH_N_CTX == 512
+    assert settings.instance.command == ("srv", "--port", "{port}")
+    spec = settings.instance_spec()
+    assert spec.n_ctx == 512 and spec.health_path == field_default(InstanceSettings,
+                                                                   "health_path")

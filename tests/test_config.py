@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-from scalezero.cli.config import check_config, config_schema, config_sha256, run_order
+from scalezero.cli.config import check_config, config_schema, run_order
 from scalezero.errors import UserError
+from scalezero.measure.settings import TelemetrySettings, config_sha256
+from scalezero.serving.settings import InstanceSettings, QueueSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "config" / "config.yaml", ROOT / ".test" / "config.yaml"]
@@ -86,3 +89,37 @@ def test_run_order_interleaves_repeats_and_shuffles_reproducibly() -> None:
 def test_config_hash_ignores_key_order() -> None:
     assert config_sha256({"a": 1, "b": [1, 2]}) == config_sha256({"b": [1, 2], "a": 1})
     assert config_sha256({"a": 1}) != config_sha256({"a": 2})
+
+
+def _readme_defaults(section: str, prefix: str = "") -> dict[str, str]:
+    """key -> default cell of the table under ``## `section` ...`` in config/README.md."""
+    doc = (ROOT / "config" / "README.md").read_text(encoding="utf-8")
+    body = doc.split(f"## `{section}`", 1)[1].split("\n## ", 1)[0]
+    cells = {}
+    for line in body.splitlines():
+        match = re.match(r"\| `([^`]+)` \| ([^|]+) \|", line)
+        if match and match.group(1).startswith(prefix):
+            cells[match.group(1).removeprefix(prefix)] = match.group(2).strip()
+    return cells
+
+
+@pytest.mark.parametrize(
+    ("model", "section", "prefix"),
+    [(InstanceSettings, "device`, `gpu_index`, `instance", "instance."),
+     (QueueSettings, "gateway", ""),
+     (TelemetrySettings, "telemetry", "")],
+    ids=["instance", "gateway", "telemetry"],
+)
+def test_readme_defaults_are_the_models_defaults(model, section: str, prefix: str) -> None:
+    cells = _readme_defaults(section, prefix)
+    assert set(cells) == set(model.model_fields), "config/README.md lists other keys"
+    for name, field in model.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if default is None:
+            continue  # written in words ("llama.cpp's default")
+        cell = cells[name].strip("`")
+        try:
+            written = json.loads(cell)
+        except ValueError:
+            written = cell  # a word: `cpu`, `/v1/models`, `127.0.0.1`
+        assert written == (list(default) if isinstance(default, tuple) else default), name

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from scalezero.errors import UserError
-from scalezero.measure.runner import RunPlan, measured_run
+from scalezero.measure.runner import measured_run
+from scalezero.measure.settings import RunSettings
+from scalezero.serving.settings import GatewaySettings
 from scalezero.system.device import llama_cpp_supports_gpu_offload, require_device
 
 
@@ -26,8 +28,10 @@ def test_cuda_on_a_cpu_build_is_refused_before_anything_starts(tmp_path: Path) -
     trace.write_text("request_id,t_sched_s,max_tokens,prompt\n0,0.1,4,hello\n")
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF" + bytes(64))
-    plan = RunPlan(trace_path=trace, model_path=model, out_dir=tmp_path / "run",
-                   policy="naive", device="cuda")
+    plan = RunSettings(
+        gateway=GatewaySettings(model_path=model, policy="naive", device="cuda"),
+        trace_path=trace, out_dir=tmp_path / "run", log_dir=tmp_path / "run" / "logs",
+    )
     with pytest.raises(UserError, match=r"built without CUDA.*SCALEZERO_CUDA=1"):
         measured_run(plan)
     assert not (tmp_path / "run").exists()

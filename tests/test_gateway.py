@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from scalezero.serving import launcher
-from scalezero.serving.pool import PoolLimits
+from scalezero.serving.settings import QueueSettings
 from scalezero.serving.strategies import registered
 from scalezero.serving.strategies.base import Policy
 
@@ -154,7 +154,7 @@ def test_concurrent_requests_at_zero_cause_one_cold_start(make_gateway: GatewayF
 def test_cold_start_timeout_gives_504_and_start_goes_on(make_gateway: GatewayFactory) -> None:
     gw = make_gateway(
         "keep_warm", fake_args=["--load-delay-s", "1.0"],
-        limits=PoolLimits(cold_start_timeout_s=0.2),
+        limits=QueueSettings(cold_start_timeout_s=0.2).pool_limits(),
     )
     error = assert_error_shape(gw.client.post("/v1/completions", json=COMPLETION), 504)
     assert error["type"] == "timeout"
@@ -168,7 +168,8 @@ def test_cold_start_timeout_gives_504_and_start_goes_on(make_gateway: GatewayFac
 def test_full_queue_gives_429_with_retry_after(make_gateway: GatewayFactory) -> None:
     gw = make_gateway(
         "always_on", fake_args=["--first-token-delay-s", "0.8"],
-        limits=PoolLimits(max_queue=2, cold_start_timeout_s=30, queue_timeout_s=30),
+        limits=QueueSettings(max_queue=2, cold_start_timeout_s=30,
+                             queue_timeout_s=30).pool_limits(),
     )
     gw.wait_ready()
     with concurrent.futures.ThreadPoolExecutor(3) as executor:

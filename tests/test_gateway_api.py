@@ -26,7 +26,7 @@ from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from scalezero.serving.pool import PoolLimits
+from scalezero.serving.settings import QueueSettings
 
 COMPLETION = {"prompt": "hello", "max_tokens": 4}
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
@@ -379,12 +379,12 @@ def test_openai_client_reads_each_kind_of_error(make_gateway: GatewayFactory) ->
     assert upstream.value.request_id and upstream.value.request_id in upstream.value.message
 
     busy = make_gateway("naive", api_key="k", fake_args=["--load-delay-s", "1"],
-                        limits=PoolLimits(max_queue=0))
+                        limits=QueueSettings(max_queue=0).pool_limits())
     with pytest.raises(openai.RateLimitError):
         openai.OpenAI(base_url=busy.url + "/v1", api_key="k", max_retries=0).completions.create(
             model="fake", prompt="x")
     slow = make_gateway("naive", fake_args=["--load-delay-s", "2"],
-                        limits=PoolLimits(cold_start_timeout_s=0.2))
+                        limits=QueueSettings(cold_start_timeout_s=0.2).pool_limits())
     with pytest.raises(openai.APIStatusError) as timeout:
         openai.OpenAI(base_url=slow.url + "/v1", api_key="-", max_retries=0).completions.create(
             model="fake", prompt="x")

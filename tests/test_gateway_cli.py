@@ -18,7 +18,7 @@ from gateway_fixtures import GatewayProcess, fake_command, wait_gone
 from scalezero.cli import build_parser, main
 from scalezero.errors import UserError
 from scalezero.models.gguf import vocab_size
-from scalezero.serving.cli import build_config
+from scalezero.serving.cli import build_config, load_settings
 
 
 def serve_parser() -> argparse.ArgumentParser:
@@ -54,7 +54,8 @@ def test_options_reach_the_config(fake_model: Path, monkeypatch: pytest.MonkeyPa
     args = parse("--model", str(fake_model), "--strategy", "keep_warm",
                  "--keep-warm-ttl-s", "7.5", "--max-queue", "3", "--cold-start-timeout-s", "9",
                  "--instance-command", "'{python}' '/path with space/x.py' --port {port}")
-    assert args.host == "127.0.0.1" and args.port == 8000
+    settings = load_settings(args)
+    assert settings.host == "127.0.0.1" and settings.port == 8000
     config = build_config(args)
     assert config.policy.name == "keep_warm" and config.policy.keep_warm_ttl_s == 7.5
     assert config.limits.max_queue == 3 and config.limits.cold_start_timeout_s == 9

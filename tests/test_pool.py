@@ -31,6 +31,7 @@ from scalezero.serving.pool import (
     PoolError,
     PoolLimits,
 )
+from scalezero.serving.settings import InstanceSettings, QueueSettings
 from scalezero.serving.strategies import make_policy
 
 S = InstanceState
@@ -124,10 +125,10 @@ def fake_pool_world() -> Iterator[tuple[list[tuple[str, S, S, str]], Recorder]]:
 
 
 def make_pool(policy: str, limits: PoolLimits | None = None, **params: Any) -> Pool:
-    spec = InstanceSpec(model_path=Path("fake.gguf"), model_alias="fake")
-    return Pool("dep", spec, make_policy(policy, params),
-                limits or PoolLimits(cold_start_timeout_s=5.0, queue_timeout_s=5.0),
-                EventLog())
+    spec = InstanceSettings().spec(Path("fake.gguf"), "fake", device="cpu", gpu_index=None,
+                                   log_dir=None)
+    limits = limits or QueueSettings(cold_start_timeout_s=5.0, queue_timeout_s=5.0).pool_limits()
+    return Pool("dep", spec, make_policy(policy, params), limits, EventLog())
 
 
 async def settle(rounds: int = 5) -> None:

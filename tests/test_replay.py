@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from scalezero.measure.replay import ReplayRequest, completion_payload
-from scalezero.measure.runner import RunPlan, measured_run
+from scalezero.measure.runner import measured_run
+from scalezero.measure.settings import RunSettings, TelemetrySettings
+from scalezero.serving.settings import GatewaySettings, InstanceSettings
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +33,18 @@ def test_requested_length_is_produced_even_where_the_model_would_stop(
         "max_tokens": [8, 12],
         "prompt": ["Write one sentence about the sea.", "The quick brown fox"],
     }).to_csv(trace, index=False)
-    run = measured_run(RunPlan(trace_path=trace, model_path=real_model,
-                               out_dir=tmp_path / "run", policy="always_on", n_ctx=256,
-                               baseline_s=0.2, workload="w", strategy="always_on"))
+    run = measured_run(RunSettings(
+        gateway=GatewaySettings(model_path=real_model, policy="always_on",
+                                instance=InstanceSettings(n_ctx=256)),
+        trace_path=trace, out_dir=tmp_path / "run", log_dir=tmp_path / "logs",
+        telemetry=TelemetrySettings(baseline_s=0.2), workload="w", strategy="always_on",
+    ))
     assert run["status"] == "ok"
     assert run["policy"]["accounting"] == {"always_on": True, "idle_ttl_s": None}
+    # The gateway ran with the settings the run wrote next to its log.
+    gateway = GatewaySettings.model_validate_json(
+        (tmp_path / "logs" / "gateway-settings.json").read_text())
+    assert gateway.instance.n_ctx == 256 and gateway.events_csv == tmp_path / "run" / "events.csv"
     requests = pd.read_csv(tmp_path / "run" / "requests.csv")
     assert list(requests["status"]) == [200, 200]
     assert list(requests["tokens_out"]) == [8, 12]

@@ -9,7 +9,6 @@ that the committed file is current. Regenerate it with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Mapping
@@ -42,8 +41,10 @@ def _strategy_schema() -> dict[str, Any]:
 
 def config_schema() -> dict[str, Any]:
     """The JSON schema (draft 2020-12) of config/config.yaml."""
+    from scalezero.measure.settings import TelemetrySettings
     from scalezero.models.schema import MODEL_SCHEMA
     from scalezero.report.config import REPORT_CONFIG_SCHEMA
+    from scalezero.serving.settings import InstanceSettings, QueueSettings, config_schema_of
     from scalezero.workload.spec import WORKLOAD_SCHEMA
 
     model_entry = {k: v for k, v in MODEL_SCHEMA.items() if k not in ("$schema", "title")}
@@ -69,26 +70,10 @@ def config_schema() -> dict[str, Any]:
         },
         "device": {"enum": list(DEVICES), "default": "cpu"},
         "gpu_index": {"type": "integer", "minimum": 0, "default": 0},
-        "instance": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "n_ctx": {"type": "integer", "minimum": 16, "default": 512},
-                "n_threads": {"type": ["integer", "null"], "minimum": 1},
-                "n_gpu_layers": {"type": ["integer", "null"], "minimum": -1},
-                "extra_args": {"type": "array", "items": {"type": "string"}},
-                "ready_timeout_s": {**_POSITIVE, "default": 180},
-            },
-        },
-        "gateway": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "max_queue": {"type": "integer", "minimum": 1, "default": 256},
-                "cold_start_timeout_s": {**_POSITIVE, "default": 180},
-                "queue_timeout_s": {**_POSITIVE, "default": 600},
-            },
-        },
+        # The gateway's and the sampler's settings state their keys and defaults once,
+        # in their models.
+        "instance": config_schema_of(InstanceSettings),
+        "gateway": config_schema_of(QueueSettings),
         "workloads": {
             "type": "object",
             "minProperties": 1,
@@ -104,16 +89,7 @@ def config_schema() -> dict[str, Any]:
         "repeats": {"type": "integer", "minimum": 1, "default": 1},
         "order": {"enum": list(ORDERS), "default": "interleaved"},
         "order_seed": {"type": "integer", "minimum": 0, "default": 0},
-        "telemetry": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "rate_hz": {**_POSITIVE, "maximum": 1000, "default": 10},
-                "backend": {"enum": ["auto", "nvml", "host"], "default": "auto"},
-                "baseline_s": {"type": "number", "minimum": 0, "default": 5},
-                "context_baseline_s": {"type": "number", "minimum": 0, "default": 0},
-            },
-        },
+        "telemetry": config_schema_of(TelemetrySettings),
         "slo_sets": {
             "type": "object",
             "minProperties": 1,
@@ -162,12 +138,6 @@ def check_config(config: Mapping[str, Any]) -> None:
                         "workloads:")
 
 
-def config_sha256(config: Mapping[str, Any]) -> str:
-    """Hash of the configuration as data (key order and comments do not matter)."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def run_order(strategies: list[str], repeats: int, order: str, order_seed: int
               ) -> list[tuple[str, int]]:
     """The planned sequence of measured runs, as (strategy, rep) pairs.
@@ -193,4 +163,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["check_config", "config_schema", "config_sha256", "run_order"]
+__all__ = ["check_config", "config_schema", "run_order"]

@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -45,6 +46,13 @@ from typing import Any
 import httpx
 
 from scalezero.errors import UserError
+from scalezero.serving.settings import (
+    DEVICES,
+    GatewaySettings,
+    InstanceSettings,
+    field_default,
+    serve_command,
+)
 from scalezero.system.layout import DEFAULT_MODEL_NAME, default_model
 from scalezero.system.procs import free_tcp_port, package_env, terminate_group
 
@@ -55,6 +63,9 @@ COLD_TARGET_ADDED_MS = 100.0
 PAIRED_TARGET_TTFT_MS = 0.5
 PAIRED_TARGET_PER_TOKEN_MS = 0.05
 READY_POLL_S = 0.005
+#: Context size of the measured instance: the bench sends short requests, and a small
+#: context keeps each start quick.
+BENCH_N_CTX = 512
 
 
 @dataclasses.dataclass
@@ -111,11 +122,14 @@ def stream_completion(client: httpx.Client, url: str, body: dict[str, Any]) -> S
 
 
 @contextlib.contextmanager
-def gateway_process(serve_args: Sequence[str], log_path: Path) -> Iterator[str]:
-    """``scalezero serve`` in a child process; yields its base URL; always stopped."""
+def gateway_process(settings: GatewaySettings, log_path: Path) -> Iterator[str]:
+    """``scalezero serve`` in a child process; yields its base URL; always stopped.
+
+    Its settings are written next to its log, as a measured run does.
+    """
     port = free_tcp_port()
-    command = [sys.executable, "-m", "scalezero.cli", "serve", *serve_args,
-               "--port", str(port), "--exit-with-parent"]
+    settings_path = settings.write(log_path.with_name(f"{log_path.stem}-settings.json"))
+    command = serve_command(settings_path, port)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
@@ -159,13 +173,9 @@ def wait_instances(client: httpx.Client, url: str, ready: int, total: int | None
         time.sleep(0.02)
 
 
-def spawn_direct(serve_args: Sequence[str]) -> tuple[subprocess.Popen[bytes], str, float]:
+def spawn_direct(settings: GatewaySettings) -> tuple[subprocess.Popen[bytes], str, float]:
     """Start the instance the gateway would start, by hand; return it, its URL, spawn time."""
-    from scalezero.serving.cli import add_cli, build_config
-
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
-    spec = build_config(parser.parse_args(["serve", *serve_args, "--strategy", "naive"])).spec
+    spec = settings.instance_spec()
     port = free_tcp_port(spec.host)
     command = spec.build_command(port, os.getpid())
     env = {**package_env(), **spec.env, "PYTHONUNBUFFERED": "1"}  # as the launcher does
@@ -195,14 +205,14 @@ def wait_direct_ready(proc: subprocess.Popen[bytes], url: str, health_path: str,
 
 
 def measure_warm(
-    serve_args: Sequence[str], body: dict[str, Any], pairs: int, warmup: int, log_path: Path,
+    settings: GatewaySettings, body: dict[str, Any], pairs: int, warmup: int, log_path: Path,
     progress: bool,
 ) -> tuple[list[Sample], list[Sample]]:
     """``pairs`` requests each way, alternating which path goes first."""
     via_gateway: list[Sample] = []
     direct: list[Sample] = []
     with (
-        gateway_process([*serve_args, "--strategy", "always_on"], log_path) as url,
+        gateway_process(settings.model_copy(update={"policy": "always_on"}), log_path) as url,
         httpx.Client(trust_env=False, timeout=120.0) as gw_client,
         httpx.Client(trust_env=False, timeout=120.0) as direct_client,
     ):
@@ -226,14 +236,14 @@ def measure_warm(
 
 
 def measure_cold(
-    serve_args: Sequence[str], body: dict[str, Any], rounds: int, log_path: Path,
-    health_path: str, progress: bool,
+    settings: GatewaySettings, body: dict[str, Any], rounds: int, log_path: Path,
+    progress: bool,
 ) -> list[ColdRound]:
     results: list[ColdRound] = []
     if rounds == 0:
         return results
     with (
-        gateway_process([*serve_args, "--strategy", "naive"], log_path) as url,
+        gateway_process(settings.model_copy(update={"policy": "naive"}), log_path) as url,
         httpx.Client(trust_env=False, timeout=300.0) as client,
     ):
         for index in range(rounds):
@@ -248,9 +258,9 @@ def measure_cold(
                         raise BenchError("a cold-path request was served warm")
                     gateway_ttft_s = sample.ttft_s
                     continue
-                proc, direct_url, spawned_s = spawn_direct(serve_args)
+                proc, direct_url, spawned_s = spawn_direct(settings)
                 try:
-                    ready_s = wait_direct_ready(proc, direct_url, health_path)
+                    ready_s = wait_direct_ready(proc, direct_url, settings.instance.health_path)
                     direct_s2r_s = ready_s - spawned_s
                     with httpx.Client(trust_env=False, timeout=300.0) as direct_client:
                         direct_ttft_s = stream_completion(
@@ -387,14 +397,19 @@ def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------- CLI
 
 
-def _serve_args(args: argparse.Namespace, model: Path) -> list[str]:
-    serve_args = ["--model", str(model), "--n-ctx", str(args.n_ctx), "--device", args.device,
-                  "--health-path", args.health_path]
-    if args.n_threads:
-        serve_args += ["--n-threads", str(args.n_threads)]
-    if args.instance_command:
-        serve_args += ["--instance-command", args.instance_command]
-    return serve_args
+def bench_settings(args: argparse.Namespace, model: Path) -> GatewaySettings:
+    """The gateway both paths measure (its policy is set per path)."""
+    return GatewaySettings(
+        model_path=model,
+        policy="naive",
+        device=args.device,
+        instance=InstanceSettings(
+            n_ctx=args.n_ctx,
+            n_threads=args.n_threads,
+            command=tuple(shlex.split(args.instance_command)) if args.instance_command else None,
+            health_path=args.health_path,
+        ),
+    )
 
 
 def sample_rows(
@@ -428,7 +443,7 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UserError("--warm-requests must be >= 1, --cold-starts and --warmup >= 0")
     body = {"prompt": args.prompt, "max_tokens": args.max_tokens, "temperature": 0.0,
             "seed": 1, "stream": True}
-    serve_args = _serve_args(args, model)
+    settings = bench_settings(args, model)
     progress = not args.quiet
     with tempfile.TemporaryDirectory(prefix="scalezero-bench-") as tmp:
         log_dir = Path(args.log_dir) if args.log_dir else Path(tmp)
@@ -436,12 +451,12 @@ def run_bench(args: argparse.Namespace) -> int:
         if progress:
             print(f"bench-overhead: warm path, {args.warm_requests} pairs", file=sys.stderr)
         try:
-            gateway, direct = measure_warm(serve_args, body, args.warm_requests, args.warmup,
+            gateway, direct = measure_warm(settings, body, args.warm_requests, args.warmup,
                                            log_dir / "gateway-warm.log", progress)
             if progress and args.cold_starts:
                 print(f"bench-overhead: cold path, {args.cold_starts} rounds", file=sys.stderr)
-            cold = measure_cold(serve_args, body, args.cold_starts,
-                                log_dir / "gateway-cold.log", args.health_path, progress)
+            cold = measure_cold(settings, body, args.cold_starts,
+                                log_dir / "gateway-cold.log", progress)
         except BenchError as exc:
             raise UserError(str(exc)) from None
     summary = summarize(gateway, direct, cold)
@@ -485,16 +500,22 @@ def add_cli(subparsers: Any) -> None:
                         help="tokens generated per request")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, metavar="TEXT",
                         help="prompt of every request")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+    parser.add_argument("--device", choices=DEVICES,
+                        default=field_default(GatewaySettings, "device"),
                         help="where the instance runs")
-    parser.add_argument("--n-ctx", type=int, default=512, metavar="N",
-                        help="context size of the instance")
+    # The bench measures short requests: a small context keeps each instance's start and
+    # memory low, unlike the gateway's own default.
+    parser.add_argument("--n-ctx", type=int, default=BENCH_N_CTX, metavar="N",
+                        help="context size of the instance; smaller than scalezero serve's "
+                        f"default ({field_default(InstanceSettings, 'n_ctx')}): the bench "
+                        "sends short requests")
     parser.add_argument("--n-threads", type=int, default=None, metavar="N",
                         help="CPU threads of the instance (unset: llama-cpp-python's default)")
     parser.add_argument("--instance-command", default=None, metavar="CMD",
                         help="instance command instead of llama-cpp-python's server, as for "
                         "'scalezero serve' (unset: llama-cpp-python's server)")
-    parser.add_argument("--health-path", default="/v1/models", metavar="PATH",
+    parser.add_argument("--health-path", default=field_default(InstanceSettings, "health_path"),
+                        metavar="PATH",
                         help="path polled to decide that an instance is ready")
     parser.add_argument("--json", default=None, metavar="PATH",
                         help="also write the results as JSON here (unset: not written)")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import fcntl
 import json
@@ -33,7 +32,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -46,8 +45,17 @@ from scalezero.measure.replay import (
     write_requests,
     write_tokens,
 )
+from scalezero.measure.settings import RunSettings, TelemetrySettings
 from scalezero.serving.events import write_event_header
-from scalezero.serving.strategies import make_policy, policies
+from scalezero.serving.settings import (
+    DEVICES,
+    SETTINGS_FILE,
+    GatewaySettings,
+    InstanceSettings,
+    field_default,
+    serve_command,
+)
+from scalezero.serving.strategies import policies
 from scalezero.system.layout import RUN_FILE_NAMES, Layout
 from scalezero.system.procs import (
     free_tcp_port,
@@ -58,42 +66,6 @@ from scalezero.system.procs import (
 )
 
 RUN_FILES = tuple(RUN_FILE_NAMES.values())
-
-
-@dataclasses.dataclass
-class RunPlan:
-    """Everything one measured run needs; built from config by the workflow or the CLI."""
-
-    trace_path: Path
-    model_path: Path
-    out_dir: Path
-    policy: str
-    policy_params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    model_name: str = "model"
-    workload: str = ""
-    strategy: str = ""
-    rep: int = 1
-    order_index: int = 0
-    device: str = "cpu"
-    gpu_index: int | None = None
-    n_ctx: int = 2048
-    n_threads: int | None = None
-    n_gpu_layers: int | None = None
-    instance_args: tuple[str, ...] = ()
-    ready_timeout_s: float = 180.0
-    max_queue: int = 256
-    cold_start_timeout_s: float = 180.0
-    queue_timeout_s: float = 600.0
-    telemetry_rate_hz: float = 10.0
-    telemetry_backend: str = "auto"
-    baseline_s: float = 5.0
-    context_baseline_s: float = 0.0
-    tail_s: float = 0.0
-    log_dir: Path | None = None
-    lock_path: Path | None = None
-    config_sha256: str = ""
-    seed: int | None = None
-    suppress_eog: bool = True
 
 
 class _Terminated(Exception):
@@ -129,7 +101,7 @@ def _now_iso() -> str:
 
 def _spawn(command: list[str], log_path: Path | None, env: Mapping[str, str] | None = None
            ) -> subprocess.Popen:
-    log = log_path.open("ab") if log_path else subprocess.DEVNULL
+    log: IO[bytes] | int = log_path.open("ab") if log_path else subprocess.DEVNULL
     try:
         return subprocess.Popen(
             command,
@@ -140,7 +112,7 @@ def _spawn(command: list[str], log_path: Path | None, env: Mapping[str, str] | N
             env={**package_env(), **(env or {})},
         )
     finally:
-        if log_path:
+        if not isinstance(log, int):
             log.close()  # the child holds its own copy
 
 
@@ -228,50 +200,18 @@ def _wait_gateway(base_url: str, proc: subprocess.Popen, min_ready: int, timeout
             time.sleep(0.05)
 
 
-def gateway_command(plan: RunPlan, port: int, events_path: Path) -> list[str]:
-    command = [
-        sys.executable, "-m", "scalezero.cli", "serve",
-        "--model", str(plan.model_path),
-        "--model-name", plan.model_name,
-        "--strategy", plan.policy,
-        "--port", str(port),
-        "--device", plan.device,
-        "--n-ctx", str(plan.n_ctx),
-        "--ready-timeout-s", str(plan.ready_timeout_s),
-        "--max-queue", str(plan.max_queue),
-        "--cold-start-timeout-s", str(plan.cold_start_timeout_s),
-        "--queue-timeout-s", str(plan.queue_timeout_s),
-        "--events-csv", str(events_path),
-        "--exit-with-parent",
-    ]
-    for key, value in plan.policy_params.items():
-        command += ["--param", f"{key}={value}"]
-    if plan.gpu_index is not None:
-        command += ["--gpu-index", str(plan.gpu_index)]
-    if plan.n_threads:
-        command += ["--n-threads", str(plan.n_threads)]
-    if plan.n_gpu_layers is not None:
-        command += ["--n-gpu-layers", str(plan.n_gpu_layers)]
-    for arg in plan.instance_args:
-        command += [f"--instance-arg={arg}"]
-    if plan.log_dir is not None:
-        command += ["--log-dir", str(plan.log_dir / "instances")]
-    return command
-
-
-def measured_run(plan: RunPlan) -> dict[str, Any]:
+def measured_run(plan: RunSettings) -> dict[str, Any]:
     """Run one strategy on one trace; write the run files into ``plan.out_dir``."""
     from scalezero.system.device import require_device
     from scalezero.workload.trace import read_trace
 
-    policy = make_policy(plan.policy, plan.policy_params)  # fail early on a bad config
-    require_device(plan.device)
+    policy = plan.gateway.make_policy()  # fail early on a bad config
+    require_device(plan.gateway.device)
     items = requests_from_trace(read_trace(plan.trace_path))
-    if not plan.model_path.is_file():
-        raise UserError(f"model not found: {plan.model_path}")
+    if not plan.gateway.model_path.is_file():
+        raise UserError(f"model not found: {plan.gateway.model_path}")
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    if plan.log_dir is not None:
-        plan.log_dir.mkdir(parents=True, exist_ok=True)
+    plan.log_dir.mkdir(parents=True, exist_ok=True)
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
     _stop_when_workflow_ends()
     try:
@@ -301,21 +241,23 @@ def _stop_when_workflow_ends() -> None:
 
 
 def _measured_run_locked(
-    plan: RunPlan, policy_params: dict[str, Any], items: list[ReplayRequest]
+    plan: RunSettings, policy_params: dict[str, Any], items: list[ReplayRequest]
 ) -> dict[str, Any]:
     out = plan.out_dir
     log_dir = plan.log_dir
-    policy = make_policy(plan.policy, plan.policy_params)
+    gw = plan.gateway
+    model_path = gw.model_path
+    policy = gw.make_policy()
     run: dict[str, Any] = {
         "workload": plan.workload,
         "strategy": plan.strategy,
         "rep": plan.rep,
         "order_index": plan.order_index,
-        "policy": {"name": plan.policy, **{k: v for k, v in policy_params.items()
+        "policy": {"name": gw.policy, **{k: v for k, v in policy_params.items()
                                            if k != "policy"},
                    "accounting": policy.accounting().record()},
-        "device": plan.device,
-        "gpu_index": plan.gpu_index,
+        "device": gw.device,
+        "gpu_index": gw.gpu_index,
         "config_sha256": plan.config_sha256,
         "seed": plan.seed,
         "started_at": _now_iso(),
@@ -323,26 +265,27 @@ def _measured_run_locked(
         "windows": {"baseline_bare": None, "baseline_context": None, "replay": None},
         "status": "running",
     }
-    run["env"] = environment_info(plan.device)
+    run["env"] = environment_info(gw.device)
     from scalezero.models.files import sha256_file
 
     run["model"] = {
-        "name": plan.model_name,
-        "path": str(plan.model_path),
-        "bytes": plan.model_path.stat().st_size,
-        "sha256": sha256_file(plan.model_path),
+        "name": gw.model_alias,
+        "path": str(model_path),
+        "bytes": model_path.stat().st_size,
+        "sha256": sha256_file(model_path),
     }
     suppressed: list[int] = []
     if plan.suppress_eog:
         with contextlib.suppress(Exception):
             from scalezero.models.gguf import eog_token_ids
 
-            suppressed = list(eog_token_ids(plan.model_path))
+            suppressed = list(eog_token_ids(model_path))
     run["suppressed_token_ids"] = suppressed
+    telemetry = plan.telemetry
     run["telemetry"] = {
-        "rate_hz": plan.telemetry_rate_hz,
-        "requested_backend": plan.telemetry_backend,
-        "device_info": _telemetry_info(plan.telemetry_backend, plan.gpu_index),
+        "rate_hz": telemetry.rate_hz,
+        "requested_backend": telemetry.backend,
+        "device_info": _telemetry_info(telemetry.backend, gw.gpu_index),
     }
     run["telemetry"]["backend"] = run["telemetry"]["device_info"].get("backend", "unknown")
 
@@ -353,36 +296,41 @@ def _measured_run_locked(
         sampler_cmd = [
             sys.executable, "-m", "scalezero.cli", "telemetry",
             "--out", str(out / "telemetry.csv"),
-            "--rate-hz", str(plan.telemetry_rate_hz),
-            "--backend", plan.telemetry_backend,
+            "--rate-hz", str(telemetry.rate_hz),
+            "--backend", telemetry.backend,
             "--root-pid", str(os.getpid()),
             "--instance-match", "scalezero.serving.instance",
             "--exit-with-parent",
         ]
-        if plan.gpu_index is not None:
-            sampler_cmd += ["--gpu-index", str(plan.gpu_index)]
-        sampler = _spawn(sampler_cmd, log_dir / "telemetry.log" if log_dir else None)
+        if gw.gpu_index is not None:
+            sampler_cmd += ["--gpu-index", str(gw.gpu_index)]
+        sampler = _spawn(sampler_cmd, log_dir / "telemetry.log")
         if not _wait_for_file_rows(out / "telemetry.csv", 2, 30.0):
             raise RuntimeError("the telemetry sampler wrote no sample within 30 s")
 
         t_start = time.monotonic()
-        time.sleep(plan.baseline_s)
+        time.sleep(telemetry.baseline_s)
         run["windows"]["baseline_bare"] = [t_start, time.monotonic()]
-        if plan.context_baseline_s > 0:
+        if telemetry.context_baseline_s > 0:
             run["windows"]["baseline_context"] = _context_baseline(plan)
 
         port = free_tcp_port()
         base_url = f"http://127.0.0.1:{port}"
-        gateway_log = log_dir / "gateway.log" if log_dir else None
-        gateway = _spawn(gateway_command(plan, port, out / "events.csv"), gateway_log)
+        gateway_log = log_dir / "gateway.log"
+        # The gateway reads its settings from a file kept next to its log.
+        settings_file = gw.model_copy(update={
+            "events_csv": out / "events.csv", "log_dir": log_dir / "instances",
+        }).write(log_dir / SETTINGS_FILE)
+        gateway = _spawn(serve_command(settings_file, port), gateway_log)
         min_ready = policy.initial_instances()
-        _wait_gateway(base_url, gateway, min_ready, plan.ready_timeout_s + 60.0, gateway_log)
+        _wait_gateway(base_url, gateway, min_ready, gw.instance.ready_timeout_s + 60.0,
+                      gateway_log)
         run["gateway_url"] = base_url
 
-        print(f"run: {plan.strategy or plan.policy}: replaying {len(items)} requests",
+        print(f"run: {plan.strategy or gw.policy}: replaying {len(items)} requests",
               file=sys.stderr)
-        records, t0_s = asyncio.run(replay(items, base_url, plan.model_name, suppressed,
-                                           timeout_s=plan.queue_timeout_s + 120.0))
+        records, t0_s = asyncio.run(replay(items, base_url, gw.model_alias, suppressed,
+                                           timeout_s=gw.gateway.queue_timeout_s + 120.0))
         t_last = max((r.t_end_s for r in records if r.t_end_s is not None), default=t0_s)
         if plan.tail_s > 0:
             time.sleep(plan.tail_s)
@@ -402,7 +350,7 @@ def _measured_run_locked(
     return run
 
 
-def _context_baseline(plan: RunPlan) -> list[float]:
+def _context_baseline(plan: RunSettings) -> list[float]:
     """Hold a minimal model (runtime and device context, ~no weights) for a window."""
     from scalezero.models.synthetic import ensure_probe_model
     from scalezero.serving.context_probe import LOADED_MARKER
@@ -411,8 +359,9 @@ def _context_baseline(plan: RunPlan) -> list[float]:
     from scalezero.system.device import default_gpu_layers, device_env
 
     # The probe must see the same device, with the same offload, as the instances.
-    n_gpu_layers = default_gpu_layers(plan.device, plan.n_gpu_layers)
-    env = device_env(plan.device, plan.gpu_index)
+    gw = plan.gateway
+    n_gpu_layers = default_gpu_layers(gw.device, gw.instance.n_gpu_layers)
+    env = device_env(gw.device, gw.gpu_index)
     probe = subprocess.Popen(
         [sys.executable, "-m", "scalezero.serving.context_probe", "--model", str(probe_model),
          "--n-gpu-layers", str(n_gpu_layers), "--parent-pid", str(os.getpid())],
@@ -425,19 +374,20 @@ def _context_baseline(plan: RunPlan) -> list[float]:
         if not line.startswith(LOADED_MARKER):
             raise RuntimeError("the context-only probe did not load its model")
         t_start = time.monotonic()
-        time.sleep(plan.context_baseline_s)
+        time.sleep(plan.telemetry.context_baseline_s)
         return [t_start, time.monotonic()]
     finally:
         terminate_group(probe, grace_s=5.0)
 
 
-def _finish_files(plan: RunPlan, run: dict[str, Any], records: list, items: list) -> None:
+def _finish_files(plan: RunSettings, run: dict[str, Any], records: list, items: list) -> None:
     """Write what was measured, also after a failure (the log says what went wrong)."""
     out = plan.out_dir
     if records:
         prompts = {i.request_id: i.prompt for i in items}
         try:
-            counts = _count_prompt_tokens(plan.model_path, [prompts[r.request_id] for r in records])
+            counts = _count_prompt_tokens(plan.gateway.model_path,
+                                          [prompts[r.request_id] for r in records])
             for record, count in zip(records, counts, strict=True):
                 record.tokens_in = count
         except Exception as exc:
@@ -463,41 +413,9 @@ def run_from_settings(
     propagates: the workflow engine deletes the outputs of a failed job, and what a
     failed run measured is often what explains the failure.
     """
-    from scalezero.cli.config import config_sha256
-
-    instance = dict(settings.get("instance") or {})
-    gateway = dict(settings.get("gateway") or {})
-    telemetry = dict(settings.get("telemetry") or {})
-    device = settings.get("device", "cpu")
-    plan = RunPlan(
-        trace_path=trace_path,
-        model_path=model_path,
-        out_dir=out_dir,
-        policy=settings["policy"],
-        policy_params=dict(settings.get("policy_params") or {}),
-        model_name=settings.get("model_name") or model_path.stem,
-        workload=settings.get("workload", ""),
-        strategy=settings.get("strategy", ""),
-        rep=int(settings.get("rep", 1)),
-        order_index=int(settings.get("order_index", 0)),
-        device=device,
-        gpu_index=settings.get("gpu_index") if device == "cuda" else None,
-        n_ctx=int(instance.get("n_ctx", 512)),
-        n_threads=instance.get("n_threads"),
-        n_gpu_layers=instance.get("n_gpu_layers"),
-        instance_args=tuple(instance.get("extra_args", ())),
-        ready_timeout_s=float(instance.get("ready_timeout_s", 180.0)),
-        max_queue=int(gateway.get("max_queue", 256)),
-        cold_start_timeout_s=float(gateway.get("cold_start_timeout_s", 180.0)),
-        queue_timeout_s=float(gateway.get("queue_timeout_s", 600.0)),
-        telemetry_rate_hz=float(telemetry.get("rate_hz", 10.0)),
-        telemetry_backend=telemetry.get("backend", "auto"),
-        baseline_s=float(telemetry.get("baseline_s", 5.0)),
-        context_baseline_s=float(telemetry.get("context_baseline_s", 0.0)),
+    plan = RunSettings.from_workflow(
+        settings, model_path, trace_path, out_dir,
         log_dir=(keep_failed_in / "logs") if keep_failed_in else out_dir / "logs",
-        lock_path=Path(settings["lock_file"]) if settings.get("lock_file") else None,
-        config_sha256=config_sha256(settings),
-        seed=settings.get("seed"),
     )
     try:
         return measured_run(plan)
@@ -522,23 +440,25 @@ def _count_prompt_tokens(model_path: Path, prompts: list[str]) -> list[int]:
 def run_cli(args: argparse.Namespace) -> int:
     from scalezero.serving.strategies import parse_param_pairs
 
-    plan = RunPlan(
+    model_path = Path(args.model)
+    plan = RunSettings(
+        gateway=GatewaySettings(
+            model_path=model_path,
+            model_name=args.model_name or model_path.stem,
+            policy=args.strategy,
+            policy_params=parse_param_pairs(args.param),
+            device=args.device,
+            gpu_index=args.gpu_index,
+            instance=InstanceSettings(n_ctx=args.n_ctx, n_threads=args.n_threads),
+        ),
         trace_path=Path(args.trace),
-        model_path=Path(args.model),
         out_dir=Path(args.out_dir),
-        policy=args.strategy,
-        policy_params=parse_param_pairs(args.param),
-        model_name=args.model_name or Path(args.model).stem,
-        strategy=args.strategy,
-        device=args.device,
-        gpu_index=args.gpu_index,
-        n_ctx=args.n_ctx,
-        n_threads=args.n_threads,
-        baseline_s=args.baseline_s,
-        context_baseline_s=args.context_baseline_s,
-        telemetry_rate_hz=args.rate_hz,
-        telemetry_backend=args.telemetry_backend,
         log_dir=Path(args.out_dir) / "logs",
+        strategy=args.strategy,
+        telemetry=TelemetrySettings(
+            rate_hz=args.rate_hz, backend=args.telemetry_backend, baseline_s=args.baseline_s,
+            context_baseline_s=args.context_baseline_s,
+        ),
         lock_path=Path(args.lock) if args.lock else None,
     )
     try:
@@ -564,16 +484,24 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="policy parameter, e.g. keep_warm_ttl_s=10 (repeatable)")
     parser.add_argument("--out-dir", required=True, help="folder for the run files")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--gpu-index", type=int, default=None)
-    parser.add_argument("--n-ctx", type=int, default=2048)
-    parser.add_argument("--n-threads", type=int, default=None)
-    parser.add_argument("--baseline-s", type=float, default=5.0,
+    parser.add_argument("--device", choices=DEVICES,
+                        default=field_default(GatewaySettings, "device"))
+    parser.add_argument("--gpu-index", type=int, default=field_default(GatewaySettings,
+                                                                       "gpu_index"))
+    parser.add_argument("--n-ctx", type=int, default=field_default(InstanceSettings, "n_ctx"))
+    parser.add_argument("--n-threads", type=int,
+                        default=field_default(InstanceSettings, "n_threads"))
+    parser.add_argument("--baseline-s", type=float,
+                        default=field_default(TelemetrySettings, "baseline_s"),
                         help="bare-idle baseline before the gateway starts")
-    parser.add_argument("--context-baseline-s", type=float, default=0.0,
+    parser.add_argument("--context-baseline-s", type=float,
+                        default=field_default(TelemetrySettings, "context_baseline_s"),
                         help="then a window with a minimal model loaded (0: skip)")
-    parser.add_argument("--rate-hz", type=float, default=10.0, help="telemetry sample rate")
-    parser.add_argument("--telemetry-backend", choices=("auto", "nvml", "host"), default="auto")
+    parser.add_argument("--rate-hz", type=float,
+                        default=field_default(TelemetrySettings, "rate_hz"),
+                        help="telemetry sample rate")
+    parser.add_argument("--telemetry-backend", choices=("auto", "nvml", "host"),
+                        default=field_default(TelemetrySettings, "backend"))
     parser.add_argument("--lock", default=None,
                         help="lock file shared by runs that must not overlap")
     parser.set_defaults(func=run_cli)

@@ -59,18 +59,21 @@ RequestModel = type[CompletionRequest] | type[ChatCompletionRequest]
 
 @dataclasses.dataclass
 class GatewayConfig:
+    """What the app runs with; built by ``GatewaySettings.gateway_config``, where the
+    defaults are."""
+
     deployment: str
     spec: InstanceSpec
     policy: Policy
-    limits: PoolLimits = dataclasses.field(default_factory=PoolLimits)
-    events_path: Path | None = None
-    api_key: str | None = None
-    max_body_bytes: int = 1 << 20
-    #: Largest max_tokens accepted; defaults to the instance's context size.
-    max_tokens_limit: int | None = None
+    limits: PoolLimits
+    events_path: Path | None
+    api_key: str | None
+    max_body_bytes: int
+    #: Largest max_tokens accepted; None: the instance's context size.
+    max_tokens_limit: int | None
     #: Token ids at or above this are rejected in logit_bias (the model's vocabulary size).
-    vocab_size: int | None = None
-    upstream_timeout_s: float = 600.0
+    vocab_size: int | None
+    upstream_timeout_s: float
 
 
 class ApiError(Exception):

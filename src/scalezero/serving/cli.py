@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from scalezero.errors import UserError
-from scalezero.system.device import default_gpu_layers, device_env, require_device
+from scalezero.serving.settings import DEVICES, LOG_LEVELS, GatewaySettings
+from scalezero.system.device import require_device
 
-DEFAULT_PORT = 8000
+if TYPE_CHECKING:
+    from scalezero.serving.app import GatewayConfig
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -31,57 +39,170 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from scalezero.models.gguf import vocab_size
-    from scalezero.serving.app import GatewayConfig
-    from scalezero.serving.launcher import InstanceSpec
-    from scalezero.serving.pool import PoolLimits
-    from scalezero.serving.strategies import make_policy, parse_param_pairs
+#: Options that set one field of GatewaySettings: option -> (dotted field, add_argument
+#: keywords). Their defaults come from the settings models; given, they override the
+#: --settings file.
+_GROUPS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
+    "model and policy": {
+        "--model": ("model_path", {"metavar": "PATH"}),
+        "--model-name": ("model_name", {"metavar": "NAME"}),
+    },
+    "HTTP front": {
+        "--host": ("host", {"metavar": "HOST"}),
+        "--port": ("port", {"type": int, "metavar": "PORT"}),
+        "--api-key": ("api_key", {"metavar": "KEY", "help_suffix": (
+            "; the SCALEZERO_API_KEY environment variable does the same")}),
+        "--max-body-bytes": ("max_body_bytes", {"type": int, "metavar": "N"}),
+        "--log-level": ("log_level", {"choices": LOG_LEVELS}),
+        "--access-log": ("access_log", {"action": "store_true"}),
+    },
+    "queueing and timeouts": {
+        "--instance-concurrency": ("gateway.instance_concurrency", {"type": int, "metavar": "N"}),
+        "--max-queue": ("gateway.max_queue", {"type": int, "metavar": "N"}),
+        "--cold-start-timeout-s": ("gateway.cold_start_timeout_s",
+                                   {"type": float, "metavar": "S"}),
+        "--queue-timeout-s": ("gateway.queue_timeout_s", {"type": float, "metavar": "S"}),
+        "--ready-timeout-s": ("instance.ready_timeout_s", {"type": float, "metavar": "S"}),
+    },
+    "instances": {
+        "--device": ("device", {"choices": DEVICES}),
+        "--gpu-index": ("gpu_index", {"type": int, "metavar": "I"}),
+        "--n-gpu-layers": ("instance.n_gpu_layers", {"type": int, "metavar": "N"}),
+        "--n-ctx": ("instance.n_ctx", {"type": int, "metavar": "N"}),
+        "--n-threads": ("instance.n_threads", {"type": int, "metavar": "N"}),
+        "--instance-arg": ("instance.extra_args", {"action": "append", "metavar": "ARG",
+                                                   "help": "extra argument for "
+                                                   "llama_cpp.server (repeatable)"}),
+        "--instance-command": ("instance.command", {"type": shlex.split, "metavar": "CMD",
+                                                    "help": (
+            "run CMD (split like a shell would) instead of llama-cpp-python's server, e.g. "
+            "'llama-server -m {model} --port {port} --host {host}'; placeholders: {python} "
+            "{model} {port} {host} {n_ctx} {alias}")}),
+        "--health-path": ("instance.health_path", {"metavar": "PATH"}),
+    },
+    "records": {
+        "--events-csv": ("events_csv", {"metavar": "PATH"}),
+        "--log-dir": ("log_dir", {"metavar": "DIR"}),
+    },
+}
 
-    model_path = Path(args.model)
+#: Options that set one policy parameter.
+_POLICY_OPTIONS = {
+    "--keep-warm-ttl-s": ("keep_warm_ttl_s", float, "S",
+                          "keep_warm: seconds an idle instance stays up"),
+    "--min-instances": ("min_instances", int, "N", "never scale below this many instances"),
+    "--max-instances": ("max_instances", int, "N", "never run more than this many instances"),
+}
+
+
+def _dest(path: str) -> str:
+    return "setting:" + path
+
+
+def _field(path: str) -> FieldInfo:
+    model: Any = GatewaySettings
+    *parents, name = path.split(".")
+    for parent in parents:
+        model = model.model_fields[parent].annotation
+    return model.model_fields[name]
+
+
+def _shown_default(path: str) -> str:
+    field = _field(path)
+    if field.is_required():
+        return ""
+    default = field.get_default(call_default_factory=True)
+    if default is None or default is False or default == ():
+        return ""
+    return f" (default: {default})"
+
+
+def _policy_default(option: str) -> str:
+    """The parameter's default where every policy that takes it agrees on one."""
+    from scalezero.serving.strategies import policies, policy
+
+    name = _POLICY_OPTIONS[option][0]
+    defaults = {
+        field.default for policy_name in policies()
+        for field in dataclasses.fields(policy(policy_name))
+        if field.name == name and field.default is not dataclasses.MISSING
+    }
+    if len(defaults) == 1:
+        return f" (policy default: {defaults.pop():g})"
+    return " (policy default if unset)"
+
+
+def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, name = path.split(".")
+    for parent in parents:
+        data = data.setdefault(parent, {})
+    data[name] = value
+
+
+def _validation_message(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+        for item in error.errors()
+    )
+
+
+def load_settings(args: argparse.Namespace) -> GatewaySettings:
+    """The --settings file (if any) with the options given on the command line over it."""
+    from scalezero.serving.strategies import parse_param_pairs
+
+    data: dict[str, Any] = {}
+    if getattr(args, "settings", None):
+        path = Path(args.settings)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"--settings: file not found: {path}") from None
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--settings: cannot read {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"--settings: {path} does not hold a JSON object")
+    for options in _GROUPS.values():
+        for field_path, _ in options.values():
+            if hasattr(args, _dest(field_path)):
+                _set(data, field_path, getattr(args, _dest(field_path)))
+    if getattr(args, "strategy", None) is not None:
+        data["policy"] = args.strategy
+    params = dict(data.get("policy_params") or {})
+    params.update(parse_param_pairs(getattr(args, "param", None) or []))
+    for option, (name, *_) in _POLICY_OPTIONS.items():
+        value = getattr(args, option.lstrip("-").replace("-", "_"), None)
+        if value is not None:
+            params[name] = value
+    data["policy_params"] = params
+    for key, option in (("model_path", "--model"), ("policy", "--strategy")):
+        if key not in data:
+            raise UserError(f"{option} is required (or {key} in the --settings file)")
+    try:
+        return GatewaySettings.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"settings: {_validation_message(exc)}") from None
+
+
+def config_from_settings(settings: GatewaySettings) -> GatewayConfig:
+    """The app's config; checks the model file and the device, fills in what is unset
+    and known only here (the API key from the environment, the vocabulary's size)."""
+    model_path = settings.model_path
     if not model_path.is_file():
         raise UserError(f"--model: file not found: {model_path}")
-    params = parse_param_pairs(args.param)
-    if args.keep_warm_ttl_s is not None:
-        params["keep_warm_ttl_s"] = args.keep_warm_ttl_s
-    if args.min_instances is not None:
-        params["min_instances"] = args.min_instances
-    if args.max_instances is not None:
-        params["max_instances"] = args.max_instances
-    policy = make_policy(args.strategy, params)
-    if not args.instance_command:  # a custom command brings its own runtime
-        require_device(args.device)
-    n_gpu_layers = default_gpu_layers(args.device, args.n_gpu_layers)
-    env = device_env(args.device, args.gpu_index)
-    spec = InstanceSpec(
-        model_path=model_path.resolve(),
-        model_alias=args.model_name or model_path.stem,
-        n_ctx=args.n_ctx,
-        n_threads=args.n_threads,
-        n_gpu_layers=n_gpu_layers,
-        extra_args=tuple(args.instance_arg),
-        ready_timeout_s=args.ready_timeout_s,
-        log_dir=Path(args.log_dir) if args.log_dir else None,
-        env=env,
-        command=tuple(shlex.split(args.instance_command)) if args.instance_command else None,
-        health_path=args.health_path,
-    )
-    limits = PoolLimits(
-        max_queue=args.max_queue,
-        cold_start_timeout_s=args.cold_start_timeout_s,
-        queue_timeout_s=args.queue_timeout_s,
-        instance_concurrency=args.instance_concurrency,
-    )
-    return GatewayConfig(
-        deployment=spec.model_alias,
-        spec=spec,
-        policy=policy,
-        limits=limits,
-        events_path=Path(args.events_csv) if args.events_csv else None,
-        api_key=args.api_key or os.environ.get("SCALEZERO_API_KEY") or None,
-        max_body_bytes=args.max_body_bytes,
-        vocab_size=vocab_size(model_path),
-    )
+    policy = settings.make_policy()  # a bad name or parameter fails before the device check
+    if not settings.instance.command:  # a custom command brings its own runtime
+        require_device(settings.device)
+    from scalezero.models.gguf import vocab_size
+
+    settings = settings.model_copy(update={
+        "api_key": settings.api_key or os.environ.get("SCALEZERO_API_KEY") or None,
+        "vocab_size": settings.vocab_size or vocab_size(model_path),
+    })
+    return dataclasses.replace(settings.gateway_config(), policy=policy)
+
+
+def build_config(args: argparse.Namespace) -> GatewayConfig:
+    return config_from_settings(load_settings(args))
 
 
 def configure_logging(level: str) -> None:
@@ -108,23 +229,24 @@ def run_serve(args: argparse.Namespace) -> int:
         # SIGTERM, not SIGKILL: the gateway then stops its instances on the way out.
         set_parent_death_signal(signal.SIGTERM)
         start_parent_watchdog(parent, on_orphan=lambda: os.kill(os.getpid(), signal.SIGTERM))
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    settings = load_settings(args)
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
         print(
-            f"scalezero serve: listening on {args.host}: reachable from other hosts",
+            f"scalezero serve: listening on {settings.host}: reachable from other hosts",
             file=sys.stderr,
         )
-    config = build_config(args)
-    configure_logging(args.log_level)
+    config = config_from_settings(settings)
+    configure_logging(settings.log_level)
     app = create_app(config)
     uvicorn.run(
         app,
-        host=args.host,
-        port=args.port,
+        host=settings.host,
+        port=settings.port,
         # The fastest event loop and HTTP parser uvicorn supports (both are dependencies).
         loop="uvloop",
         http="httptools",
-        log_level=args.log_level,
-        access_log=args.access_log,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=5,
         # Clients connect directly (loopback by default): no proxy headers to trust, and
         # their middleware would cost time on every request.
@@ -147,88 +269,32 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         ),
         formatter_class=HelpFormatter,
     )
-    policy = parser.add_argument_group("model and policy")
-    policy.add_argument("--model", required=True, metavar="PATH",
-                        help="path to the GGUF model file")
-    policy.add_argument(
-        "--model-name", default=None, metavar="NAME",
-        help="name clients use in the 'model' field (default: the file name without .gguf)",
-    )
-    policy.add_argument(
-        "--strategy", required=True, choices=policies(), metavar="NAME",
-        help=f"scaling policy, one of: {', '.join(policies())}. always_on never "
-        "stops its instance; naive stops it as soon as nothing is in flight; keep_warm "
-        "stops it after --keep-warm-ttl-s idle",
-    )
-    policy.add_argument(
-        "--keep-warm-ttl-s", type=float, default=None, metavar="S",
-        help="keep_warm: seconds an idle instance stays up (policy default: 60)",
-    )
-    policy.add_argument("--min-instances", type=int, default=None, metavar="N",
-                        help="never scale below this many instances (policy default if unset)")
-    policy.add_argument("--max-instances", type=int, default=None, metavar="N",
-                        help="never run more than this many instances (policy default if unset)")
-    policy.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="other policy parameter (repeatable), for policies that take more")
-
-    http = parser.add_argument_group("HTTP front")
-    http.add_argument("--host", default="127.0.0.1", metavar="HOST",
-                      help="address to bind; anything but loopback exposes the gateway")
-    http.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="PORT",
-                      help="port to bind")
-    http.add_argument("--api-key", default=None, metavar="KEY",
-                      help="require 'Authorization: Bearer KEY' (or 'X-API-Key: KEY') on every "
-                      "endpoint but /healthz; the SCALEZERO_API_KEY environment variable "
-                      "does the same (unset: no key needed)")
-    http.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N",
-                      help="larger request bodies get 413")
-    http.add_argument("--log-level", default="warning",
-                      choices=("critical", "error", "warning", "info", "debug"),
-                      help="log level of the gateway (errors carry the request id) and of "
-                      "its HTTP server (uvicorn)")
-    http.add_argument("--access-log", action="store_true", help="log every request")
-
-    queue = parser.add_argument_group("queueing and timeouts")
-    queue.add_argument("--instance-concurrency", type=int, default=1, metavar="N",
-                       help="requests one instance serves at once")
-    queue.add_argument("--max-queue", type=int, default=256, metavar="N",
-                       help="requests that may wait for an instance; more get 429 with "
-                       "Retry-After")
-    queue.add_argument("--cold-start-timeout-s", type=float, default=180.0, metavar="S",
-                       help="longest wait for a starting instance before 504")
-    queue.add_argument("--queue-timeout-s", type=float, default=600.0, metavar="S",
-                       help="longest wait for a busy instance before 504")
-    queue.add_argument("--ready-timeout-s", type=float, default=180.0, metavar="S",
-                       help="an instance not ready after this long is killed and its waiting "
-                       "clients get 503")
-
-    inst = parser.add_argument_group("instances")
-    inst.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                      help="where instances run; cuda offloads all layers unless "
-                      "--n-gpu-layers says otherwise")
-    inst.add_argument("--gpu-index", type=int, default=None, metavar="I",
-                      help="GPU for instances (sets CUDA_VISIBLE_DEVICES; unset: all visible)")
-    inst.add_argument("--n-gpu-layers", type=int, default=None, metavar="N",
-                      help="layers to offload (-1 = all; default: all on cuda, 0 on cpu)")
-    inst.add_argument("--n-ctx", type=int, default=2048, metavar="N",
-                      help="context size of each instance; also the largest max_tokens accepted")
-    inst.add_argument("--n-threads", type=int, default=None, metavar="N",
-                      help="CPU threads per instance (unset: llama-cpp-python's default)")
-    inst.add_argument("--instance-arg", action="append", default=[], metavar="ARG",
-                      help="extra argument for llama_cpp.server (repeatable)")
-    inst.add_argument("--instance-command", default=None, metavar="CMD",
-                      help="run CMD (split like a shell would) instead of llama-cpp-python's "
-                      "server, e.g. 'llama-server -m {model} --port {port} --host {host}'; "
-                      "placeholders: {python} {model} {port} {host} {n_ctx} {alias}")
-    inst.add_argument("--health-path", default="/v1/models", metavar="PATH",
-                      help="path polled to decide that an instance is ready")
-
-    records = parser.add_argument_group("records")
-    records.add_argument("--events-csv", default=None, metavar="PATH",
-                         help="write instance lifecycle events to this CSV as they happen "
-                         "(unset: kept in memory only)")
-    records.add_argument("--log-dir", default=None, metavar="DIR",
-                         help="write each instance's output here (unset: not kept)")
-    records.add_argument("--exit-with-parent", action="store_true",
-                         help="shut down when the parent process dies (used by measured runs)")
+    groups = {title: parser.add_argument_group(title) for title in _GROUPS}
+    model = groups["model and policy"]
+    model.add_argument("--settings", default=None, metavar="FILE",
+                       help="JSON file of the settings (as measured runs write them); the "
+                       "options given here override it")
+    for title, options in _GROUPS.items():
+        for option, (path, keywords) in options.items():
+            keywords = dict(keywords)
+            text = keywords.pop("help", None) or _field(path).description or ""
+            text += keywords.pop("help_suffix", "")
+            groups[title].add_argument(option, dest=_dest(path), default=argparse.SUPPRESS,
+                                       help=text + _shown_default(path), **keywords)
+        if title == "model and policy":
+            model.add_argument(
+                "--strategy", default=None, choices=policies(), metavar="NAME",
+                help=f"scaling policy, one of: {', '.join(policies())}. always_on "
+                "never stops its instance; naive stops it as soon as nothing is in flight; "
+                "keep_warm stops it after --keep-warm-ttl-s idle",
+            )
+            for option, (_, kind, metavar, text) in _POLICY_OPTIONS.items():
+                model.add_argument(option, type=kind, default=None, metavar=metavar,
+                                   help=text + _policy_default(option))
+            model.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                               help="other policy parameter (repeatable), for policies that "
+                               "take more")
+    groups["records"].add_argument(
+        "--exit-with-parent", action="store_true",
+        help="shut down when the parent process dies (used by measured runs)")
     parser.set_defaults(func=run_serve)

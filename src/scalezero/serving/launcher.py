@@ -9,11 +9,10 @@ import dataclasses
 import math
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -33,23 +32,24 @@ class InstanceSpec:
 
     A custom ``command`` may use the placeholders ``{python}``, ``{model}``, ``{port}``,
     ``{host}``, ``{n_ctx}`` and ``{alias}``; it is wrapped so that it dies with the gateway.
+    Built by ``InstanceSettings.spec``, where the defaults are.
     """
 
     model_path: Path
     model_alias: str
-    n_ctx: int = 2048
-    n_threads: int | None = None
-    n_gpu_layers: int = 0
-    extra_args: Sequence[str] = ()
-    host: str = "127.0.0.1"
-    ready_timeout_s: float = 180.0
-    stop_grace_s: float = 5.0
-    health_path: str = "/v1/models"
-    poll_interval_s: float = 0.02
-    log_dir: Path | None = None
-    env: dict[str, str] = dataclasses.field(default_factory=dict)
-    command: Sequence[str] | None = None
-    python: str = sys.executable
+    n_ctx: int
+    n_threads: int | None
+    n_gpu_layers: int
+    extra_args: Sequence[str]
+    host: str
+    ready_timeout_s: float
+    stop_grace_s: float
+    health_path: str
+    poll_interval_s: float
+    log_dir: Path | None
+    env: dict[str, str]
+    command: Sequence[str] | None
+    python: str
 
     def build_command(self, port: int, parent_pid: int) -> list[str]:
         if self.command:
@@ -237,7 +237,8 @@ class InstanceProcess:
     ) -> bool:
         """One readiness request; False on no answer, a non-200 answer, or the process's exit."""
         probe = asyncio.ensure_future(client.get(url))
-        await asyncio.wait({probe, exited}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        pending: set[asyncio.Future[Any]] = {probe, exited}
+        await asyncio.wait(pending, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         if not probe.done():
             probe.cancel()
             await asyncio.gather(probe, return_exceptions=True)

@@ -95,17 +95,19 @@ class ShuttingDown(PoolError):
 
 @dataclasses.dataclass
 class PoolLimits:
+    """Bounds on waiting; built by ``QueueSettings.pool_limits``, where the defaults are."""
+
     #: Requests allowed to wait for an instance at once; one more gets 429.
-    max_queue: int = 256
+    max_queue: int
     #: Longest wait for an instance that is still starting (504 after).
-    cold_start_timeout_s: float = 180.0
+    cold_start_timeout_s: float
     #: Longest wait for a busy ready instance (504 after).
-    queue_timeout_s: float = 600.0
+    queue_timeout_s: float
     #: Requests one instance serves at once (llama-cpp-python's server runs one at a time).
-    instance_concurrency: int = 1
+    instance_concurrency: int
     #: After a request to an instance breaks off, how long to wait for its process to exit
     #: before concluding it is still alive (a one-off network error).
-    failure_check_s: float = 1.0
+    failure_check_s: float
 
 
 @dataclasses.dataclass(eq=False)
@@ -172,14 +174,14 @@ class Pool:
         deployment: str,
         spec: InstanceSpec,
         policy: Policy,
-        limits: PoolLimits | None = None,
+        limits: PoolLimits,
         events: EventLog | None = None,
         on_cold_start: Callable[[float], None] | None = None,
     ) -> None:
         self.deployment = deployment
         self.spec = spec
         self.policy = policy
-        self.limits = limits or PoolLimits()
+        self.limits = limits
         self.events = events or EventLog()
         self.on_cold_start = on_cold_start
         self.instances: list[Instance] = []
