@@ -1,4 +1,9 @@
-"""Fixtures shared across test files."""
+"""Fixtures shared across test files; helpers and fakes live in tests/support/."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 from gateway_fixtures import (  # noqa: F401 - fixtures, found by pytest through this module
     fake_model,

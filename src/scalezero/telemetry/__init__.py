@@ -6,7 +6,6 @@ from scalezero.telemetry.base import (
     TelemetrySource,
     TelemetryUnavailable,
 )
-from scalezero.telemetry.monitor import EnergyMonitor, Measurement
 from scalezero.telemetry.procs import DEFAULT_INSTANCE_MATCH, InstanceSnapshot, InstanceTracker
 from scalezero.telemetry.sampler import DEFAULT_RATE_HZ, Sampler, SamplerStats
 from scalezero.telemetry.source import device_info, open_source
@@ -15,10 +14,8 @@ __all__ = [
     "DEFAULT_INSTANCE_MATCH",
     "DEFAULT_RATE_HZ",
     "TELEMETRY_COLUMNS",
-    "EnergyMonitor",
     "InstanceSnapshot",
     "InstanceTracker",
-    "Measurement",
     "Sampler",
     "SamplerStats",
     "TelemetrySource",

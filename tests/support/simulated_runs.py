@@ -220,22 +220,3 @@ def make_results(root: Path, *, gpu: bool = True, reps: int = 2,
     trace = make_trace(root / "traces" / f"{workload}.csv")
     summary = aggregate_workload(run_dirs, root / "summary", workload)
     return {"run_dirs": run_dirs, "trace": trace, "summary": summary, "root": root}
-
-
-# ---------------------------------------------------------------------------------------
-# Self-checks of the simulation
-
-
-def test_simulation_cold_starts() -> None:
-    _, reqs, _ = simulate("keep_warm", arrivals(1))
-    assert [r["cold"] for r in reqs] == [True, False, False] * 3
-    instances, reqs, _ = simulate("always_on", arrivals(1))
-    assert len(instances) == 1 and not any(r["cold"] for r in reqs)
-
-
-def test_make_results(tmp_path: Path) -> None:
-    out = make_results(tmp_path, gpu=True, reps=1)
-    summary = pd.read_csv(out["summary"]["summary"]).set_index("strategy")
-    assert summary.at["keep_warm", "cold_starts"] == 3
-    assert summary.at["always_on", "cold_starts"] == 0
-    assert summary.at["keep_warm", "bare_idle_power_w"] == np.float64(POWER_W["bare"])

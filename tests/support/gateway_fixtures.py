@@ -2,7 +2,7 @@
 
 A gateway under test runs in this process (uvicorn in a thread, on its own event loop)
 so that tests can look at its pool and events directly; its instances are real child
-processes, either ``tests/fake_instance.py`` (fast) or llama-cpp-python's server.
+processes, either ``tests/support/fake_instance.py`` (fast) or llama-cpp-python's server.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from scalezero.serving.strategies import make_policy
 from scalezero.serving.strategies.base import Policy
 from scalezero.system.procs import package_env, signal_group
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAKE_INSTANCE = Path(__file__).resolve().with_name("fake_instance.py")
 
 #: The embedded default model, as the default configuration defines it: tests and the

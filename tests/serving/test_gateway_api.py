@@ -30,7 +30,7 @@ from scalezero.serving.settings import QueueSettings
 
 COMPLETION = {"prompt": "hello", "max_tokens": 4}
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1] / "support"
 
 
 def sse_payloads(client: httpx.Client, path: str, body: dict[str, Any]) -> list[Any]:

@@ -1,6 +1,6 @@
 """A stand-in for ``llama_cpp.server`` that the gateway can start in milliseconds.
 
-Run as ``python tests/fake_instance.py --host H --port P --model FILE --alias NAME``
+Run as ``python tests/support/fake_instance.py --host H --port P --model FILE --alias NAME``
 (through the gateway's instance command). Like ``scalezero.serving.instance`` it prints the
 ``@scalezero`` phase markers (runtime_ready, model_loaded, listening), then serves
 ``/v1/models``, ``/v1/completions`` and ``/v1/chat/completions`` (JSON or SSE streams,

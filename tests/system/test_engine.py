@@ -182,7 +182,7 @@ def test_run_json_environment_records_the_engine_build_and_cpu_features() -> Non
 def test_conda_environments_build_the_engine_without_native_or_amx(env_file: str) -> None:
     import yaml
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     spec = yaml.safe_load((repo / env_file).read_text())
     pip_lines = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
     line = next(p for p in pip_lines if p.startswith("llama-cpp-python"))

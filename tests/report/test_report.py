@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_report_fixtures import STRATEGIES, WORKLOAD, make_results
+from simulated_runs import STRATEGIES, WORKLOAD, make_results
 
 from scalezero.cli import main
 from scalezero.errors import UserError
@@ -189,7 +189,7 @@ def test_shortcodes(tmp_path: Path) -> None:
 
 
 def test_report_source_uses_only_known_shortcodes() -> None:
-    source = Path(__file__).resolve().parents[1] / "report"
+    source = Path(__file__).resolve().parents[2] / "report"
     for path in source.rglob("*.*md"):
         for kind in re.findall(r"\{\{<\s*([a-z-]+)", path.read_text(encoding="utf-8")):
             assert kind in ("include", "var", "meta"), (path, kind)

@@ -320,7 +320,7 @@ def test_rejects_mixed_workloads_and_duplicates(run_dirs: list[Path], tmp_path: 
 
 
 def test_summary_columns_documented() -> None:
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text(encoding="utf-8")
     missing = [c for c in ag.SUMMARY_COLUMNS if f"`{c}`" not in doc]
     assert not missing
 

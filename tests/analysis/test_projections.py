@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_report_fixtures import COLD_START_S, POWER_W, SERVICE_S, TTL_S, make_results
+from simulated_runs import COLD_START_S, POWER_W, SERVICE_S, TTL_S, make_results
 
 from scalezero.analysis import projections as pj
 from scalezero.analysis.constants import projection_settings

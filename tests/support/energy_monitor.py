@@ -1,4 +1,5 @@
-"""Energy over named windows, in-process, for callers that want a number and not a CSV.
+"""Energy over named windows, in-process: the tests' check that a telemetry source's
+counter gives a number for a window (the package records telemetry.csv instead).
 
     with EnergyMonitor() as monitor:
         monitor.begin_window("replay")

@@ -13,7 +13,7 @@ from scalezero.report.figure_list import (
 )
 from scalezero.report.figures import FIGURES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO_ROOT / "workflow" / "rules"
 #: Figures whose rule draws them without scalezero.report.figures' dispatch.
 DRAWN_BY_OWN_RULE = {"size_sweep"}

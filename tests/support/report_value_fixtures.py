@@ -1,6 +1,6 @@
 """Hand-written runs of three strategies whose every number is chosen, for value tests.
 
-Unlike the simulation in test_report_fixtures, nothing here is computed by a model of
+Unlike the simulation in simulated_runs, nothing here is computed by a model of
 the gateway: each strategy's instances (spawn, phase marks, first token, stop) and
 requests (send time, TTFT, E2E) are listed below, and its power levels, memory and bare
 idle power differ from the other strategies', so that a number reported under the wrong

@@ -16,7 +16,7 @@ from scalezero.errors import UserError
 from scalezero.measure.settings import TelemetrySettings, config_sha256
 from scalezero.serving.settings import InstanceSettings, QueueSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = [ROOT / "config" / "config.yaml", ROOT / ".test" / "config.yaml"]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # What a workflow copy needs; results/, resources/ and logs/ start empty.
 WORKFLOW_PARTS = ("Snakefile", "workflow", "config", ".test", "envs", "report", "src")

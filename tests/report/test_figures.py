@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_report_fixtures import STRATEGIES, make_results, make_run
+from simulated_runs import STRATEGIES, make_results, make_run
 
 from scalezero.analysis.aggregate import aggregate_workload
 from scalezero.analysis.constants import projection_settings

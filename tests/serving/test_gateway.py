@@ -1,7 +1,7 @@
 """The gateway as a serverless platform, against fake instances (fast, deterministic).
 
 Each test starts its own gateway (in a thread of this process) in front of
-``tests/fake_instance.py`` processes; tests with the real llama.cpp server are in
+``tests/support/fake_instance.py`` processes; tests with the real llama.cpp server are in
 ``test_gateway_real.py``.
 """
 

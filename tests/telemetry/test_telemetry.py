@@ -24,12 +24,12 @@ from types import ModuleType
 import fake_nvml
 import psutil
 import pytest
+from energy_monitor import EnergyMonitor
 
 from scalezero.cli import main
 from scalezero.errors import UserError
 from scalezero.telemetry import (
     TELEMETRY_COLUMNS,
-    EnergyMonitor,
     InstanceTracker,
     Sampler,
     TelemetryUnavailable,
@@ -44,14 +44,14 @@ from scalezero.telemetry.nvml import NvmlSource
 from scalezero.telemetry.sampler import format_row
 
 MIB = 1024 * 1024
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1] / "support"
 SLEEPER = "import time; time.sleep(30)"
 GPU0_UUID = "GPU-00000000-aaaa-0000-0000-000000000000"
 GPU1_UUID = "GPU-11111111-bbbb-0000-0000-000000000000"
 MIG1_UUID = "MIG-22222222-cccc-0000-0000-000000000000"
 
 # A `pynvml` for sampler subprocesses: the fake, with per-process GPU memory from the env.
-PYNVML_SHIM = '''"""pynvml for a sampler subprocess under test: tests/fake_nvml.py."""
+PYNVML_SHIM = '''"""pynvml for a sampler subprocess under test: tests/support/fake_nvml.py."""
 import json
 import os
 import sys
