@@ -41,7 +41,10 @@ def test_residency_counts_the_pages_read(tmp_path: Path) -> None:
     assert page_cache_residency(path)["resident_share"] == 0.25
     path.read_bytes()
     after = page_cache_residency(path)
-    assert after["resident_share"] == 1.0 and after["resident_pages"] == after["pages"]
+    # All of it, give or take a page or two: the kernel may reclaim a clean page at any
+    # moment (seen once in a full run: 2047 of 2048). The exact quarter above pins the count.
+    assert after["pages"] - 2 <= after["resident_pages"] <= after["pages"]
+    assert after["resident_share"] == after["resident_pages"] / after["pages"]
 
 
 def test_residency_of_an_empty_file_is_unknown(tmp_path: Path) -> None:

@@ -22,11 +22,12 @@ Tensors are written as they are generated, in blocks of rows, so an 8B F16 model
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -125,14 +126,23 @@ def make_vocab_file(donor: Path, out: Path) -> None:
             continue
         if key.startswith("general.") or key.startswith(f"{arch}.") or key.startswith("tokenizer."):
             writer.add_key_value(key, value, vtype, sub_type=item_type)
-    out = Path(out)
+    with _gguf_file(writer, Path(out)):
+        pass  # no tensors: the header is the file
+
+
+@contextlib.contextmanager
+def _gguf_file(writer: GGUFWriter, out: Path) -> Iterator[IO[bytes]]:
+    """Header, key/values and tensor infos written to a temporary file that replaces `out`
+    only once the body (written by the caller to the yielded file) is synced whole."""
     with atomic_output(out) as tmp:
         writer.write_header_to_file(tmp)
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         assert writer.fout is not None
-        writer.fout[0].flush()
-        os.fsync(writer.fout[0].fileno())
+        fout = writer.fout[0]
+        yield fout
+        fout.flush()
+        os.fsync(fout.fileno())
         writer.close()
 
 
@@ -305,12 +315,7 @@ def write_synthetic_model(
         )
 
     out = Path(out)
-    with atomic_output(out) as tmp:
-        writer.write_header_to_file(tmp)
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        assert writer.fout is not None
-        fout = writer.fout[0]
+    with _gguf_file(writer, out) as fout:
         writer.write_padding(fout, fout.tell())
         layer_done = -1
         for index, tensor in enumerate(plan):
@@ -334,9 +339,6 @@ def write_synthetic_model(
                     file=sys.stderr,
                     flush=True,
                 )
-        fout.flush()
-        os.fsync(fout.fileno())
-        writer.close()
 
     real_vocab = model_shape.real_vocab_size
     return {
