@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from scalezero.cli.config import check_config, config_schema, run_order
+from scalezero.cli.config import check_config, config_schema, expand_strategies, run_order
 from scalezero.errors import UserError
 from scalezero.measure.settings import TelemetrySettings, config_sha256
 from scalezero.serving.settings import InstanceSettings, QueueSettings
@@ -123,3 +123,52 @@ def test_readme_defaults_are_the_models_defaults(model, section: str, prefix: st
         except ValueError:
             written = cell  # a word: `cpu`, `/v1/models`, `127.0.0.1`
         assert written == (list(default) if isinstance(default, tuple) else default), name
+
+
+def test_a_parameter_list_expands_to_one_strategy_per_value_in_order() -> None:
+    strategies = {
+        "always_on": {"policy": "always_on"},
+        "keep_warm": {"policy": "keep_warm", "keep_warm_ttl_s": [2, 10, 0.5], "max_instances": 1},
+    }
+    assert expand_strategies(strategies) == {
+        "always_on": {"policy": "always_on"},
+        "keep_warm-2": {"policy": "keep_warm", "keep_warm_ttl_s": 2, "max_instances": 1},
+        "keep_warm-10": {"policy": "keep_warm", "keep_warm_ttl_s": 10, "max_instances": 1},
+        "keep_warm-0.5": {"policy": "keep_warm", "keep_warm_ttl_s": 0.5, "max_instances": 1},
+    }
+
+
+def test_several_lists_expand_to_every_combination_named_by_parameter() -> None:
+    expanded = expand_strategies({"kw": {"policy": "keep_warm", "keep_warm_ttl_s": [5, 60],
+                                         "max_instances": [1, 2]}})
+    assert list(expanded) == ["kw-keep_warm_ttl_s5-max_instances1",
+                              "kw-keep_warm_ttl_s5-max_instances2",
+                              "kw-keep_warm_ttl_s60-max_instances1",
+                              "kw-keep_warm_ttl_s60-max_instances2"]
+    assert expanded["kw-keep_warm_ttl_s60-max_instances2"] == {
+        "policy": "keep_warm", "keep_warm_ttl_s": 60, "max_instances": 2}
+
+
+@pytest.mark.parametrize(("strategies", "message"), [
+    ({"kw": {"policy": "keep_warm", "keep_warm_ttl_s": []}}, "empty list sweeps nothing"),
+    ({"kw": {"policy": "keep_warm", "keep_warm_ttl_s": [2]},
+      "kw-2": {"policy": "naive"}}, "'kw-2', which is already defined"),
+    ({"kw": {"policy": "keep_warm", "keep_warm_ttl_s": [2, 2.0]}}, "already defined"),
+    ({"kw": {"policy": "keep_warm", "note": ["a b"]}}, "not a valid name"),
+])
+def test_sweep_mistakes_are_named(strategies: dict, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        expand_strategies(strategies)
+
+
+def test_a_swept_config_validates_and_each_value_is_checked_by_its_policy() -> None:
+    config = _load(ROOT / ".test" / "config.yaml")
+    config["strategies"]["keep_warm"]["keep_warm_ttl_s"] = [2, 5]
+    jsonschema.Draft202012Validator(config_schema()).validate(config)
+    check_config(config)
+    config["strategies"]["keep_warm"]["keep_warm_ttl_s"] = [2, -1]
+    with pytest.raises(UserError, match=r"strategies\.keep_warm--1: "):
+        check_config(config)
+    config["strategies"]["keep_warm"]["keep_warm_ttl_s"] = []
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(config_schema()).validate(config)

@@ -42,6 +42,10 @@ def test_colors_are_fixed_and_distinct() -> None:
     assert len(set(colors.values())) == len(colors)
     assert fg.strategy_order(["zz", "naive", "always_on", "keep_warm"]) == [
         "always_on", "keep_warm", "naive", "zz"]
+    # A sweep's values in numeric order, not as text.
+    assert fg.strategy_order(["keep_warm-30", "naive", "keep_warm-2.5", "keep_warm-4",
+                              "keep_warm-10"]) == [
+        "naive", "keep_warm-2.5", "keep_warm-4", "keep_warm-10", "keep_warm-30"]
 
 
 def test_every_figure(results: dict, tmp_path: Path) -> None:

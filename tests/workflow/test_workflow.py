@@ -173,6 +173,24 @@ def test_changing_a_policy_parameter_reruns_only_that_strategy(smoke_run: dict) 
     assert planned_wildcards(out, "run") == ["workload=smoke, strategy=keep_warm, rep=1"]
 
 
+def test_a_ttl_list_plans_one_strategy_per_value_and_leaves_the_others(
+        smoke_run: dict) -> None:
+    workdir = smoke_run["workdir"]
+    config = yaml.safe_load((workdir / SMOKE).read_text())
+    ttl = config["strategies"]["keep_warm"]["keep_warm_ttl_s"]
+    config["strategies"]["keep_warm"]["keep_warm_ttl_s"] = [ttl, 30]
+    swept = workdir / ".test" / "swept-ttl.yaml"
+    swept.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(swept),
+                       tag=new_tag())
+    out = result.stdout + result.stderr
+    # Two new strategies with runs of their own; always_on and naive keep theirs.
+    assert sorted(planned_wildcards(out, "run")) == sorted([
+        f"workload=smoke, strategy=keep_warm-{ttl}, rep=1",
+        "workload=smoke, strategy=keep_warm-30, rep=1",
+    ])
+
+
 def test_reordering_config_keys_reruns_no_measurement(smoke_run: dict) -> None:
     workdir = smoke_run["workdir"]
     config = yaml.safe_load((workdir / SMOKE).read_text())

@@ -16,7 +16,7 @@ sys.path.insert(0, str(SRC_DIR))
 validate(config, "../../config/config.schema.json", set_default=False)
 
 try:
-    from scalezero.cli.config import check_config, run_order
+    from scalezero.cli.config import check_config, expand_strategies, run_order
     from scalezero.report.figure_list import figure_keys, timeline_key
     from scalezero.serving.strategies import policy_source_file
     from scalezero.system.layout import Layout
@@ -25,6 +25,9 @@ except ImportError as exc:  # the package's light modules need only the standard
 
 try:
     check_config(config)
+    # A list of values for a policy parameter is a sweep: one strategy per value, so that
+    # every rule below sees plain strategies.
+    config["strategies"] = expand_strategies(config["strategies"])
 except Exception as exc:
     raise WorkflowError(str(exc)) from None
 

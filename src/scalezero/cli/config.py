@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +21,14 @@ DEVICES = ("cpu", "cuda")
 ORDERS = ("interleaved", "random")
 
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"}
+_NAME_RE = re.compile(_NAME["pattern"])
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0}
+
+
+def _value_or_sweep(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema, or a list of such values (a sweep: one strategy per value)."""
+    return {"anyOf": [schema, {"type": "array", "items": schema, "minItems": 1,
+                               "uniqueItems": True}]}
 
 
 def _strategy_schema() -> dict[str, Any]:
@@ -31,12 +39,54 @@ def _strategy_schema() -> dict[str, Any]:
         "required": ["policy"],
         "properties": {
             "policy": {"type": "string", "description": "registry name of the policy"},
-            # The registered policies' parameters, as each policy class declares them.
-            **parameter_schema(),
+            # The registered policies' parameters, as each policy class declares them; a
+            # list sweeps the parameter (expand_strategies).
+            **{name: _value_or_sweep(schema) for name, schema in parameter_schema().items()},
         },
         # Policies added later bring their own parameters; make_policy checks them.
-        "additionalProperties": {"type": ["number", "string", "boolean"]},
+        "additionalProperties": _value_or_sweep({"type": ["number", "string", "boolean"]}),
     }
+
+
+def _value_label(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return format(value, "g")
+    return str(value)
+
+
+def expand_strategies(strategies: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Strategy entries with every swept parameter (a list) expanded, in config order.
+
+    ``keep_warm: {policy: keep_warm, keep_warm_ttl_s: [2, 10]}`` becomes ``keep_warm-2``
+    and ``keep_warm-10``, each a strategy of its own with its own runs, so adding a value
+    measures only the new strategy. Several lists expand to every combination, named
+    ``<entry>-<parameter><value>-...``. Entries without a list are kept as they are.
+    """
+    expanded: dict[str, dict[str, Any]] = {}
+    for name, spec in strategies.items():
+        swept = [key for key, value in spec.items() if isinstance(value, list)]
+        combinations: list[dict[str, Any]] = [{}]
+        for key in swept:
+            if not spec[key]:
+                raise UserError(f"config: strategies.{name}.{key}: an empty list sweeps nothing")
+            combinations = [{**done, key: value} for done in combinations for value in spec[key]]
+        for chosen in combinations:
+            if not swept:
+                label = name
+            elif len(swept) == 1:
+                label = f"{name}-{_value_label(chosen[swept[0]])}"
+            else:
+                label = name + "".join(f"-{key}{_value_label(chosen[key])}" for key in swept)
+            if not _NAME_RE.match(label):
+                raise UserError(f"config: strategies.{name}: the swept value makes the "
+                                f"strategy name {label!r}, which is not a valid name")
+            if label in expanded or (label != name and label in strategies):
+                raise UserError(f"config: strategies.{name}: the sweep makes a strategy "
+                                f"{label!r}, which is already defined")
+            expanded[label] = {**spec, **chosen}
+    return expanded
 
 
 def config_schema() -> dict[str, Any]:
@@ -126,12 +176,17 @@ def check_config(config: Mapping[str, Any]) -> None:
             raise UserError(f"config: size_sweep.models names {name!r}, not a key of models:")
     for name, spec in config.get("workloads", {}).items():
         validate_spec(name, spec)
-    for name, spec in config.get("strategies", {}).items():
+    strategies = expand_strategies(config.get("strategies", {}))
+    for name, spec in strategies.items():
         params = {k: v for k, v in spec.items() if k != "policy"}
         try:
             make_policy(spec["policy"], params)
         except UserError as exc:
             raise UserError(f"config: strategies.{name}: {exc}") from None
+    sweep_strategy = config.get("size_sweep", {}).get("strategy")
+    if sweep_strategy is not None and sweep_strategy not in strategies:
+        raise UserError(f"config: size_sweep.strategy {sweep_strategy!r} is not a strategy "
+                        f"({', '.join(strategies)})")
     report = config.get("report", {})
     if report.get("workload") is not None and report["workload"] not in config["workloads"]:
         raise UserError(f"config: report.workload {report['workload']!r} is not a key of "

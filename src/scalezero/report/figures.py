@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,17 @@ def strategy_colors(strategies: Sequence[str]) -> dict[str, str]:
     return colors
 
 
+def _natural_key(name: str) -> list[Any]:
+    """Numbers in a name compare as numbers: keep_warm-2 before keep_warm-10."""
+    return [(0, float(part), "") if part[0].isdigit() else (1, 0.0, part)
+            for part in re.findall(r"\d+(?:\.\d+)?|\D+", name)]
+
+
 def strategy_order(strategies: Sequence[str]) -> list[str]:
-    """Seed strategies first (always_on, keep_warm, naive), then the rest by name."""
+    """Seed strategies first (always_on, keep_warm, naive), then the rest by name, the
+    numbers in names (a parameter sweep's values) in numeric order."""
     seed = [s for s in ("always_on", "keep_warm", "naive") if s in strategies]
-    return seed + sorted(s for s in set(strategies) if s not in seed)
+    return seed + sorted((s for s in set(strategies) if s not in seed), key=_natural_key)
 
 
 def _plt() -> Any:
