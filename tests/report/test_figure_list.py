@@ -47,8 +47,9 @@ def test_figure_rules_match_the_list() -> None:
 
 def test_keys_and_numbers_follow_report_order() -> None:
     strategies = ["always_on", "naive"]
-    assert figure_keys(strategies) == ["latency", "cold_starts", "timeline_always_on",
-                                       "timeline_naive", "energy", "projections"]
+    assert figure_keys(strategies) == ["latency", "cold_starts", "frontier",
+                                       "timeline_always_on", "timeline_naive", "energy",
+                                       "projections"]
     assert figure_numbers(strategies, size_sweep=True) == {
-        "latency": 1, "cold_starts": 2, "size_sweep": 3, "timeline_always_on": 4,
-        "timeline_naive": 5, "energy": 6, "projections": 7}
+        "latency": 1, "cold_starts": 2, "frontier": 3, "size_sweep": 4,
+        "timeline_always_on": 5, "timeline_naive": 6, "energy": 7, "projections": 8}

@@ -9,6 +9,7 @@ import stat
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from simulated_runs import STRATEGIES, WORKLOAD, make_results
@@ -62,7 +63,7 @@ def _headings(html: str) -> list[str]:
 
 def test_every_figure_embedded_and_non_empty(rendered: dict) -> None:
     images = _images(rendered["text"])
-    assert len(images) == len(figure_numbers(list(STRATEGIES))) == 4 + len(STRATEGIES)
+    assert len(images) == len(figure_numbers(list(STRATEGIES))) == 5 + len(STRATEGIES)
     for data in images:
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
     # Self-contained: nothing is loaded from elsewhere.
@@ -247,3 +248,20 @@ def test_three_repeats_give_confidence_intervals_in_summary_and_report(
     assert cells[first:first + 3] == ["always_on", "keep_warm", "naive"]
     assert row("TTFT p50, warm requests (ms)") == ["120", "420", "720"]
     assert row("TTFT p50, cold requests (ms)") == ["n/a", "1,620", "1,620"]
+
+
+def test_frontier_figure_and_text_name_the_strategies_no_other_beats(rendered: dict) -> None:
+    summary = pd.read_csv(rendered["results"]["summary"]["summary"])
+    idle = summary.groupby("strategy")["phase_idle_loaded_s"].mean()
+    cold = summary.groupby("strategy")["cold_share"].mean()
+    # The simulation's three policies trade idle time for cold starts: none beats another
+    # on both, so all three are on the frontier, in the report's order.
+    assert idle["always_on"] > idle["keep_warm"] > idle["naive"]
+    assert cold["always_on"] < cold["keep_warm"] < cold["naive"]
+    frontier = rendered["variables"]["frontier"]
+    assert frontier["names"] == "always_on, keep_warm, naive"
+    assert frontier["dominated"] == "none"
+    assert frontier["basis"].startswith("idle instance time")
+    text = re.sub(r"\s+", " ", rendered["text"])
+    assert "only ones worth choosing between for this traffic, are: always_on, keep_warm, naive." \
+        in text

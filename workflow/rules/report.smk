@@ -75,6 +75,27 @@ rule figure_cold_starts:
         "../scripts/figure.py"
 
 
+rule figure_frontier:
+    input:
+        summary=lambda wildcards: summary_files(wildcards.workload)["summary"],
+    output:
+        figure=report(
+            figure_file("{workload}", "frontier"),
+            caption="../../report/captions/frontier.rst",
+            category="Cold starts",
+            subcategory="{workload}",
+        ),
+    log:
+        log_file("figures", "{workload}", "frontier"),
+    conda:
+        "../../envs/scalezero.yaml"
+    params:
+        figure="frontier",
+        strategies=STRATEGIES,
+    script:
+        "../scripts/figure.py"
+
+
 rule figure_timeline:
     input:
         unpack(timeline_inputs),

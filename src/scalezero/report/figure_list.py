@@ -34,6 +34,7 @@ FIGURE_SPECS: tuple[FigureSpec, ...] = (
     FigureSpec("latency", False, False, "latency.rst", "Latency", "figure_latency"),
     FigureSpec("cold_starts", False, False, "cold_starts.rst", "Cold starts",
                "figure_cold_starts"),
+    FigureSpec("frontier", False, False, "frontier.rst", "Cold starts", "figure_frontier"),
     # Drawn once for all workloads by the size sweep's own rule.
     FigureSpec("size_sweep", False, True, "size_sweep.rst", "Cold starts", "sweep_figure"),
     FigureSpec("timeline", True, False, "timeline.rst", "Resources over time",

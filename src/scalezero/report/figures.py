@@ -301,6 +301,76 @@ def plot_cold_starts(cold_starts_csv: Path, summary_csv: Path, out: Path, *,
     return _save(fig, out)
 
 
+def _error(mean: float, low: float, high: float) -> list[list[float]]:
+    """Matplotlib's asymmetric error for one point (none where the interval is unknown)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return [[0.0], [0.0]]
+    return [[max(0.0, mean - low)], [max(0.0, high - mean)]]
+
+
+def plot_frontier(summary_csv: Path, out: Path, *,
+                  strategies: Sequence[str] | None = None) -> Path:
+    """Idle cost against cold-start share (left) and p99 TTFT (right), one point per
+    strategy with its 95 % interval over repeats; the strategies on the frontier (none
+    beats them on both idle cost and cold starts) joined and ringed."""
+    from scalezero.analysis.frontier import IDLE_ENERGY, frontier_table
+
+    plt = _plt()
+    summary = pd.read_csv(summary_csv)
+    names = _strategies_of(summary, given=strategies)
+    colors = strategy_colors(names)
+    table = frontier_table(summary, names)
+    energy = bool((table["idle_cost_basis"] == IDLE_ENERGY).any())
+    scale = 1e-3 if energy else 1.0
+    x_label = ("idle energy, instance held with nothing in flight (kJ)" if energy
+               else "idle instance time, held with nothing in flight (s)")
+    fig, (ax_c, ax_t) = plt.subplots(1, 2, figsize=(WIDTH_IN, 4.0))
+    for _, row in table.iterrows():
+        x = row["idle_cost_mean"] * scale
+        if not math.isfinite(x):
+            continue
+        xerr = np.asarray(_error(x, row["idle_cost_ci95_low"] * scale,
+                                 row["idle_cost_ci95_high"] * scale))
+        for ax, column, factor in ((ax_c, "cold_share", 100.0), (ax_t, "ttft_p99_ms", 1.0)):
+            y = row[f"{column}_mean"] * factor
+            if not math.isfinite(y):
+                continue
+            yerr = np.asarray(_error(y, row[f"{column}_ci95_low"] * factor,
+                                     row[f"{column}_ci95_high"] * factor))
+            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", color=colors[row["strategy"]],
+                        ecolor=colors[row["strategy"]], capsize=3, markersize=7,
+                        label=row["strategy"] if ax is ax_c else None, zorder=3)
+            if row["on_frontier"]:
+                ax.scatter([x], [y], s=180, facecolors="none", edgecolors="black",
+                           linewidths=1.2, zorder=4)
+            ax.annotate(row["strategy"], (x, y), textcoords="offset points", xytext=(6, 5),
+                        fontsize=8)
+    front = table[table["on_frontier"]].sort_values("idle_cost_mean")
+    if len(front) > 1:
+        ax_c.step(front["idle_cost_mean"] * scale, front["cold_share_mean"] * 100.0,
+                  where="post", color="black", linewidth=1.0, linestyle="--",
+                  label="frontier", zorder=2)
+    if table["idle_cost_mean"].notna().sum() == 0:
+        _empty_note(ax_c, "no run to place")
+    ax_c.set_xlabel(x_label)
+    ax_c.set_ylabel("requests that waited for a cold start (%)")
+    ax_c.set_title("Idle cost against cold starts")
+    ax_t.set_xlabel(x_label)
+    ax_t.set_ylabel("p99 time to first token (ms)")
+    ax_t.set_title("Idle cost against tail latency")
+    break_even = pd.to_numeric(table["break_even_ttl_s"], errors="coerce").dropna()
+    if not break_even.empty:
+        # The TTL at which holding an idle instance costs the energy of one cold start.
+        # Bottom left: the corner no strategy reaches (no idle cost, no cold start).
+        ax_c.text(0.03, 0.04, f"break-even TTL: {break_even.mean():.3g} s",
+                  transform=ax_c.transAxes, ha="left", va="bottom", fontsize=9,
+                  bbox={"facecolor": "white", "edgecolor": "0.7", "boxstyle": "round"})
+    handles, labels = ax_c.get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), frameon=False)
+    return _save(fig, out)
+
+
 # ---------------------------------------------------------------------------------------
 # Timeline of one run
 
@@ -598,6 +668,7 @@ def plot_size_sweep(sweep_csv: Path, out: Path) -> Path:
 FIGURES: dict[str, tuple[Callable[..., Path], tuple[str, ...]]] = {
     "latency": (plot_latency, ("requests",)),
     "cold_starts": (plot_cold_starts, ("cold_starts", "summary")),
+    "frontier": (plot_frontier, ("summary",)),
     "energy": (plot_energy, ("phases", "runs")),
     "projections": (plot_projections, ("sweep", "model", "constants")),
     "timeline": (plot_timeline, ("run_dir",)),
@@ -621,7 +692,7 @@ def make_figure(name: str, inputs: Mapping[str, Any], out: Path,
 
 
 __all__ = [
-    "FIGURES", "PHASE_COLORS", "make_figure", "plot_cold_starts", "plot_energy",
+    "FIGURES", "PHASE_COLORS", "make_figure", "plot_cold_starts", "plot_energy", "plot_frontier",
     "plot_latency", "plot_projections", "plot_size_sweep", "plot_timeline", "strategy_colors",
     "strategy_order",
 ]

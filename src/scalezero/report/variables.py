@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from scalezero.analysis.energy import NVML_UNCERTAINTY_PCT
+from scalezero.analysis.frontier import IDLE_ENERGY, frontier_table
 from scalezero.analysis.metrics import as_bool
 from scalezero.analysis.numbers import mean, num
 from scalezero.analysis.projections import kg_co2e, kwh_per_year
@@ -278,6 +279,22 @@ def _energy_basis_text(runs: pd.DataFrame, facts: Mapping[str, Any]) -> str:
             + " and ".join(how) + ", with the constants listed under Setup.")
 
 
+def _frontier_vars(inp: ReportInputs) -> dict[str, str]:
+    """The strategies no other beats on idle cost and cold starts, for the text."""
+    table = frontier_table(inp.summary, inp.strategies)
+    on = [str(s) for s in table.loc[table["on_frontier"], "strategy"]]
+    off = [str(s) for s in table.loc[~table["on_frontier"] & (table["runs"] > 0), "strategy"]]
+    basis = ("idle energy (every run had an energy counter)" if (table["idle_cost_basis"]
+             == IDLE_ENERGY).any() else "idle instance time (no energy counter covered "
+             "every run)")
+    return {
+        "names": ", ".join(on) if on else NA,
+        "count": fmt_int(len(on)),
+        "dominated": ", ".join(off) if off else "none",
+        "basis": basis,
+    }
+
+
 def build_variables(inp: ReportInputs, *, title: str, author: str, renderer: str,
                     figure_numbers: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The nested variables the report cites (all values are display strings)."""
@@ -351,6 +368,7 @@ def build_variables(inp: ReportInputs, *, title: str, author: str, renderer: str
                          "source": str(c.get("source", "")), "date": str(c.get("date", ""))}
                   for name, c in const.items()},
         "disc": _discussion_vars(inp, facts, const),
+        "frontier": _frontier_vars(inp),
         "fig": {k: str(v) for k, v in (figure_numbers or {}).items()},
     }
     return variables
