@@ -91,6 +91,13 @@ def all_kind_specs(tmp_path: Path) -> dict[str, dict[str, Any]]:
     recorded = tmp_path / "recorded.csv"
     recorded.write_text("t_sched_s\n0.5\n1.25\n3.0\n")
     azure = write_azure_file(tmp_path / "az.csv", [("o", "a", "f", {1: 3, 2: 5})])
+    llm = tmp_path / "llm.csv"
+    llm.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:17:03.9799600,4808,10\n"
+        "2023-11-16 18:17:04.0319600,31,8\n"
+        "2023-11-16 18:17:09.5000000,700,300\n"
+    )
     return {
         "poisson": POISSON,
         "gamma": GAMMA,
@@ -102,6 +109,7 @@ def all_kind_specs(tmp_path: Path) -> dict[str, dict[str, Any]]:
             "path": str(azure),
             "time_compression": 60,
         },
+        "azure_llm": {"kind": "azure_llm", "seed": 7, "path": "llm.csv"},
     }
 
 

@@ -1,5 +1,6 @@
 """Rule workload: write the seeded trace of one workload."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -15,3 +16,5 @@ with logged(snakemake.log[0]):
     summary = trace_summary(trace)
     print(f"{snakemake.wildcards.workload}: {summary['n_requests']} requests over "
           f"{summary['span_s']:.3f} s")
+    if trace.attrs["workload"]["kind"] == "azure_llm":
+        print(f"source: {json.dumps(trace.attrs['workload'])}")

@@ -1,8 +1,9 @@
 """Seeded workload generators: the request traces that every strategy replays.
 
 Kinds: poisson, gamma (burstiness), bursty (on/off with idle gaps), trace_csv (replay a
-recorded CSV) and azure_functions (the Azure Functions 2019 per-minute invocation
-counts). The same config entry and seed give the same trace file, byte for byte.
+recorded CSV), azure_functions (the Azure Functions 2019 per-minute invocation
+counts) and azure_llm (an Azure LLM inference trace: window, thinning, token mapping).
+The same config entry and seed give the same trace file, byte for byte.
 """
 
 from scalezero.workload.cli import add_cli

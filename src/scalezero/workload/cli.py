@@ -55,10 +55,18 @@ def _run(args: argparse.Namespace) -> int:
     summary = trace_summary(df)
     source = df.attrs.get("workload", {})
     picked = f", function {source['function']}" if "function" in source else ""
+    if source.get("kind") == "azure_llm":
+        picked = (
+            f", {source['kept_rows']} of {source['rows_in_window']} in the window kept "
+            f"(p = {source['keep_probability']:.4g})"
+        )
     print(
         f"workload {name}: {summary['n_requests']} requests over {summary['span_s']:.3f} s"
         f"{picked} -> {args.out}"
     )
+    if source.get("kind") == "azure_llm":
+        # What was replayed and how (window, thinning, token mapping), for the record.
+        print(f"source: {json.dumps(source)}")
     return 0
 
 

@@ -1,16 +1,19 @@
-"""Readers for recorded traces: a plain CSV of send times, and the Azure Functions 2019
-per-minute invocation counts."""
+"""Readers for recorded traces: a plain CSV of send times, the Azure Functions 2019
+per-minute invocation counts, and the Azure LLM inference traces (one row per request)."""
 
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from scalezero.errors import UserError
+from scalezero.workload import arrivals
 from scalezero.workload.arrivals import floor_us
 from scalezero.workload.spec import MINUTES_PER_DAY
 
@@ -199,4 +202,136 @@ def read_azure_counts(
         app=str(ids["HashApp"]),
         owner=str(ids["HashOwner"]),
         trigger=str(ids["Trigger"]),
+    )
+
+
+AZURE_LLM_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+_TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?")
+_COUNT = re.compile(r"[0-9]+")
+_EPOCH = datetime(1970, 1, 1)
+
+
+@dataclass
+class LLMWindow:
+    """The requests of an Azure LLM trace inside one time window, in file order."""
+
+    offsets_us: np.ndarray  # whole microseconds after the window start
+    context_tokens: np.ndarray
+    generated_tokens: np.ndarray
+    rows_in_file: int
+    first_timestamp: str  # the file's first TIMESTAMP, as written
+    span_s: float  # first to last request of the file
+    window_end_s: float | None  # after the first request; None = to the end
+    length_s: float  # window length used for rates: window_s, or start to last request
+
+
+def _timestamp_us(text: str) -> int | None:
+    # Integer microseconds since 1970 (naive time), fraction truncated to 1 us; None
+    # when the text is not a valid "YYYY-MM-DD HH:MM:SS[.fraction]".
+    match = _TIMESTAMP.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction = match.groups()
+    try:
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+    except ValueError:
+        return None
+    micro = int((fraction or "").ljust(6, "0")[:6])
+    return (moment - _EPOCH) // timedelta(microseconds=1) + micro
+
+
+def read_azure_llm(
+    workload: str, path: Path, window_start_s: float, window_s: float | None
+) -> LLMWindow:
+    """The rows of an Azure LLM inference trace CSV in [start, start + window_s).
+
+    Times count from the file's first request. Every row of the file is checked, and
+    each fault is a UserError naming the file, the CSV line, the data row and the column.
+    """
+    where = str(path)
+
+    def fault(line: int, row: int, column: str, message: str) -> UserError:
+        return _fail(
+            workload, f"{where!r} line {line} (data row {row}), column {column!r}: {message}"
+        )
+
+    times: list[int] = []
+    context: list[int] = []
+    generated: list[int] = []
+    first_text = ""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [cell.strip() for cell in next(reader, [])]
+            missing = [c for c in AZURE_LLM_COLUMNS if c not in header]
+            extra = [c for c in header if c not in AZURE_LLM_COLUMNS]
+            if missing or extra or len(header) != len(AZURE_LLM_COLUMNS):
+                raise _fail(
+                    workload,
+                    f"{where!r} line 1 (header): needs exactly the columns "
+                    f"{list(AZURE_LLM_COLUMNS)}, has {header}"
+                    + (f"; missing {missing}" if missing else "")
+                    + (f"; extra {extra}" if extra else "")
+                    + ("; a column appears twice" if not missing and not extra else ""),
+                )
+            index = {column: header.index(column) for column in AZURE_LLM_COLUMNS}
+            row = 0
+            for cells in reader:
+                if not cells:
+                    continue  # a blank line
+                row += 1
+                line = reader.line_num
+                if len(cells) != len(header):
+                    column = header[len(cells)] if len(cells) < len(header) else "(extra cell)"
+                    raise fault(line, row, column, f"has {len(cells)} cells, expected 3")
+                text = cells[index["TIMESTAMP"]].strip()
+                moment_us = _timestamp_us(text)
+                if moment_us is None:
+                    raise fault(
+                        line, row, "TIMESTAMP", f"not a 'YYYY-MM-DD HH:MM:SS.f' time: {text!r}"
+                    )
+                if times and moment_us < times[-1]:
+                    raise fault(
+                        line, row, "TIMESTAMP", f"{text!r} is earlier than the row before"
+                    )
+                if not times:
+                    first_text = text
+                times.append(moment_us)
+                for column, values in (("ContextTokens", context), ("GeneratedTokens", generated)):
+                    cell = cells[index[column]].strip()
+                    if _COUNT.fullmatch(cell) is None:
+                        raise fault(line, row, column, f"must be an integer >= 0, got {cell!r}")
+                    values.append(int(cell))
+    except UnicodeDecodeError as exc:
+        raise _fail(workload, f"cannot read {where!r} as UTF-8 text: {exc}") from None
+    except csv.Error as exc:
+        raise _fail(workload, f"cannot read {where!r} as CSV: {exc}") from None
+    if not times:
+        raise _fail(workload, f"{where!r} has no data rows")
+
+    t_us = np.asarray(times, dtype=np.int64) - times[0]
+    start_us = arrivals.to_us(window_start_s)
+    inside = t_us >= start_us
+    if window_s is not None:
+        inside &= t_us < start_us + arrivals.to_us(window_s)
+    span_s = float(t_us[-1]) / arrivals.US_PER_S
+    if not inside.any():
+        until = "the end" if window_s is None else f"{window_start_s + window_s:g} s"
+        raise _fail(
+            workload,
+            f"{where!r}, column 'TIMESTAMP': no request in the window from "
+            f"{window_start_s:g} s to {until} after the first request (the file spans "
+            f"{span_s:g} s); check window_start_s and window_s",
+        )
+    offsets_us = t_us[inside] - start_us
+    length_s = window_s if window_s is not None else float(offsets_us[-1]) / arrivals.US_PER_S
+    return LLMWindow(
+        offsets_us=offsets_us,
+        context_tokens=np.asarray(context, dtype=np.int64)[inside],
+        generated_tokens=np.asarray(generated, dtype=np.int64)[inside],
+        rows_in_file=len(times),
+        first_timestamp=first_text,
+        span_s=span_s,
+        window_end_s=None if window_s is None else window_start_s + window_s,
+        length_s=length_s,
     )

@@ -16,6 +16,7 @@ from scalezero.errors import UserError
 
 MINUTES_PER_DAY = 1440
 ARRIVALS_WITHIN_MINUTE = ("uniform", "even", "poisson")
+TOKEN_MAPPINGS = ("clamp", "scale")
 
 
 @dataclass(frozen=True)
@@ -196,9 +197,95 @@ KEYS_BY_KIND: dict[str, tuple[Key, ...]] = {
             choices=ARRIVALS_WITHIN_MINUTE,
         ),
     ),
+    "azure_llm": (
+        Key(
+            "path",
+            "string",
+            "CSV with exactly TIMESTAMP, ContextTokens, GeneratedTokens (Azure LLM traces)",
+            required=True,
+        ),
+        Key(
+            "window_start_s",
+            "number",
+            "start of the replayed window, seconds after the file's first request",
+            default=0.0,
+            minimum=0,
+        ),
+        Key(
+            "window_s",
+            "number",
+            "length of the window in trace seconds (default: to the end of the file)",
+            minimum=0,
+            exclusive_minimum=True,
+        ),
+        Key(
+            "keep_probability",
+            "number",
+            "keep each request with this probability (seeded; default 1)",
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=1,
+        ),
+        Key(
+            "target_rate_rps",
+            "number",
+            "thin to this mean replayed rate over the window (instead of keep_probability)",
+            minimum=0,
+            exclusive_minimum=True,
+        ),
+        Key(
+            "time_scale",
+            "number",
+            "compression factor: 10 replays ten times faster",
+            default=1.0,
+            minimum=0,
+            exclusive_minimum=True,
+        ),
+        Key(
+            "token_mapping",
+            "choice",
+            "clamp: min(count, limit); scale: the window's maximum lands on the limit",
+            default="clamp",
+            choices=TOKEN_MAPPINGS,
+        ),
+        Key(
+            "max_prompt_tokens",
+            "integer",
+            "limit for ContextTokens; the mapped count is the prompt's word count",
+            default=256,
+            minimum=1,
+        ),
+        Key(
+            "max_output_tokens",
+            "integer",
+            "limit for GeneratedTokens; the mapped count is the request's max_tokens",
+            default=128,
+            minimum=1,
+        ),
+    ),
 }
 
 KINDS: tuple[str, ...] = tuple(KEYS_BY_KIND)
+
+# Common keys a kind does not take, with the reason given when a config sets one: a
+# recorded LLM trace carries its own prompt and output lengths.
+UNUSED_COMMON_KEYS: dict[str, dict[str, str]] = {
+    "azure_llm": {
+        "max_tokens": "the trace's GeneratedTokens set it; limit with max_output_tokens",
+        "prompt_words": "the trace's ContextTokens set it; limit with max_prompt_tokens",
+    },
+}
+
+# Pairs of keys of one kind that may not both be set.
+EXCLUSIVE_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "azure_llm": (("keep_probability", "target_rate_rps"),),
+}
+
+
+def kind_keys(kind: str) -> tuple[Key, ...]:
+    """The keys kind `kind` accepts: the common ones it uses, then its own."""
+    unused = UNUSED_COMMON_KEYS.get(kind, {})
+    return tuple(key for key in COMMON_KEYS if key.name not in unused) + KEYS_BY_KIND[kind]
 
 
 def _fail(workload: str, key: str, message: str) -> UserError:
@@ -275,7 +362,8 @@ def validate_spec(workload: str, spec: Any) -> dict[str, Any]:
     """Check one workload entry and return it with defaults filled in.
 
     Token-like keys (max_tokens, prompt_words) come back as (min, max) tuples; absent
-    optional keys without a default come back as None.
+    optional keys without a default come back as None. Common keys a kind does not use
+    (UNUSED_COMMON_KEYS) are refused and left out of the result.
     """
     if not isinstance(spec, Mapping):
         raise UserError(f"workload {workload!r}: must be a mapping, got {type(spec).__name__}")
@@ -284,7 +372,13 @@ def validate_spec(workload: str, spec: Any) -> dict[str, Any]:
         raise _fail(workload, "kind", f"is missing; one of {list(KINDS)}")
     if kind not in KEYS_BY_KIND:
         raise _fail(workload, "kind", f"must be one of {list(KINDS)}, got {kind!r}")
-    keys = COMMON_KEYS + KEYS_BY_KIND[kind]
+    keys = kind_keys(kind)
+    for name, reason in UNUSED_COMMON_KEYS.get(kind, {}).items():
+        if name in spec:
+            raise _fail(workload, name, f"is not used by kind {kind!r}: {reason}")
+    for first, second in EXCLUSIVE_KEYS.get(kind, ()):
+        if first in spec and second in spec:
+            raise _fail(workload, second, f"cannot be set together with {first!r}; choose one")
     known = {key.name for key in keys} | {"kind"}
     unknown = sorted(str(name) for name in spec if name not in known)
     if unknown:
@@ -344,19 +438,20 @@ def build_schema() -> dict[str, Any]:
     Self-contained (no $ref), so it can be pasted under any property of a larger schema.
     """
     branches = []
-    for kind, kind_keys in KEYS_BY_KIND.items():
-        keys = COMMON_KEYS + kind_keys
+    for kind in KEYS_BY_KIND:
+        keys = kind_keys(kind)
         properties: dict[str, Any] = {"kind": {"const": kind}}
         properties.update({key.name: _key_schema(key) for key in keys})
+        then: dict[str, Any] = {
+            "required": ["kind", *(key.name for key in keys if key.required)],
+            "properties": properties,
+            "additionalProperties": False,
+        }
+        exclusive = EXCLUSIVE_KEYS.get(kind, ())
+        if exclusive:
+            then["not"] = {"anyOf": [{"required": list(pair)} for pair in exclusive]}
         branches.append(
-            {
-                "if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
-                "then": {
-                    "required": ["kind", *(key.name for key in keys if key.required)],
-                    "properties": properties,
-                    "additionalProperties": False,
-                },
-            }
+            {"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]}, "then": then}
         )
     return {
         "title": "workload",

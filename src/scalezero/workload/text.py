@@ -282,30 +282,53 @@ def _draw_prompts(rng: np.random.Generator, lengths: np.ndarray) -> list[str]:
     ]
 
 
-def make_prompts(
-    rng: np.random.Generator, n: int, min_words: int, max_words: int, workload: str
-) -> list[str]:
-    """n distinct prompts with a word count uniform on [min_words, max_words].
+def _duplicates(prompts: list[str]) -> list[int]:
+    seen: set[str] = set()
+    dup_idx: list[int] = []
+    for i, prompt in enumerate(prompts):
+        if prompt in seen:
+            dup_idx.append(i)
+        else:
+            seen.add(prompt)
+    return dup_idx
 
-    Duplicates (rare unless prompts are very short) are redrawn from the same stream,
-    so the result stays a deterministic function of the generator's state.
-    """
-    lengths = draw_lengths(rng, n, min_words, max_words)
+
+def _distinct_prompts(rng: np.random.Generator, lengths: np.ndarray) -> tuple[list[str], int]:
+    # Duplicates (rare unless prompts are very short) are redrawn from the same stream,
+    # so the result stays a deterministic function of the generator's state. Returns
+    # the prompts and how many duplicates are left after MAX_REDRAW_ROUNDS.
     prompts = _draw_prompts(rng, lengths)
     for _ in range(MAX_REDRAW_ROUNDS):
-        seen: set[str] = set()
-        dup_idx: list[int] = []
-        for i, prompt in enumerate(prompts):
-            if prompt in seen:
-                dup_idx.append(i)
-            else:
-                seen.add(prompt)
+        dup_idx = _duplicates(prompts)
         if not dup_idx:
-            return prompts
+            return prompts, 0
         redrawn = _draw_prompts(rng, lengths[dup_idx])
         for i, prompt in zip(dup_idx, redrawn, strict=True):
             prompts[i] = prompt
-    raise UserError(
-        f"workload {workload!r}: cannot make {n} distinct prompts of "
-        f"{min_words}-{max_words} words; raise 'prompt_words'"
-    )
+    return prompts, len(_duplicates(prompts))
+
+
+def make_prompts(
+    rng: np.random.Generator, n: int, min_words: int, max_words: int, workload: str
+) -> list[str]:
+    """n distinct prompts with a word count uniform on [min_words, max_words]."""
+    lengths = draw_lengths(rng, n, min_words, max_words)
+    prompts, duplicates = _distinct_prompts(rng, lengths)
+    if duplicates:
+        raise UserError(
+            f"workload {workload!r}: cannot make {n} distinct prompts of "
+            f"{min_words}-{max_words} words; raise 'prompt_words'"
+        )
+    return prompts
+
+
+def make_prompts_of_lengths(
+    rng: np.random.Generator, words: np.ndarray
+) -> tuple[list[str], int]:
+    """Prompts, the i-th of exactly words[i] words (each >= 1), distinct where the
+    lengths allow. Returns them and the number of duplicates left: a recorded trace may
+    hold more very short prompts (a word or two) than there are distinct ones."""
+    lengths = np.asarray(words, dtype=np.int64)
+    if lengths.size and int(lengths.min()) < 1:
+        raise ValueError("prompt word counts must be >= 1")
+    return _distinct_prompts(rng, lengths)

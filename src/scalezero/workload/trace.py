@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from numpy.random import PCG64, Generator, SeedSequence
 from scalezero.errors import UserError
 from scalezero.workload import arrivals, sources
 from scalezero.workload.spec import validate_spec
-from scalezero.workload.text import draw_lengths, make_prompts
+from scalezero.workload.text import draw_lengths, make_prompts, make_prompts_of_lengths
 
 TRACE_COLUMNS: tuple[str, ...] = ("request_id", "t_sched_s", "max_tokens", "prompt")
 
@@ -81,6 +83,93 @@ def _azure_arrivals_us(
     return times_us, info
 
 
+@dataclass
+class _LLMRequests:
+    times_us: np.ndarray
+    max_tokens: np.ndarray
+    prompt_words: np.ndarray
+    info: dict[str, Any]
+
+
+def _map_tokens(
+    values: np.ndarray, window_values: np.ndarray, mapping: str, limit: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    # clamp: min(value, limit); scale: one factor for the whole window, chosen so that
+    # the window's largest value lands on the limit. Both keep every count >= 1.
+    record: dict[str, Any]
+    if mapping == "clamp":
+        record = {"clamped": int((values > limit).sum()), "scale": None}
+        scaled = values
+    else:
+        peak = int(window_values.max())
+        factor = limit / peak if peak > 0 else 1.0
+        record = {"clamped": None, "scale": factor}
+        scaled = np.rint(values * factor).astype(np.int64)
+    record["raised_to_1"] = int((scaled < 1).sum())
+    return np.clip(scaled, 1, limit), record
+
+
+def _azure_llm_requests(
+    workload: str, p: Mapping[str, Any], path: Path, rng: Generator
+) -> _LLMRequests:
+    window = sources.read_azure_llm(workload, path, p["window_start_s"], p["window_s"])
+    rows = int(window.offsets_us.size)
+    # Rate of the window as replayed (time_scale compresses it).
+    replay_length_s = window.length_s / p["time_scale"]
+    window_rate_rps = rows / replay_length_s if replay_length_s > 0 else None
+    keep_probability = 1.0 if p["keep_probability"] is None else p["keep_probability"]
+    if p["target_rate_rps"] is not None:
+        keep_probability = (
+            min(1.0, p["target_rate_rps"] / window_rate_rps) if window_rate_rps else 1.0
+        )
+    # One draw per request in the window, whatever p is, so the kept set of a seed
+    # depends on p only through the threshold.
+    kept = np.flatnonzero(rng.random(rows) < keep_probability)
+    kept_rows = int(kept.size)
+    if p["max_requests"] is not None:
+        kept = kept[: p["max_requests"]]
+    if kept.size == 0:
+        raise UserError(
+            f"workload {workload!r}: thinning kept none of the {rows} requests in the "
+            f"window (keep probability {keep_probability:.6g}); raise it or widen the window"
+        )
+    times_us = np.floor(window.offsets_us[kept] / p["time_scale"]).astype(np.int64)
+    prompt_words, prompt_map = _map_tokens(
+        window.context_tokens[kept], window.context_tokens, p["token_mapping"],
+        p["max_prompt_tokens"],
+    )
+    max_tokens, output_map = _map_tokens(
+        window.generated_tokens[kept], window.generated_tokens, p["token_mapping"],
+        p["max_output_tokens"],
+    )
+    info = {
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "first_timestamp": window.first_timestamp,
+        "rows_in_file": window.rows_in_file,
+        "file_span_s": window.span_s,
+        "window_start_s": p["window_start_s"],
+        "window_s": p["window_s"],
+        "window_length_s": window.length_s,
+        "rows_in_window": rows,
+        "window_rate_rps": window_rate_rps,
+        "target_rate_rps": p["target_rate_rps"],
+        "keep_probability": keep_probability,
+        "kept_rows": kept_rows,
+        "requests": int(kept.size),
+        "time_scale": p["time_scale"],
+        "token_mapping": p["token_mapping"],
+        "max_prompt_tokens": p["max_prompt_tokens"],
+        "max_output_tokens": p["max_output_tokens"],
+        "prompt_clamped": prompt_map["clamped"],
+        "output_clamped": output_map["clamped"],
+        "prompt_scale": prompt_map["scale"],
+        "output_scale": output_map["scale"],
+        "prompt_raised_to_1": prompt_map["raised_to_1"],
+        "output_raised_to_1": output_map["raised_to_1"],
+    }
+    return _LLMRequests(times_us, max_tokens, prompt_words, info)
+
+
 def generate_trace(
     name: str, spec: Mapping[str, Any], base_dir: Path | None = None
 ) -> pd.DataFrame:
@@ -95,6 +184,7 @@ def generate_trace(
     kind = p["kind"]
     arrivals_rng, tokens_rng, prompts_rng = _streams(p["seed"])
     recorded: sources.RecordedTrace | None = None
+    llm: _LLMRequests | None = None
     info: dict[str, Any] = {}
 
     if kind == "poisson":
@@ -124,6 +214,12 @@ def generate_trace(
         path = sources.resolve_path(name, p["path"], base_dir)
         times_us, info = _azure_arrivals_us(name, p, path, arrivals_rng)
         info["path"] = str(path)
+    elif kind == "azure_llm":
+        path = sources.resolve_path(name, p["path"], base_dir)
+        # The arrivals stream, unused by a recorded trace, does the thinning.
+        llm = _azure_llm_requests(name, p, path, arrivals_rng)
+        times_us = llm.times_us
+        info = {"path": str(path), **llm.info}
     else:  # validate_spec admits only the kinds above
         raise AssertionError(kind)
 
@@ -132,8 +228,16 @@ def generate_trace(
         raise UserError(f"workload {name!r}: the configuration produces no requests")
     times_us = times_us[:n]
 
-    max_tokens = draw_lengths(tokens_rng, n, *p["max_tokens"])
     prompts: list[str | None] = [None] * n
+    if llm is not None:
+        # The trace's counts: output tokens as max_tokens, prompt tokens as word counts.
+        max_tokens = llm.max_tokens[:n]
+        made, info["duplicate_prompts"] = make_prompts_of_lengths(
+            prompts_rng, llm.prompt_words[:n]
+        )
+        prompts = list(made)
+    else:
+        max_tokens = draw_lengths(tokens_rng, n, *p["max_tokens"])
     if recorded is not None:
         given = np.isfinite(recorded.max_tokens[:n])
         max_tokens[given] = recorded.max_tokens[:n][given].astype(np.int64)
