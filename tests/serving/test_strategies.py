@@ -31,7 +31,7 @@ class ScheduledPolicy(Policy):
 
 
 def test_shipped_policies_state_their_accounting() -> None:
-    assert policies() == ["always_on", "keep_warm", "naive"]
+    assert policies() == ["always_on", "hybrid_histogram", "keep_warm", "naive"]
     assert make_policy("always_on").accounting() == Accounting(True, math.inf)
     assert make_policy("naive").accounting() == Accounting(False, 0.0)
     assert make_policy("keep_warm", {"keep_warm_ttl_s": 7}).accounting() == Accounting(
@@ -79,5 +79,14 @@ def test_parameter_schema_comes_from_the_policy_classes() -> None:
     assert parameter_schema() == {
         "min_instances": {"type": "integer", "minimum": 0},
         "max_instances": {"type": "integer", "minimum": 1},
+        "bin_width_s": {"type": "number", "exclusiveMinimum": 0},
+        "range_s": {"type": "number", "exclusiveMinimum": 0},
+        "head_percentile": {"type": "number", "minimum": 0, "maximum": 100},
+        "tail_percentile": {"type": "number", "minimum": 0, "maximum": 100},
+        "margin_pct": {"type": "number", "minimum": 0, "maximum": 100},
+        "min_samples": {"type": "integer", "minimum": 1},
+        "cv_threshold": {"type": "number", "minimum": 0},
+        "fallback_ttl_s": {"type": "number", "minimum": 0},
+        "out_of_range_max_share": {"type": "number", "minimum": 0, "maximum": 1},
         "keep_warm_ttl_s": {"type": "number", "minimum": 0},
     }

@@ -44,6 +44,7 @@ class Reason(enum.StrEnum):
 
     ON_DEMAND = "on_demand"  # a request waited and no instance could serve it
     MIN_INSTANCES = "min_instances"  # the policy keeps a minimum up
+    PREWARM = "prewarm"  # the policy asked for a start ahead of the next request
     IDLE_TTL = "idle_ttl"  # idle for the policy's TTL
     NO_INFLIGHT = "no_inflight"  # the policy stops an instance as soon as it is idle
     DRAINED = "drained"  # a draining instance finished its last request

@@ -194,6 +194,8 @@ class Pool:
         self._min_start_failed = False
         #: Instances wanted up at the gateway's start, until that many were ready once.
         self._initial_instances = 0
+        #: The one pending pre-warm start the policy asked for (``Policy.prewarm_at_s``).
+        self._prewarm_handle: asyncio.TimerHandle | None = None
 
     # ----------------------------------------------------------------- queries
     def _in_state(self, *states: InstanceState) -> list[Instance]:
@@ -235,6 +237,7 @@ class Pool:
 
     async def shutdown(self) -> None:
         self._closing = True
+        self._cancel_prewarm()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.future.done():
@@ -260,6 +263,7 @@ class Pool:
             raise ShuttingDown("the gateway is shutting down")
         now = time.monotonic()
         self.policy.on_arrival(now)
+        self._cancel_prewarm()  # the request itself decides whether to start one now
         inst = self._free_instance()
         if inst is not None and not self._waiters:
             return self._assign(inst, now)
@@ -296,6 +300,8 @@ class Pool:
         inst.in_flight -= 1
         if inst.in_flight == 0:
             inst.idle_since_s = time.monotonic()
+            if self.in_flight == 0 and not self._waiters:
+                self.policy.on_idle(inst.idle_since_s)
         if inst.state is InstanceState.DRAINING and inst.in_flight == 0:
             self._spawn_task(self._stop(inst, Reason.DRAINED))
         elif inst.state is InstanceState.READY:
@@ -370,7 +376,9 @@ class Pool:
             return
         if len(self._in_state(InstanceState.READY)) <= self.policy.min_instances:
             return
-        ttl_s = self.policy.idle_ttl_s(time.monotonic())
+        now = time.monotonic()
+        ttl_s = self.policy.idle_ttl_s(now)
+        self._schedule_prewarm(self.policy.prewarm_at_s(now), now)
         if ttl_s is None:
             return
         if ttl_s <= 0:
@@ -407,6 +415,28 @@ class Pool:
             self._remove(inst)
 
     # -------------------------------------------------------------- scale up
+    def _schedule_prewarm(self, at_s: float | None, now_s: float) -> None:
+        """Replace the pending pre-warm with one at ``at_s`` (none when None)."""
+        self._cancel_prewarm()
+        if at_s is None or self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        self._prewarm_handle = loop.call_later(max(0.0, at_s - now_s), self._prewarm_due)
+
+    def _cancel_prewarm(self) -> None:
+        if self._prewarm_handle is not None:
+            self._prewarm_handle.cancel()
+            self._prewarm_handle = None
+
+    def _prewarm_due(self) -> None:
+        self._prewarm_handle = None
+        if self._closing or self._free_instance() is not None:
+            return  # shutting down, or an instance is already up with room
+        live = self._in_state(InstanceState.STARTING, InstanceState.READY)
+        if self._in_state(InstanceState.STARTING) or len(live) >= self.policy.max_instances:
+            return
+        self._start_instance(Reason.PREWARM)
+
     def _ensure_min_instances(self) -> None:
         if self._closing or self._min_start_failed:
             return

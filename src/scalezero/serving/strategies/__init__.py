@@ -13,7 +13,12 @@ from typing import Any
 from scalezero.errors import UserError
 
 # Imported for their @register: each module adds its policy to the registry.
-from scalezero.serving.strategies import always_on, keep_warm, naive  # noqa: F401
+from scalezero.serving.strategies import (  # noqa: F401
+    always_on,
+    hybrid_histogram,
+    keep_warm,
+    naive,
+)
 from scalezero.serving.strategies.base import Accounting, Policy
 from scalezero.serving.strategies.registry import policies, policy, register, registered
 

@@ -2,7 +2,7 @@
 
 A policy is pure decision logic. It never starts processes, sleeps or reads a clock of
 its own: the instance pool asks it questions at the moments that matter (gateway start,
-request arrival, an instance going idle) and acts on the answers. That keeps each
+request arrival, an instance going idle) and acts on the answers, passing the time. That keeps each
 strategy readable on one screen and testable without servers.
 
 The three seed strategies map onto Ollama's ``keep_alive`` semantics:
@@ -93,6 +93,19 @@ class Policy(ABC):
 
     def on_arrival(self, now_s: float) -> None:  # noqa: B027 - optional hook
         """A request arrived at the gateway. Adaptive policies learn from this."""
+
+    def on_idle(self, now_s: float) -> None:  # noqa: B027 - optional hook
+        """The deployment's last in-flight request finished and none is waiting: an idle
+        period begins. Adaptive policies learn from this."""
+
+    def prewarm_at_s(self, now_s: float) -> float | None:
+        """When the pool should next start an instance with no request waiting for it.
+
+        Asked right after ``idle_ttl_s`` when an instance goes idle. An absolute time (on
+        the same clock as ``now_s``) schedules one pre-warm start then, replacing any
+        pending one; an arrival cancels it. ``None`` (the default): no pre-warm.
+        """
+        return None
 
     def params(self) -> dict[str, Any]:
         """The policy's parameters, for records (run.json, /state)."""
