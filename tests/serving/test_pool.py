@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -21,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scalezero.serving import pool as pool_module
-from scalezero.serving.events import EventLog, Lifecycle
+from scalezero.serving.events import EventLog, Lifecycle, Reason
 from scalezero.serving.launcher import InstanceSpec, InstanceStartError
 from scalezero.serving.pool import (
     ALLOWED,
@@ -32,7 +33,7 @@ from scalezero.serving.pool import (
     PoolLimits,
 )
 from scalezero.serving.settings import InstanceSettings, QueueSettings
-from scalezero.serving.strategies import make_policy
+from scalezero.serving.strategies import Policy, make_policy, registered
 
 S = InstanceState
 LOGGER = "scalezero.serving.pool"
@@ -236,6 +237,9 @@ POLICIES = [
     ("keep_warm", {"keep_warm_ttl_s": 0.0, "max_instances": 2}),
     ("always_on", {}),
     ("always_on", {"max_instances": 2}),
+    # Learns after two idle times of a few ms: unloads, then pre-warms.
+    ("hybrid_histogram", {"bin_width_s": 0.004, "range_s": 0.04, "min_samples": 2,
+                          "cv_threshold": 0.5, "fallback_ttl_s": 0.002}),
 ]
 ACTIONS = st.one_of(
     st.tuples(st.just("request"), st.integers(0, 3)),
@@ -324,3 +328,162 @@ def test_seeded_long_sequences() -> None:
             pool = asyncio.run(_drive(*policy, actions, start_first=True))
         _check_run(pool, tried, handler.messages)
         assert len(tried) > 3
+
+
+# ------------------------------------------------------------------ pre-warm
+
+
+@dataclasses.dataclass
+class PrewarmAfter(Policy):
+    """Unload when idle; pre-warm ``delay_s`` after the idle period began, then keep it."""
+
+    name = "test_prewarm_after"
+    delay_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.idle_at_s: float | None = None
+
+    def on_arrival(self, now_s: float) -> None:
+        self.idle_at_s = None
+
+    def on_idle(self, now_s: float) -> None:
+        self.idle_at_s = now_s
+
+    def idle_ttl_s(self, now_s: float) -> float | None:
+        if self.idle_at_s is not None and now_s < self.idle_at_s + self.delay_s:
+            return 0.0
+        return None
+
+    def prewarm_at_s(self, now_s: float) -> float | None:
+        if self.idle_at_s is None or now_s >= self.idle_at_s + self.delay_s:
+            return None
+        return self.idle_at_s + self.delay_s
+
+
+async def _served_once(pool: Pool) -> float:
+    """One request on a fresh instance; returns when it was released (the idle start)."""
+    client = asyncio.ensure_future(pool.acquire())
+    await settle()
+    FakeProcess.made[-1].finish_start()
+    lease = await client
+    pool.release(lease)
+    released_at = time.monotonic()
+    await settle()
+    return released_at
+
+
+def _spawn_reasons(pool: Pool) -> list[tuple[str, str]]:
+    return [(e.instance_id, e.reason) for e in pool.events.events if e.event == "spawn"]
+
+
+def test_prewarm_starts_at_the_asked_time_with_reason_prewarm() -> None:
+    async def scenario() -> None:
+        pool = make_pool("test_prewarm_after")
+        released_at = await _served_once(pool)
+        assert pool.instances == []  # unloaded at once
+        assert pool._prewarm_handle is not None
+        await asyncio.sleep(0.08)
+        assert _spawn_reasons(pool) == [("i1", Reason.ON_DEMAND), ("i2", Reason.PREWARM)]
+        spawn = pool.events.events[-1]
+        assert spawn.t_s >= released_at + 0.05 - 0.005  # the loop's timer resolution
+        FakeProcess.made[-1].finish_start()
+        await settle()
+        # Ready past the pre-warm time: kept (TTL None), no new pre-warm asked for.
+        assert [i.state for i in pool.instances] == [S.READY]
+        assert pool._prewarm_handle is None
+        lease = await pool.acquire()  # served warm
+        assert not lease.cold
+        pool.release(lease)
+        await pool.shutdown()
+        assert pool._prewarm_handle is None and not pool._tasks
+
+    with fake_pool_world(), registered(PrewarmAfter):
+        asyncio.run(scenario())
+
+
+def test_an_arrival_cancels_the_pending_prewarm() -> None:
+    async def scenario() -> None:
+        pool = make_pool("test_prewarm_after")
+        await _served_once(pool)
+        assert pool._prewarm_handle is not None
+        client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        assert pool._prewarm_handle is None
+        await asyncio.sleep(0.08)
+        assert _spawn_reasons(pool) == [("i1", Reason.ON_DEMAND), ("i2", Reason.ON_DEMAND)]
+        FakeProcess.made[-1].finish_start()
+        pool.release(await client)
+        await pool.shutdown()
+
+    with fake_pool_world(), registered(PrewarmAfter):
+        asyncio.run(scenario())
+
+
+def test_shutdown_cancels_the_pending_prewarm_and_leaves_no_task() -> None:
+    async def scenario() -> None:
+        pool = make_pool("test_prewarm_after")
+        await _served_once(pool)
+        assert pool._prewarm_handle is not None
+        await pool.shutdown()
+        assert pool._prewarm_handle is None
+        await asyncio.sleep(0.08)
+        assert _spawn_reasons(pool) == [("i1", Reason.ON_DEMAND)]
+        assert pool.instances == [] and not pool._tasks
+
+    with fake_pool_world(), registered(PrewarmAfter):
+        asyncio.run(scenario())
+
+
+def test_prewarm_respects_max_instances_and_a_free_instance() -> None:
+    async def scenario() -> None:
+        pool = make_pool("test_prewarm_after", max_instances=1)
+        client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        FakeProcess.made[-1].finish_start()
+        lease = await client
+        pool._prewarm_due()  # busy, and at max_instances: nothing starts
+        assert len(pool.instances) == 1
+        pool.release(lease)
+        await settle()
+        assert pool.instances == []
+        pool._cancel_prewarm()
+        roomy = make_pool("test_prewarm_after", max_instances=2)
+        await roomy.start()
+        client = asyncio.ensure_future(roomy.acquire())
+        await settle()
+        FakeProcess.made[-1].finish_start()
+        lease = await client
+        roomy._prewarm_due()  # busy, but below max_instances: a second one starts
+        assert [i.start_reason for i in roomy.instances] == [Reason.ON_DEMAND, Reason.PREWARM]
+        roomy._prewarm_due()  # one start at a time
+        assert len(roomy.instances) == 2
+        roomy.release(lease)
+        await pool.shutdown()
+        await roomy.shutdown()
+        assert not pool._tasks and not roomy._tasks
+
+    with fake_pool_world(), registered(PrewarmAfter):
+        asyncio.run(scenario())
+
+
+def test_hybrid_histogram_unloads_and_prewarms_in_the_pool() -> None:
+    """Idle times of ~30 ms in 10 ms bins: after two, the pool unloads and pre-warms."""
+    async def scenario() -> None:
+        pool = make_pool("hybrid_histogram", bin_width_s=0.01, range_s=1.0, min_samples=2,
+                         margin_pct=0, fallback_ttl_s=5.0)
+        await _served_once(pool)
+        for _ in range(2):
+            await asyncio.sleep(0.035)
+            lease = await pool.acquire()  # the fallback kept the instance: warm
+            pool.release(lease)
+            await settle()
+        assert pool.instances == []  # representative now: unloaded at once
+        assert pool._prewarm_handle is not None
+        await asyncio.sleep(0.15)  # past the pre-warm time (30 to 50 ms), with slack
+        assert _spawn_reasons(pool)[-1] == ("i2", Reason.PREWARM)
+        await pool.shutdown()
+        assert not pool._tasks
+
+    with fake_pool_world():
+        asyncio.run(scenario())

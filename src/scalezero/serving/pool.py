@@ -16,6 +16,11 @@ instance with a free slot, or queues the request. A queued request at zero insta
 triggers exactly one cold start (one start at a time per deployment, as Knative's
 activator does); everyone queued waits for it. Waiting is bounded: a full queue answers
 429, a wait past its deadline 504, a failed start 503 with the reason.
+
+A policy may also ask for a start ahead of demand (``Policy.prewarm_at_s``, asked when an
+instance goes idle): the pool keeps one such timer per deployment, replaced by the next
+decision, cancelled by an arrival and by shutdown, and starts with reason ``prewarm``
+only when no instance is starting or free and ``max_instances`` allows.
 """
 
 from __future__ import annotations
