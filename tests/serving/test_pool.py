@@ -238,8 +238,9 @@ POLICIES = [
     ("always_on", {}),
     ("always_on", {"max_instances": 2}),
     # Learns after two idle times of a few ms: unloads, then pre-warms.
-    ("hybrid_histogram", {"bin_width_s": 0.004, "range_s": 0.04, "min_samples": 2,
-                          "cv_threshold": 0.5, "fallback_ttl_s": 0.002}),
+    ("hybrid_histogram", {"bin_width_s": 0.001, "range_s": 0.03, "min_samples": 2,
+                          "head_percentile": 50, "cv_threshold": 0.5,
+                          "fallback_ttl_s": 0.002}),
 ]
 ACTIONS = st.one_of(
     st.tuples(st.just("request"), st.integers(0, 3)),
