@@ -1,5 +1,5 @@
 """hybrid_histogram: the adaptive keep-alive of "Serverless in the Wild" (Shahrad et al.,
-USENIX ATC 2020, section 4.2, "hybrid histogram policy").
+USENIX ATC 2020, its "hybrid histogram policy").
 
 The policy learns the deployment's idle times: the time from the end of the last request
 (nothing in flight, nothing waiting: ``on_idle``) to the next arrival (``on_arrival``).
