@@ -17,7 +17,8 @@ from scalezero.measure.settings import TelemetrySettings, config_sha256
 from scalezero.serving.settings import InstanceSettings, QueueSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = [ROOT / "config" / "config.yaml", ROOT / ".test" / "config.yaml"]
+CONFIGS = [ROOT / "config" / "config.yaml", ROOT / ".test" / "config.yaml",
+           ROOT / "config" / "policy-lab.yaml"]
 
 
 def _load(path: Path) -> dict:
@@ -31,7 +32,7 @@ def test_committed_schema_is_generated_from_the_package() -> None:
         "config/config.schema.json")
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_configs_are_valid(path: Path) -> None:
     config = _load(path)
     jsonschema.Draft202012Validator(config_schema()).validate(config)
