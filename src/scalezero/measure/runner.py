@@ -243,7 +243,7 @@ def _stop_when_workflow_ends() -> None:
 def _measured_run_locked(
     plan: RunSettings, policy_params: dict[str, Any], items: list[ReplayRequest]
 ) -> dict[str, Any]:
-    out = plan.out_dir
+    files = Layout.run_files(plan.out_dir)
     log_dir = plan.log_dir
     gw = plan.gateway
     model_path = gw.model_path
@@ -295,7 +295,7 @@ def _measured_run_locked(
     try:
         sampler_cmd = [
             sys.executable, "-m", "scalezero.cli", "telemetry",
-            "--out", str(out / "telemetry.csv"),
+            "--out", str(files["telemetry"]),
             "--rate-hz", str(telemetry.rate_hz),
             "--backend", telemetry.backend,
             "--root-pid", str(os.getpid()),
@@ -305,7 +305,7 @@ def _measured_run_locked(
         if gw.gpu_index is not None:
             sampler_cmd += ["--gpu-index", str(gw.gpu_index)]
         sampler = _spawn(sampler_cmd, log_dir / "telemetry.log")
-        if not _wait_for_file_rows(out / "telemetry.csv", 2, 30.0):
+        if not _wait_for_file_rows(files["telemetry"], 2, 30.0):
             raise RuntimeError("the telemetry sampler wrote no sample within 30 s")
 
         t_start = time.monotonic()
@@ -319,7 +319,7 @@ def _measured_run_locked(
         gateway_log = log_dir / "gateway.log"
         # The gateway reads its settings from a file kept next to its log.
         settings_file = gw.model_copy(update={
-            "events_csv": out / "events.csv", "log_dir": log_dir / "instances",
+            "events_csv": files["events"], "log_dir": log_dir / "instances",
         }).write(log_dir / SETTINGS_FILE)
         gateway = _spawn(serve_command(settings_file, port), gateway_log)
         min_ready = policy.initial_instances()
@@ -382,7 +382,7 @@ def _context_baseline(plan: RunSettings) -> list[float]:
 
 def _finish_files(plan: RunSettings, run: dict[str, Any], records: list, items: list) -> None:
     """Write what was measured, also after a failure (the log says what went wrong)."""
-    out = plan.out_dir
+    files = Layout.run_files(plan.out_dir)
     if records:
         prompts = {i.request_id: i.prompt for i in items}
         try:
@@ -392,12 +392,11 @@ def _finish_files(plan: RunSettings, run: dict[str, Any], records: list, items: 
                 record.tokens_in = count
         except Exception as exc:
             run["tokens_in_error"] = str(exc)[:300]
-        write_requests(records, out / "requests.csv")
-        write_tokens(records, out / "tokens.csv")
-    for name in ("events.csv",):
-        if not (out / name).exists():
-            write_event_header(out / name)
-    (out / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True, default=str) + "\n")
+        write_requests(records, files["requests"])
+        write_tokens(records, files["tokens"])
+    if not files["events"].exists():  # a gateway that never started writes none
+        write_event_header(files["events"])
+    files["run_json"].write_text(json.dumps(run, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def run_from_settings(

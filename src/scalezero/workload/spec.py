@@ -62,6 +62,16 @@ COMMON_KEYS: tuple[Key, ...] = (
     Key("description", "string", "free text, ignored"),
 )
 
+# Recorded traces (trace_csv, azure_llm) share the meaning of time_scale.
+_TIME_SCALE = Key(
+    "time_scale",
+    "number",
+    "compression factor: 10 replays ten times faster",
+    default=1.0,
+    minimum=0,
+    exclusive_minimum=True,
+)
+
 KEYS_BY_KIND: dict[str, tuple[Key, ...]] = {
     "poisson": (
         Key(
@@ -142,14 +152,7 @@ KEYS_BY_KIND: dict[str, tuple[Key, ...]] = {
     ),
     "trace_csv": (
         Key("path", "string", "CSV with a t_sched_s (or timestamp_s) column", required=True),
-        Key(
-            "time_scale",
-            "number",
-            "compression factor: 10 replays ten times faster",
-            default=1.0,
-            minimum=0,
-            exclusive_minimum=True,
-        ),
+        _TIME_SCALE,
         Key(
             "start_offset_s",
             "offset",
@@ -233,14 +236,7 @@ KEYS_BY_KIND: dict[str, tuple[Key, ...]] = {
             minimum=0,
             exclusive_minimum=True,
         ),
-        Key(
-            "time_scale",
-            "number",
-            "compression factor: 10 replays ten times faster",
-            default=1.0,
-            minimum=0,
-            exclusive_minimum=True,
-        ),
+        _TIME_SCALE,
         Key(
             "token_mapping",
             "choice",
