@@ -425,6 +425,17 @@ def test_trace_record_names_the_source_relative_to_the_working_directory(
     json.dumps(record)  # plain types only
 
 
+def test_cli_writes_the_history(steady: Path, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="scalezero")
+    add_cli(parser.add_subparsers(dest="command"))
+    entry = json.dumps(spec(steady, window_start_s=1.0, window_s=5.0, training_s=1.0))
+    out, history = tmp_path / "t.csv", tmp_path / "t.history.csv"
+    args = parser.parse_args(["workload", "--spec-json", entry, "--out", str(out),
+                              "--history-out", str(history)])
+    assert args.func(args) == 0
+    assert read_history(history) == [-1.0, -0.5]
+
+
 # ---------------------------------------------------------------- the carried trace
 
 

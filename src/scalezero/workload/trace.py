@@ -305,11 +305,12 @@ def trace_record(df: pd.DataFrame, base_dir: Path | None = None) -> dict[str, An
     `df.attrs["history_s"]`, replay seconds).
     """
     workload = dict(df.attrs.get("workload", {}))
-    if "path" in workload:
-        base = (base_dir or Path.cwd()).resolve()
-        source = Path(workload["path"])
-        if source.is_absolute() and source.resolve().is_relative_to(base):
-            workload["path"] = str(source.resolve().relative_to(base))
+    if "path" in workload and Path(workload["path"]).is_absolute():
+        # Normalised, symlinks kept: a link inside the checkout names the checkout's file.
+        base = Path(os.path.abspath(base_dir or Path.cwd()))
+        source = Path(os.path.abspath(workload["path"]))
+        if source.is_relative_to(base):
+            workload["path"] = str(source.relative_to(base))
     history = history_summary(df.attrs.get("history_s", []))
     return {
         "workload": workload,
