@@ -149,3 +149,69 @@ def test_invalid_parameters_name_the_field(params: dict[str, Any], field: str) -
         HybridHistogram(**params)
     with pytest.raises(UserError, match=field):
         make_policy("hybrid_histogram", params)
+
+
+# ---------------------------------------------------------------- history
+
+
+def test_history_gaps_become_idle_times() -> None:
+    # Arrivals every 630 s from -7000 s on: 11 arrivals, 10 gaps of 630 s, all in bin
+    # [600, 660): representative, windows (540, 726) as in the first test. The gap from
+    # the last arrival (-700 s) to the replay start is not recorded.
+    history = [-7000.0 + 630.0 * i for i in range(11)]
+    policy = HybridHistogram()
+    assert not policy.representative()
+    policy.learn_history(history)
+    assert policy.samples == 10
+    assert policy.representative()
+    assert policy.windows_s() == pytest.approx((540.0, 726.0))
+    # Ten arrivals (nine gaps) are one sample short of min_samples.
+    short = HybridHistogram()
+    short.learn_history(history[:10])
+    assert short.samples == 9
+    assert not short.representative()
+
+
+def test_history_fills_the_bins_by_hand() -> None:
+    # 2 s bins over [0, 60): gaps 1, 1, 1, 3, 3, 100 -> bin 0: 3, bin 1: 2, 1 out of
+    # range. 30 bins, mean count 5/30; CV^2 = 30 * (9 + 4) / 25 - 1 = 14.6.
+    policy = HybridHistogram(bin_width_s=2.0, range_s=60.0, min_samples=5)
+    policy.learn_history([-109.0, -108.0, -107.0, -106.0, -103.0, -100.0, 0.0])
+    assert policy.samples == 6
+    assert policy.bin_cv() == pytest.approx(14.6 ** 0.5)
+    assert policy.representative()
+    # Head: rank ceil(0.05 * 5) = 1 -> bin 0, prewarm 0; tail: rank ceil(0.99 * 5) = 5 ->
+    # bin 1, upper edge 4 s + 10 % = 4.4 s.
+    assert policy.windows_s() == pytest.approx((0.0, 4.4))
+    policy.on_idle(10.0)
+    assert policy.idle_ttl_s(10.0) == pytest.approx(4.4)  # not unloaded: prewarm 0
+    assert policy.prewarm_at_s(10.0) is None
+
+
+def test_empty_or_single_history_changes_nothing() -> None:
+    fresh = HybridHistogram()
+    for history in ([], [-5.0]):
+        policy = HybridHistogram()
+        policy.learn_history(history)
+        assert policy.samples == 0
+        assert policy._counts == fresh._counts
+        assert policy.windows_s() is None
+        policy.on_idle(0.0)
+        assert policy.idle_ttl_s(0.0) == fresh.fallback_ttl_s
+
+
+def test_history_then_the_run_keeps_learning() -> None:
+    policy = HybridHistogram(bin_width_s=2.0, range_s=60.0, min_samples=3)
+    policy.learn_history([-4.0, -3.0, -2.0])  # two gaps of 1 s: bin 0
+    policy.on_idle(0.0)
+    policy.on_arrival(1.5)  # a third idle time, bin 0
+    assert policy.samples == 3
+    assert policy.representative()
+
+
+def test_other_policies_ignore_history() -> None:
+    for name in ("always_on", "naive", "keep_warm"):
+        policy = make_policy(name, {})
+        before = policy.params()
+        policy.learn_history([-3.0, -2.0, -1.0])
+        assert policy.params() == before

@@ -173,3 +173,36 @@ def test_run_command_defaults_come_from_the_models() -> None:
     assert args.rate_hz == field_default(TelemetrySettings, "rate_hz")
     assert args.baseline_s == field_default(TelemetrySettings, "baseline_s")
 
+
+
+def test_the_history_reaches_the_gateways_policy(tmp_path: Path, fake_model: Path) -> None:
+    # Gaps of 1.5 s, all in the 1 s bin [1, 2): the policy is representative before any
+    # request (pre-warm 0.9 s, keep-until 2.2 s after an idle start).
+    history = tuple(-30.0 + 1.5 * i for i in range(10))
+    params = {"bin_width_s": 1.0, "range_s": 60.0, "min_samples": 5}
+    settings = GatewaySettings(model_path=fake_model, policy="hybrid_histogram",
+                               policy_params=params, history_s=history)
+    path = settings.write(tmp_path / "gateway-settings.json")
+    config = build_config(parse("--settings", str(path)))
+    assert config.policy.windows_s() == pytest.approx((0.9, 2.2))
+    assert settings.gateway_config().policy.windows_s() == pytest.approx((0.9, 2.2))
+    # Without a history the same policy has learned nothing.
+    plain = GatewaySettings(model_path=fake_model, policy="hybrid_histogram",
+                            policy_params=params)
+    assert plain.history_s == () and plain.make_policy().windows_s() is None
+
+
+def test_run_settings_carry_the_history_path(tmp_path: Path, fake_model: Path) -> None:
+    run = RunSettings.from_workflow(WORKFLOW_SETTINGS, fake_model, tmp_path / "t.csv",
+                                    tmp_path / "out", tmp_path / "logs",
+                                    history_path=tmp_path / "t.history.csv")
+    assert run.history_path == tmp_path / "t.history.csv"
+    assert RunSettings.from_workflow(WORKFLOW_SETTINGS, fake_model, tmp_path / "t.csv",
+                                     tmp_path / "out", tmp_path / "logs").history_path is None
+    args = build_parser(only="run").parse_args(
+        ["run", "--model", "m.gguf", "--trace", "t.csv", "--strategy", "naive", "--out-dir", "o",
+         "--history", "h.csv"])
+    assert args.history == "h.csv"
+    args = build_parser(only="run").parse_args(
+        ["run", "--model", "m.gguf", "--trace", "t.csv", "--strategy", "naive", "--out-dir", "o"])
+    assert args.history is None

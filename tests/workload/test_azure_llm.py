@@ -14,7 +14,17 @@ import numpy as np
 import pytest
 
 from scalezero.errors import UserError
-from scalezero.workload import WORKLOAD_SCHEMA, add_cli, generate_trace, validate_spec
+from scalezero.workload import (
+    WORKLOAD_SCHEMA,
+    add_cli,
+    generate_trace,
+    history_summary,
+    read_history,
+    trace_record,
+    validate_spec,
+    write_history,
+    write_trace,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CARRIED = ROOT / "data" / "azure-llm-inference-2023" / "AzureLLMInferenceTrace_code.csv"
@@ -132,6 +142,8 @@ def test_columns_may_come_in_any_order(tmp_path: Path) -> None:
         ({"token_mapping": "squash"}, "token_mapping"),
         ({"window_s": 0}, "window_s"),
         ({"max_prompt_tokens": 0}, "max_prompt_tokens"),
+        ({"training_s": -1}, "training_s"),
+        ({"training_s": "600"}, "training_s"),
     ],
 )
 def test_bad_settings_are_refused_at_runtime_and_by_the_schema(
@@ -149,6 +161,7 @@ def test_defaults(steady: Path) -> None:
     assert resolved["time_scale"] == 1.0 and resolved["token_mapping"] == "clamp"
     assert (resolved["max_prompt_tokens"], resolved["max_output_tokens"]) == (256, 128)
     assert "max_tokens" not in resolved and "prompt_words" not in resolved
+    assert resolved["training_s"] == 0.0
     assert not list(jsonschema.Draft202012Validator(WORKLOAD_SCHEMA).iter_errors(spec(steady)))
 
 
@@ -321,6 +334,108 @@ def test_cli_prints_the_record(
     ).hexdigest()
 
 
+# ---------------------------------------------------------------- the training part
+
+
+def test_training_part_precedes_the_window_on_the_replay_axis(steady: Path) -> None:
+    # Requests every 0.5 s; window from 100 s, 10 training seconds before it, 2x faster:
+    # the 20 requests at 90.0, ..., 99.5 s replay at -5.0, -4.75, ..., -0.25 s.
+    df = generate_trace(
+        "w", spec(steady, window_start_s=100.0, window_s=50.0, training_s=10.0, time_scale=2.0)
+    )
+    assert df.attrs["history_s"] == pytest.approx([-5.0 + 0.25 * i for i in range(20)])
+    record = df.attrs["workload"]
+    assert (record["training_s"], record["training_rows"]) == (10.0, 20)
+    assert record["training_length_s"] == 10.0
+    assert record["requests"] == len(df) == 100  # the window is as without a training part
+
+
+def test_training_part_is_clipped_at_the_file_start(steady: Path) -> None:
+    df = generate_trace("w", spec(steady, window_start_s=3.0, window_s=5.0, training_s=600.0))
+    assert df.attrs["history_s"] == pytest.approx([-3.0, -2.5, -2.0, -1.5, -1.0, -0.5])
+    assert df.attrs["workload"]["training_length_s"] == 3.0
+
+
+def test_training_part_needs_something_before_the_window(steady: Path) -> None:
+    with pytest.raises(UserError, match="key 'training_s'"):
+        generate_trace("w", spec(steady, window_start_s=0.0, training_s=60.0))
+    # Without a training part the same window is fine, and the history is empty.
+    assert generate_trace("w", spec(steady, window_s=5.0)).attrs["history_s"] == []
+
+
+def test_training_part_is_thinned_like_the_window_from_its_own_stream(steady: Path) -> None:
+    base = spec(steady, window_start_s=500.0, window_s=100.0, keep_probability=0.3)
+    plain = generate_trace("w", base)
+    trained = generate_trace("w", {**base, "training_s": 500.0})
+    # The measured window is the same, request for request.
+    assert plain.equals(trained)
+    history = trained.attrs["history_s"]
+    assert history == generate_trace("w", {**base, "training_s": 500.0}).attrs["history_s"]
+    # 1,000 rows precede the window; about 30 % are kept.
+    assert 240 <= len(history) <= 360
+    assert trained.attrs["workload"]["training_rows"] == 1000
+    assert all(-500.0 <= t < 0.0 for t in history) and history == sorted(history)
+    # Every request in the training part, on the 0.5 s grid.
+    assert all((t * 2).is_integer() for t in history)
+    # A keep probability of 1 keeps every training request.
+    everything = generate_trace("w", {**base, "keep_probability": 1.0, "training_s": 500.0})
+    assert len(everything.attrs["history_s"]) == 1000
+
+
+def test_other_kinds_have_no_history() -> None:
+    df = generate_trace("p", {"kind": "poisson", "seed": 1, "rate_rps": 2.0, "duration_s": 5.0})
+    assert df.attrs["history_s"] == []
+    record = trace_record(df)
+    assert (record["training_s"], record["training_requests"], record["training_span_s"]) == (
+        0.0, 0, 0.0)
+    with pytest.raises(UserError, match="training_s"):
+        validate_spec("p", {"kind": "poisson", "seed": 1, "rate_rps": 2.0, "duration_s": 5.0,
+                            "training_s": 60})
+
+
+def test_history_file_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "h" / "w.history.csv"
+    write_history([-5.0, -4.75, -0.000001], path)
+    assert path.read_text() == "t_sched_s\n-5.000000\n-4.750000\n-0.000001\n"
+    assert read_history(path) == [-5.0, -4.75, -0.000001]
+    write_history([], path)
+    assert path.read_text() == "t_sched_s\n"
+    assert read_history(path) == []
+    path.write_text("t_sched_s\n-1.0\n-2.0\n")
+    with pytest.raises(UserError, match="ascending"):
+        read_history(path)
+    path.write_text("t\n")
+    with pytest.raises(UserError, match="not a history CSV"):
+        read_history(path)
+
+
+def test_trace_record_names_the_source_relative_to_the_working_directory(
+    steady: Path, tmp_path: Path
+) -> None:
+    df = generate_trace("w", spec(steady, window_start_s=100.0, window_s=50.0, training_s=10.0,
+                                  time_scale=2.0))
+    record = trace_record(df, base_dir=tmp_path)
+    assert record["workload"]["path"] == "steady.csv"
+    assert df.attrs["workload"]["path"] == str(steady)  # the frame keeps its own
+    assert trace_record(df, base_dir=tmp_path / "elsewhere")["workload"]["path"] == str(steady)
+    assert record["summary"]["n_requests"] == 100
+    assert (record["training_s"], record["training_requests"]) == (10.0, 20)
+    assert record["training_span_s"] == pytest.approx(5.0)
+    assert history_summary(df.attrs["history_s"]) == {"requests": 20, "span_s": 5.0}
+    json.dumps(record)  # plain types only
+
+
+def test_cli_writes_the_history(steady: Path, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="scalezero")
+    add_cli(parser.add_subparsers(dest="command"))
+    entry = json.dumps(spec(steady, window_start_s=1.0, window_s=5.0, training_s=1.0))
+    out, history = tmp_path / "t.csv", tmp_path / "t.history.csv"
+    args = parser.parse_args(["workload", "--spec-json", entry, "--out", str(out),
+                              "--history-out", str(history)])
+    assert args.func(args) == 0
+    assert read_history(history) == [-1.0, -0.5]
+
+
 # ---------------------------------------------------------------- the carried trace
 
 
@@ -341,3 +456,24 @@ def test_ten_minutes_of_the_carried_trace_thinned_to_a_few_dozen() -> None:
     assert df["t_sched_s"].between(0.0, 600.0, inclusive="left").all()
     assert df["max_tokens"].between(1, 128).all()
     assert np.diff(df["t_sched_s"].to_numpy()).min() >= 0
+
+
+# The policy lab's workload (config/policy-lab.yaml) as it was before training parts
+# existed: its trace must stay the same file, byte for byte.
+LAB = {
+    "kind": "azure_llm", "seed": 7, "path": str(CARRIED), "window_start_s": 600,
+    "window_s": 600, "time_scale": 3, "target_rate_rps": 0.1, "max_output_tokens": 32,
+}
+LAB_TRACE_SHA256 = "c9bec26bc1c05cbad2843d7acd3944d09f7b66bd407278dd4441a40e1389305e"
+
+
+def test_a_training_part_leaves_the_recorded_window_trace_unchanged(tmp_path: Path) -> None:
+    for training_s in (0, 600):
+        out = tmp_path / f"t{training_s}.csv"
+        df = generate_trace("azure_code", {**LAB, "training_s": training_s})
+        write_trace(df, out)
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == LAB_TRACE_SHA256
+    # 600 trace seconds before the window, 3x faster: history within [-200, 0) s.
+    history = df.attrs["history_s"]
+    assert history and all(-200.0 <= t < 0.0 for t in history)
+    assert df.attrs["workload"]["training_rows"] > len(history)  # thinned

@@ -90,6 +90,14 @@ def trace_file(workload):
     return str(LAYOUT.trace(workload))
 
 
+def trace_info_file(workload):
+    return str(LAYOUT.trace_info(workload))
+
+
+def trace_history_file(workload):
+    return str(LAYOUT.trace_history(workload))
+
+
 def run_dir(workload, strategy, rep):
     return str(LAYOUT.run_dir(workload, strategy, rep))
 

@@ -8,6 +8,7 @@ rule run:
     input:
         model=model_file(MODEL),
         trace=trace_file("{workload}"),
+        history=trace_history_file("{workload}"),
         policy=policy_file,
     output:
         **run_dir_files(run_dir("{workload}", "{strategy}", "{rep}")),

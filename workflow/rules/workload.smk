@@ -6,6 +6,8 @@ rule workload:
         unpack(workload_inputs),
     output:
         trace=trace_file("{workload}"),
+        info=trace_info_file("{workload}"),
+        history=trace_history_file("{workload}"),
     log:
         log_file("workload", "{workload}"),
     conda:

@@ -13,6 +13,7 @@ with logged(snakemake.log[0]):
         settings=snakemake.params.settings,
         model_path=Path(snakemake.input.model),
         trace_path=Path(snakemake.input.trace),
+        history_path=Path(snakemake.input.history),
         out_dir=Path(snakemake.output.run_json).parent,
         keep_failed_in=Path(snakemake.params.failed_dir),
     )

@@ -203,8 +203,13 @@ def _wait_gateway(base_url: str, proc: subprocess.Popen, min_ready: int, timeout
 def measured_run(plan: RunSettings) -> dict[str, Any]:
     """Run one strategy on one trace; write the run files into ``plan.out_dir``."""
     from scalezero.system.device import require_device
-    from scalezero.workload.trace import read_trace
+    from scalezero.workload.trace import read_history, read_trace
 
+    if plan.history_path is not None:
+        # The gateway gets the times themselves in its settings file.
+        history_s = tuple(read_history(plan.history_path))
+        plan = plan.model_copy(update={
+            "gateway": plan.gateway.model_copy(update={"history_s": history_s})})
     policy = plan.gateway.make_policy()  # fail early on a bad config
     require_device(plan.gateway.device)
     items = requests_from_trace(read_trace(plan.trace_path))
@@ -243,6 +248,8 @@ def _stop_when_workflow_ends() -> None:
 def _measured_run_locked(
     plan: RunSettings, policy_params: dict[str, Any], items: list[ReplayRequest]
 ) -> dict[str, Any]:
+    from scalezero.workload.trace import history_summary
+
     files = Layout.run_files(plan.out_dir)
     log_dir = plan.log_dir
     gw = plan.gateway
@@ -260,6 +267,7 @@ def _measured_run_locked(
         "gpu_index": gw.gpu_index,
         "config_sha256": plan.config_sha256,
         "seed": plan.seed,
+        "history": history_summary(gw.history_s),
         "started_at": _now_iso(),
         "clock": {"mono_s": time.monotonic(), "wall_iso": _now_iso()},
         "windows": {"baseline_bare": None, "baseline_context": None, "replay": None},
@@ -405,8 +413,11 @@ def run_from_settings(
     trace_path: Path,
     out_dir: Path,
     keep_failed_in: Path | None = None,
+    history_path: Path | None = None,
 ) -> dict[str, Any]:
     """A measured run as the workflow describes it (see workflow/rules/common.smk).
+
+    `history_path`: the workload's history file, learned by the policy before the run.
 
     On failure the partial run files are copied to `keep_failed_in` before the error
     propagates: the workflow engine deletes the outputs of a failed job, and what a
@@ -415,6 +426,7 @@ def run_from_settings(
     plan = RunSettings.from_workflow(
         settings, model_path, trace_path, out_dir,
         log_dir=(keep_failed_in / "logs") if keep_failed_in else out_dir / "logs",
+        history_path=history_path,
     )
     try:
         return measured_run(plan)
@@ -451,6 +463,7 @@ def run_cli(args: argparse.Namespace) -> int:
             instance=InstanceSettings(n_ctx=args.n_ctx, n_threads=args.n_threads),
         ),
         trace_path=Path(args.trace),
+        history_path=Path(args.history) if args.history else None,
         out_dir=Path(args.out_dir),
         log_dir=Path(args.out_dir) / "logs",
         strategy=args.strategy,
@@ -479,6 +492,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="GGUF model file")
     parser.add_argument("--model-name", default=None, help="name used in requests")
     parser.add_argument("--trace", required=True, help="trace CSV (scalezero workload)")
+    parser.add_argument("--history", default=None, metavar="FILE",
+                        help="arrivals before the trace (scalezero workload's "
+                        "<workload>.history.csv), learned by the policy before the run "
+                        "(default: none)")
     parser.add_argument("--strategy", required=True, choices=policies(), help="policy")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="policy parameter, e.g. keep_warm_ttl_s=10 (repeatable)")

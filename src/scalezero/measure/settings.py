@@ -41,6 +41,9 @@ class RunSettings(BaseModel):
 
     gateway: GatewaySettings
     trace_path: Path
+    #: Arrivals before the replay (results/traces/<workload>.history.csv): the gateway's
+    #: policy learns them before the pool starts. None: no history.
+    history_path: Path | None = None
     out_dir: Path
     #: The run's logs: gateway.log, telemetry.log, the gateway's settings, instances/.
     log_dir: Path
@@ -58,7 +61,8 @@ class RunSettings(BaseModel):
 
     @classmethod
     def from_workflow(cls, settings: Mapping[str, Any], model_path: Path, trace_path: Path,
-                      out_dir: Path, log_dir: Path) -> RunSettings:
+                      out_dir: Path, log_dir: Path,
+                      history_path: Path | None = None) -> RunSettings:
         """A run as the workflow describes it; keys it leaves out take the models' defaults."""
         device = settings.get("device") or field_default(GatewaySettings, "device")
         gateway: dict[str, Any] = {
@@ -78,6 +82,7 @@ class RunSettings(BaseModel):
             return cls(
                 gateway=GatewaySettings.model_validate(gateway),
                 trace_path=trace_path,
+                history_path=history_path,
                 out_dir=out_dir,
                 log_dir=log_dir,
                 telemetry=TelemetrySettings.model_validate(settings.get("telemetry") or {}),

@@ -133,6 +133,11 @@ class GatewaySettings(_Settings):
     gpu_index: int | None = Field(
         None, ge=0,
         description="GPU for instances (sets CUDA_VISIBLE_DEVICES; unset: all visible)")
+    history_s: tuple[float, ...] = Field(
+        (),
+        description="arrival times recorded before the run, s on the replay's time axis "
+        "(negative before its start), ascending; the policy learns from them before the "
+        "pool starts (unset: none)")
     instance: InstanceSettings = Field(default_factory=InstanceSettings)
     gateway: QueueSettings = Field(default_factory=QueueSettings)
     max_body_bytes: int = Field(1 << 20, ge=1, description="larger request bodies get 413")
@@ -166,9 +171,12 @@ class GatewaySettings(_Settings):
         return self.model_name or self.model_path.stem
 
     def make_policy(self) -> Policy:
+        """The policy, having learned the history (if any)."""
         from scalezero.serving.strategies import make_policy
 
-        return make_policy(self.policy, dict(self.policy_params))
+        policy = make_policy(self.policy, dict(self.policy_params))
+        policy.learn_history(self.history_s)
+        return policy
 
     def instance_spec(self) -> InstanceSpec:
         return self.instance.spec(

@@ -10,7 +10,13 @@ from typing import Any
 import yaml
 
 from scalezero.errors import UserError
-from scalezero.workload.trace import generate_trace, read_trace, trace_summary, write_trace
+from scalezero.workload.trace import (
+    generate_trace,
+    read_trace,
+    trace_summary,
+    write_history,
+    write_trace,
+)
 
 
 def _load_spec(args: argparse.Namespace) -> tuple[str, Any]:
@@ -52,6 +58,8 @@ def _run(args: argparse.Namespace) -> int:
     base_dir = Path(args.base_dir) if args.base_dir is not None else Path.cwd()
     df = generate_trace(name, spec, base_dir=base_dir)
     write_trace(df, Path(args.out))
+    if args.history_out is not None:
+        write_history(df.attrs["history_s"], Path(args.history_out))
     summary = trace_summary(df)
     source = df.attrs.get("workload", {})
     picked = f", function {source['function']}" if "function" in source else ""
@@ -84,6 +92,12 @@ def add_cli(subparsers: Any) -> None:
     parser.add_argument("--name", help="workload name in the config")
     parser.add_argument("--spec-json", help="one workload entry as JSON, instead of --config")
     parser.add_argument("--out", help="trace CSV to write")
+    parser.add_argument(
+        "--history-out",
+        metavar="FILE",
+        help="also write the history (an azure_llm training part's arrivals before the "
+        "trace; header only without one) here, for `scalezero run --history`",
+    )
     parser.add_argument(
         "--base-dir", help="directory that relative input paths resolve against (default: .)"
     )

@@ -223,6 +223,10 @@ class LLMWindow:
     span_s: float  # first to last request of the file
     window_end_s: float | None  # after the first request; None = to the end
     length_s: float  # window length used for rates: window_s, or start to last request
+    # The training part: requests in [start - training_s, start), clipped at the file's
+    # first request, as (negative) whole microseconds relative to the window start.
+    training_offsets_us: np.ndarray
+    training_length_s: float  # training_s clipped at the file's first request
 
 
 def _timestamp_us(text: str) -> int | None:
@@ -241,11 +245,14 @@ def _timestamp_us(text: str) -> int | None:
 
 
 def read_azure_llm(
-    workload: str, path: Path, window_start_s: float, window_s: float | None
+    workload: str, path: Path, window_start_s: float, window_s: float | None,
+    training_s: float = 0.0,
 ) -> LLMWindow:
     """The rows of an Azure LLM inference trace CSV in [start, start + window_s).
 
-    Times count from the file's first request. Every row of the file is checked, and
+    Times count from the file's first request. With training_s > 0, the arrival times of
+    the rows in [start - training_s, start) come along as the training part; it is an
+    error when no row precedes the window then. Every row of the file is checked, and
     each fault is a UserError naming the file, the CSV line, the data row and the column.
     """
     where = str(path)
@@ -325,6 +332,15 @@ def read_azure_llm(
         )
     offsets_us = t_us[inside] - start_us
     length_s = window_s if window_s is not None else float(offsets_us[-1]) / arrivals.US_PER_S
+    # Clipped at the file's first request (time 0).
+    training_start_us = max(0, start_us - arrivals.to_us(training_s))
+    before = (t_us >= training_start_us) & (t_us < start_us)
+    if training_s > 0 and not before.any():
+        raise _fail(
+            workload,
+            f"key 'training_s': no request of {where!r} precedes the window starting at "
+            f"{window_start_s:g} s; set training_s to 0 or move window_start_s later",
+        )
     return LLMWindow(
         offsets_us=offsets_us,
         context_tokens=np.asarray(context, dtype=np.int64)[inside],
@@ -334,4 +350,6 @@ def read_azure_llm(
         span_s=span_s,
         window_end_s=None if window_s is None else window_start_s + window_s,
         length_s=length_s,
+        training_offsets_us=t_us[before] - start_us,
+        training_length_s=(start_us - training_start_us) / arrivals.US_PER_S,
     )

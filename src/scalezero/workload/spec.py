@@ -222,6 +222,15 @@ KEYS_BY_KIND: dict[str, tuple[Key, ...]] = {
             exclusive_minimum=True,
         ),
         Key(
+            "training_s",
+            "number",
+            "trace seconds before window_start_s whose thinned, time-scaled arrivals "
+            "become the workload's history, learned by adaptive policies before the run "
+            "(0: none)",
+            default=0.0,
+            minimum=0,
+        ),
+        Key(
             "keep_probability",
             "number",
             "keep each request with this probability (seeded; default 1)",

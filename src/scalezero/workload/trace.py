@@ -7,7 +7,7 @@ import hashlib
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from scalezero.workload.spec import validate_spec
 from scalezero.workload.text import draw_lengths, make_prompts, make_prompts_of_lengths
 
 TRACE_COLUMNS: tuple[str, ...] = ("request_id", "t_sched_s", "max_tokens", "prompt")
+#: The history file (results/traces/<workload>.history.csv): arrivals before the replay.
+HISTORY_COLUMNS: tuple[str, ...] = ("t_sched_s",)
 
 # A trace is replayed request by request and held in memory with its prompts; beyond
 # this size a configuration is almost surely a unit mistake (ms for s, per-day rates).
@@ -38,6 +40,12 @@ def _streams(seed: int) -> tuple[Generator, Generator, Generator]:
     # length, say, leaves the arrival times of the same seed untouched.
     arrivals_ss, tokens_ss, prompts_ss = SeedSequence(seed).spawn(3)
     return Generator(PCG64(arrivals_ss)), Generator(PCG64(tokens_ss)), Generator(PCG64(prompts_ss))
+
+
+def _history_stream(seed: int) -> Generator:
+    # A fourth stream thins the training part. spawn(4)'s first three children are
+    # spawn(3)'s, so a training part leaves the measured window's trace unchanged.
+    return Generator(PCG64(SeedSequence(seed).spawn(4)[3]))
 
 
 def _check_size(workload: str, expected_requests: float) -> None:
@@ -89,6 +97,7 @@ class _LLMRequests:
     max_tokens: np.ndarray
     prompt_words: np.ndarray
     info: dict[str, Any]
+    history_us: np.ndarray  # the thinned training part, negative, replay microseconds
 
 
 def _map_tokens(
@@ -110,9 +119,11 @@ def _map_tokens(
 
 
 def _azure_llm_requests(
-    workload: str, p: Mapping[str, Any], path: Path, rng: Generator
+    workload: str, p: Mapping[str, Any], path: Path, rng: Generator, history_rng: Generator
 ) -> _LLMRequests:
-    window = sources.read_azure_llm(workload, path, p["window_start_s"], p["window_s"])
+    window = sources.read_azure_llm(
+        workload, path, p["window_start_s"], p["window_s"], p["training_s"]
+    )
     rows = int(window.offsets_us.size)
     # Rate of the window as replayed (time_scale compresses it).
     replay_length_s = window.length_s / p["time_scale"]
@@ -134,6 +145,11 @@ def _azure_llm_requests(
             f"window (keep probability {keep_probability:.6g}); raise it or widen the window"
         )
     times_us = np.floor(window.offsets_us[kept] / p["time_scale"]).astype(np.int64)
+    # The training part: the same keep probability and time scale as the window, its own
+    # stream; max_requests limits the measured window only.
+    training = window.training_offsets_us
+    history_kept = training[history_rng.random(training.size) < keep_probability]
+    history_us = np.floor(history_kept / p["time_scale"]).astype(np.int64)
     prompt_words, prompt_map = _map_tokens(
         window.context_tokens[kept], window.context_tokens, p["token_mapping"],
         p["max_prompt_tokens"],
@@ -166,8 +182,11 @@ def _azure_llm_requests(
         "output_scale": output_map["scale"],
         "prompt_raised_to_1": prompt_map["raised_to_1"],
         "output_raised_to_1": output_map["raised_to_1"],
+        "training_s": p["training_s"],
+        "training_rows": int(training.size),
+        "training_length_s": window.training_length_s,
     }
-    return _LLMRequests(times_us, max_tokens, prompt_words, info)
+    return _LLMRequests(times_us, max_tokens, prompt_words, info, history_us)
 
 
 def generate_trace(
@@ -178,11 +197,15 @@ def generate_trace(
     Returns a frame with TRACE_COLUMNS, sorted by t_sched_s (whole microseconds),
     request_id 0..n-1. Relative paths in spec resolve against base_dir (default: the
     current directory). Raises UserError for an invalid spec or unreadable input.
-    Source details (the chosen Azure function, ...) are left in `df.attrs["workload"]`.
+    Source details (the chosen Azure function, ...) are left in `df.attrs["workload"]`,
+    and the history (arrival times before the replay start, negative seconds in whole
+    microseconds, ascending; empty unless an azure_llm workload sets training_s) in
+    `df.attrs["history_s"]`.
     """
     p = validate_spec(name, spec)
     kind = p["kind"]
     arrivals_rng, tokens_rng, prompts_rng = _streams(p["seed"])
+    history_us = np.zeros(0, dtype=np.int64)
     recorded: sources.RecordedTrace | None = None
     llm: _LLMRequests | None = None
     info: dict[str, Any] = {}
@@ -217,8 +240,9 @@ def generate_trace(
     elif kind == "azure_llm":
         path = sources.resolve_path(name, p["path"], base_dir)
         # The arrivals stream, unused by a recorded trace, does the thinning.
-        llm = _azure_llm_requests(name, p, path, arrivals_rng)
+        llm = _azure_llm_requests(name, p, path, arrivals_rng, _history_stream(p["seed"]))
         times_us = llm.times_us
+        history_us = llm.history_us
         info = {"path": str(path), **llm.info}
     else:  # validate_spec admits only the kinds above
         raise AssertionError(kind)
@@ -258,7 +282,43 @@ def generate_trace(
         }
     )
     df.attrs["workload"] = {"name": name, "kind": kind, **info}
+    df.attrs["history_s"] = [float(t) for t in history_us / arrivals.US_PER_S]
     return df
+
+
+def history_summary(history_s: Sequence[float]) -> dict[str, Any]:
+    """How much history there is: requests, and span_s, the replay seconds from the
+    first history arrival to the replay start (0 without history)."""
+    return {
+        "requests": len(history_s),
+        "span_s": float(-min(history_s)) if len(history_s) else 0.0,
+    }
+
+
+def trace_record(df: pd.DataFrame, base_dir: Path | None = None) -> dict[str, Any]:
+    """What a trace was made from, for results/traces/<workload>.json.
+
+    Keys: workload (the source details of `df.attrs["workload"]`; a source path inside
+    base_dir, default the current directory, is written relative to it), summary
+    (trace_summary), training_s (as configured, trace seconds; 0 for kinds without a
+    training part), training_requests and training_span_s (history_summary of
+    `df.attrs["history_s"]`, replay seconds).
+    """
+    workload = dict(df.attrs.get("workload", {}))
+    if "path" in workload and Path(workload["path"]).is_absolute():
+        # Normalised, symlinks kept: a link inside the checkout names the checkout's file.
+        base = Path(os.path.abspath(base_dir or Path.cwd()))
+        source = Path(os.path.abspath(workload["path"]))
+        if source.is_relative_to(base):
+            workload["path"] = str(source.relative_to(base))
+    history = history_summary(df.attrs.get("history_s", []))
+    return {
+        "workload": workload,
+        "summary": trace_summary(df),
+        "training_s": float(workload.get("training_s", 0.0)),
+        "training_requests": history["requests"],
+        "training_span_s": history["span_s"],
+    }
 
 
 def write_trace(df: pd.DataFrame, path: Path) -> None:
@@ -287,6 +347,46 @@ def write_trace(df: pd.DataFrame, path: Path) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def write_history(history_s: Sequence[float], path: Path) -> None:
+    """Write history arrival times (column t_sched_s, 6 decimals, like a trace); an
+    empty history gives the header only. The file appears atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(",".join(HISTORY_COLUMNS) + "\n")
+            for t_s in history_s:
+                handle.write(f"{float(t_s):.6f}\n")
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_history(path: Path) -> list[float]:
+    """Read a history file written by write_history: arrival times, s, ascending."""
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        raise UserError(f"no such history file {str(path)!r}") from None
+    if not rows or tuple(rows[0]) != HISTORY_COLUMNS:
+        raise UserError(f"{str(path)!r} is not a history CSV: needs the header "
+                        f"{','.join(HISTORY_COLUMNS)}")
+    times_s: list[float] = []
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            (value,) = row
+            t_s = float(value)
+        except ValueError:
+            raise UserError(f"{str(path)!r} line {line}: not a time: {row!r}") from None
+        if not math.isfinite(t_s) or (times_s and t_s < times_s[-1]):
+            raise UserError(f"{str(path)!r} line {line}: times must be finite and ascending")
+        times_s.append(t_s)
+    return times_s
 
 
 def read_trace(path: Path) -> pd.DataFrame:

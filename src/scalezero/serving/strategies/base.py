@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 
@@ -97,6 +97,11 @@ class Policy(ABC):
     def on_idle(self, now_s: float) -> None:  # noqa: B027 - optional hook
         """The deployment's last in-flight request finished and none is waiting: an idle
         period begins. Adaptive policies learn from this."""
+
+    def learn_history(self, arrival_times_s: Sequence[float]) -> None:  # noqa: B027 - optional hook
+        """Arrivals recorded before the run, on the replay's time axis (seconds before the
+        replay start are negative), ascending. Given once, before the pool starts; an
+        adaptive policy learns from them as a training period. The default ignores them."""
 
     def prewarm_at_s(self, now_s: float) -> float | None:
         """When the pool should next start an instance with no request waiting for it.

@@ -33,6 +33,14 @@ The rule implemented, following the paper:
   to a time-series forecast (ARIMA) when most idle times are out of range; both become
   the fixed keep-alive here.
 
+**Training period.** The paper's policy has learned from the traffic that preceded the
+measured window; a run of a few dozen requests alone never fills a histogram.
+``learn_history`` takes such arrivals (a workload's training part) before the run and
+records each gap between consecutive ones as an idle time. Service time is neglected
+there: a request's gap to the next arrival also holds its own service, so a gap is an
+upper bound of the idle time that followed it. The gap from the last history arrival to
+the replay start is not recorded (the replay start is no arrival).
+
 ``fallback_ttl_s`` defaults to 600 s rather than the paper's 4 h range: the paper's
 baseline fixed keep-alive is 10 minutes, and a 4 h keep-alive would make every run
 shorter than that an always-on run while the histogram is learning.
@@ -43,7 +51,9 @@ Pure: the pool passes the time into every call; no clock, no I/O.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+from collections.abc import Sequence
 
 from scalezero.serving.strategies.base import Accounting, Policy
 from scalezero.serving.strategies.registry import register
@@ -113,6 +123,13 @@ class HybridHistogram(Policy):
             return  # requests in flight: no idle period ended
         self.record_idle_s(max(0.0, now_s - self._idle_since_s))
         self._idle_since_s = None
+
+    def learn_history(self, arrival_times_s: Sequence[float]) -> None:
+        """Record the gap between each two consecutive history arrivals as an idle time
+        (an upper bound: their service time is neglected; see the module docstring)."""
+        times_s = sorted(float(t) for t in arrival_times_s)
+        for earlier_s, later_s in itertools.pairwise(times_s):
+            self.record_idle_s(later_s - earlier_s)
 
     def record_idle_s(self, idle_s: float) -> None:
         """Add one idle time to the histogram."""
