@@ -97,6 +97,10 @@ class Layout:
     def trace(self, workload: str) -> Path:
         return self.results / "traces" / f"{workload}.csv"
 
+    def trace_info(self, workload: str) -> Path:
+        """What a workload's trace was made from (source, slice, mapping): JSON."""
+        return self.results / "traces" / f"{workload}.json"
+
     @property
     def lock_file(self) -> Path:
         """Held by every measured run: runs never overlap, whichever Snakemake started them."""
