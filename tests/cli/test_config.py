@@ -11,7 +11,13 @@ import jsonschema
 import pytest
 import yaml
 
-from scalezero.cli.config import check_config, config_schema, expand_strategies, run_order
+from scalezero.cli.config import (
+    check_config,
+    config_schema,
+    expand_strategies,
+    run_order,
+    workload_strategies,
+)
 from scalezero.errors import UserError
 from scalezero.measure.settings import TelemetrySettings, config_sha256
 from scalezero.serving.settings import InstanceSettings, QueueSettings
@@ -173,3 +179,57 @@ def test_a_swept_config_validates_and_each_value_is_checked_by_its_policy() -> N
     config["strategies"]["keep_warm"]["keep_warm_ttl_s"] = []
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(config_schema()).validate(config)
+
+
+def test_a_workload_runs_only_its_strategies_and_a_swept_entry_covers_all_values() -> None:
+    config = _load(ROOT / ".test" / "config.yaml")
+    config["workloads"]["smoke"]["strategies"] = ["keep_warm", "always_on"]
+    config["workloads"]["azure_slice"].pop("strategies")
+    jsonschema.Draft202012Validator(config_schema()).validate(config)
+    check_config(config)
+    # Config order of the strategies, whatever the order of the list.
+    assert workload_strategies(config) == {
+        "smoke": ["always_on", "keep_warm-4", "keep_warm-30"],
+        "azure_slice": ["always_on", "naive", "keep_warm-4", "keep_warm-30"],
+    }
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    (["naive", "lazy"], "workloads.smoke.strategies names 'lazy', not an entry of "
+                        "strategies: (always_on, naive, keep_warm)"),
+    # Entries are named as written, before the sweep expands them.
+    (["keep_warm-4"], "names 'keep_warm-4'"),
+])
+def test_an_unknown_workload_strategy_is_named(names: list[str], message: str) -> None:
+    config = _load(ROOT / ".test" / "config.yaml")
+    config["workloads"]["smoke"]["strategies"] = names
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_config(config)
+
+
+@pytest.mark.parametrize("value", [[], "naive", ["naive", "naive"], [3]])
+def test_the_schema_refuses_a_malformed_workload_strategy_list(value) -> None:
+    config = _load(ROOT / ".test" / "config.yaml")
+    config["workloads"]["smoke"]["strategies"] = value
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(config_schema()).validate(config)
+
+
+def test_every_workload_kind_admits_a_strategy_list() -> None:
+    validator = jsonschema.Draft202012Validator(config_schema())
+    config = _load(ROOT / ".test" / "config.yaml")
+    config["workloads"] = {
+        "p": {"kind": "poisson", "seed": 1, "rate_rps": 1, "duration_s": 5,
+              "strategies": ["naive"]},
+        "t": {"kind": "trace_csv", "seed": 1, "path": "x.csv", "strategies": ["naive"]},
+    }
+    validator.validate(config)
+    config["workloads"]["p"]["strategy"] = ["naive"]  # a typo stays an error
+    assert list(validator.iter_errors(config))
+
+
+def test_the_workload_step_ignores_the_strategy_list() -> None:
+    from scalezero.workload.spec import validate_spec
+
+    spec = {"kind": "poisson", "seed": 1, "rate_rps": 1, "duration_s": 5}
+    assert validate_spec("w", {**spec, "strategies": ["naive"]}) == validate_spec("w", spec)

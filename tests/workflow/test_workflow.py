@@ -33,7 +33,9 @@ from workflow_helpers import (
 pytestmark = pytest.mark.slow
 
 SMOKE = ".test/config.yaml"
-STRATEGIES = ("always_on", "naive", "keep_warm")
+STRATEGIES = ("always_on", "naive", "keep_warm-4", "keep_warm-30")
+# The smoke configuration's trace slice runs on a subset of the strategies.
+AZURE_STRATEGIES = ("naive",)
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +62,46 @@ def test_smoke_dag_produces_report_with_expected_ordering(smoke_run: dict) -> No
     html = report.read_text(encoding="utf-8")
     for strategy in STRATEGIES:
         assert strategy in html
+    # The Setup section says how the workload's trace was made.
+    assert "The workload is generated (kind bursty, seed 7): 3 bursts of 5 s" in \
+        " ".join(html.split())
     summary = pd.read_csv(workdir / "results" / "summary" / "smoke.csv").set_index("strategy")
     cold = summary["cold_starts"]
-    # The smoke trace's idle gaps exceed the keep-warm TTL, and naive stops after every
-    # request: the three strategies must order this way.
-    assert cold["naive"] > cold["keep_warm"] > cold["always_on"] == 0, cold.to_dict()
+    # By construction of the smoke trace (three bursts of 5 s at 1 req/s, 7 s of silence
+    # between them, 29 s in all): naive stops after every request, so it starts more
+    # often than once per burst; keep_warm-4 outlives the gaps inside a burst but not the
+    # 7 s between bursts (one start per burst); keep_warm-30 outlives the whole replay
+    # (only the first request starts one); always_on starts before the replay.
+    assert cold["naive"] > cold["keep_warm-4"] > cold["keep_warm-30"] > \
+        cold["always_on"] == 0, cold.to_dict()
     assert (summary["errors"] == 0).all()
     # The requested output length is produced: the model is kept from stopping early.
     requests = pd.read_csv(workdir / "results" / "runs" / "smoke" / "naive" / "1" /
                            "requests.csv")
     assert (requests["tokens_out"] == requests["max_tokens"]).all()
+    print(f"smoke DAG: {smoke_run['elapsed_s']:.0f} s")
     assert smoke_run["elapsed_s"] < 180, f"smoke DAG took {smoke_run['elapsed_s']:.0f} s"
 
 
+def test_the_trace_slice_runs_its_strategies_and_every_request_succeeds(
+        smoke_run: dict) -> None:
+    results = smoke_run["workdir"] / "results"
+    summary = pd.read_csv(results / "summary" / "azure_slice.csv")
+    assert sorted(summary["strategy"]) == sorted(AZURE_STRATEGIES)
+    assert sorted(p.name for p in (results / "runs" / "azure_slice").iterdir()) == \
+        sorted(AZURE_STRATEGIES)
+    trace = pd.read_csv(results / "traces" / "azure_slice.csv")
+    for strategy in AZURE_STRATEGIES:
+        requests = pd.read_csv(results / "runs" / "azure_slice" / strategy / "1" /
+                               "requests.csv")
+        assert len(requests) == len(trace) > 1, strategy
+        assert (requests["status"] == 200).all(), (strategy, requests["status"].tolist())
+        assert (requests["tokens_out"] == requests["max_tokens"]).all(), strategy
+    assert (summary["errors"] == 0).all()
+
+
 def test_run_files_and_provenance(smoke_run: dict) -> None:
-    run_dir = smoke_run["workdir"] / "results" / "runs" / "smoke" / "keep_warm" / "1"
+    run_dir = smoke_run["workdir"] / "results" / "runs" / "smoke" / "keep_warm-4" / "1"
     for name in ("requests.csv", "tokens.csv", "events.csv", "telemetry.csv", "run.json"):
         assert (run_dir / name).stat().st_size > 0, name
     run = json.loads((run_dir / "run.json").read_text())
@@ -147,7 +174,7 @@ def test_telemetry_lines_up_with_events(smoke_run: dict) -> None:
 
 def test_forcerun_one_strategy_lists_only_it_and_downstream(smoke_run: dict) -> None:
     tag = new_tag()
-    target = "results/runs/smoke/keep_warm/1/run.json"
+    target = "results/runs/smoke/keep_warm-4/1/run.json"
     result = snakemake(smoke_run["workdir"], "-n", "--cores", "3", "--configfile", SMOKE,
                        "--forcerun", target, tag=tag)
     out = result.stdout + result.stderr
@@ -156,7 +183,7 @@ def test_forcerun_one_strategy_lists_only_it_and_downstream(smoke_run: dict) -> 
     assert "threads: 3" in run_block, run_block
     jobs = planned_jobs(out)
     assert jobs.get("run") == 1, jobs
-    assert planned_wildcards(out, "run") == ["workload=smoke, strategy=keep_warm, rep=1"]
+    assert planned_wildcards(out, "run") == ["workload=smoke, strategy=keep_warm-4, rep=1"]
     assert "fetch_model" not in jobs and "workload" not in jobs, jobs
     assert jobs.get("aggregate") == 1 and "report" in jobs, jobs
 
@@ -164,31 +191,33 @@ def test_forcerun_one_strategy_lists_only_it_and_downstream(smoke_run: dict) -> 
 def test_changing_a_policy_parameter_reruns_only_that_strategy(smoke_run: dict) -> None:
     workdir = smoke_run["workdir"]
     config = yaml.safe_load((workdir / SMOKE).read_text())
-    config["strategies"]["keep_warm"]["keep_warm_ttl_s"] = 5
-    changed = workdir / ".test" / "changed-ttl.yaml"
+    # A parameter every value of the keep_warm sweep shares: both of its strategies
+    # rerun (on smoke, the one workload that runs them), and nothing else does.
+    config["strategies"]["keep_warm"]["max_instances"] = 2
+    changed = workdir / ".test" / "changed-max.yaml"
     changed.write_text(yaml.safe_dump(config, sort_keys=False))
     result = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(changed),
                        tag=new_tag())
     out = result.stdout + result.stderr
-    assert planned_wildcards(out, "run") == ["workload=smoke, strategy=keep_warm, rep=1"]
+    assert sorted(planned_wildcards(out, "run")) == sorted(
+        f"workload=smoke, strategy=keep_warm-{ttl}, rep=1" for ttl in (4, 30))
 
 
 def test_a_ttl_list_plans_one_strategy_per_value_and_leaves_the_others(
         smoke_run: dict) -> None:
     workdir = smoke_run["workdir"]
     config = yaml.safe_load((workdir / SMOKE).read_text())
-    ttl = config["strategies"]["keep_warm"]["keep_warm_ttl_s"]
-    config["strategies"]["keep_warm"]["keep_warm_ttl_s"] = [ttl, 30]
+    ttls = config["strategies"]["keep_warm"]["keep_warm_ttl_s"]
+    assert ttls == [4, 30]  # the smoke configuration is already a sweep
+    config["strategies"]["keep_warm"]["keep_warm_ttl_s"] = [*ttls, 60]
     swept = workdir / ".test" / "swept-ttl.yaml"
     swept.write_text(yaml.safe_dump(config, sort_keys=False))
     result = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(swept),
                        tag=new_tag())
     out = result.stdout + result.stderr
-    # Two new strategies with runs of their own; always_on and naive keep theirs.
-    assert sorted(planned_wildcards(out, "run")) == sorted([
-        f"workload=smoke, strategy=keep_warm-{ttl}, rep=1",
-        "workload=smoke, strategy=keep_warm-30, rep=1",
-    ])
+    # One new strategy with a run of its own (on smoke: the trace slice does not run
+    # keep_warm); the values already measured, always_on and naive keep theirs.
+    assert planned_wildcards(out, "run") == ["workload=smoke, strategy=keep_warm-60, rep=1"]
 
 
 def test_reordering_config_keys_reruns_no_measurement(smoke_run: dict) -> None:

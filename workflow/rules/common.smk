@@ -16,7 +16,12 @@ sys.path.insert(0, str(SRC_DIR))
 validate(config, "../../config/config.schema.json", set_default=False)
 
 try:
-    from scalezero.cli.config import check_config, expand_strategies, run_order
+    from scalezero.cli.config import (
+        check_config,
+        expand_strategies,
+        run_order,
+        workload_strategies,
+    )
     from scalezero.report.figure_list import figure_keys, timeline_key
     from scalezero.serving.strategies import policy_source_file
     from scalezero.system.layout import Layout
@@ -25,11 +30,17 @@ except ImportError as exc:  # the package's light modules need only the standard
 
 try:
     check_config(config)
+    #: Workload -> the strategies run on it (its `strategies:` subset, else all).
+    WORKLOAD_STRATEGIES = workload_strategies(config)
     # A list of values for a policy parameter is a sweep: one strategy per value, so that
     # every rule below sees plain strategies.
     config["strategies"] = expand_strategies(config["strategies"])
 except Exception as exc:
     raise WorkflowError(str(exc)) from None
+# Which strategies run on a workload does not change its trace: the key is left out of
+# the spec the workload rule records, so editing the subset regenerates no trace.
+for _spec in config["workloads"].values():
+    _spec.pop("strategies", None)
 
 #: Every path under results/, resources/ and logs/ comes from here.
 LAYOUT = Layout()
@@ -102,9 +113,15 @@ def run_dir(workload, strategy, rep):
     return str(LAYOUT.run_dir(workload, strategy, rep))
 
 
+def workload_runs(workload):
+    """(strategy, rep) of a workload's runs: the planned order, over its strategies only."""
+    mine = set(WORKLOAD_STRATEGIES[workload])
+    return [(s, r) for s, r in RUN_ORDER if s in mine]
+
+
 def run_dirs(workload):
     """Every run folder of a workload, in the planned order."""
-    return [run_dir(workload, s, r) for s, r in RUN_ORDER]
+    return [run_dir(workload, s, r) for s, r in workload_runs(workload)]
 
 
 def summary_files(workload):
@@ -221,7 +238,7 @@ def figure_file(workload, name):
 def report_figures(workload):
     """Figure key -> file, in the report's order (one timeline per strategy). The size
     sweep's figure is the sweep's own output, not the workload's."""
-    return {key: figure_file(workload, key) for key in figure_keys(STRATEGIES)}
+    return {key: figure_file(workload, key) for key in figure_keys(WORKLOAD_STRATEGIES[workload])}
 
 
 def run_dir_files(run_dir):
@@ -269,6 +286,9 @@ def report_inputs(wildcards):
             and p != "report/workflow.rst"
         ),
     }
+    # The trace's record (what it was made from), where the workload rule writes one.
+    if trace_info_file("{workload}") in rules.workload.output:
+        inputs["trace_info"] = trace_info_file(workload)
     inputs.update({f"proj_{k}": v for k, v in projection_files(workload).items()})
     if SWEEP_MODELS:
         inputs["sweep_summary"] = str(LAYOUT.sweep_summary)

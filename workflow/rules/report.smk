@@ -47,7 +47,7 @@ rule figure_latency:
         "../../envs/scalezero.yaml"
     params:
         figure="latency",
-        strategies=STRATEGIES,
+        strategies=lambda wildcards: WORKLOAD_STRATEGIES[wildcards.workload],
         slo_sets=_canonical(config.get("slo_sets")),
     script:
         "../scripts/figure.py"
@@ -70,7 +70,7 @@ rule figure_cold_starts:
         "../../envs/scalezero.yaml"
     params:
         figure="cold_starts",
-        strategies=STRATEGIES,
+        strategies=lambda wildcards: WORKLOAD_STRATEGIES[wildcards.workload],
     script:
         "../scripts/figure.py"
 
@@ -91,7 +91,7 @@ rule figure_frontier:
         "../../envs/scalezero.yaml"
     params:
         figure="frontier",
-        strategies=STRATEGIES,
+        strategies=lambda wildcards: WORKLOAD_STRATEGIES[wildcards.workload],
     script:
         "../scripts/figure.py"
 
@@ -112,7 +112,7 @@ rule figure_timeline:
         "../../envs/scalezero.yaml"
     params:
         figure="timeline",
-        strategies=STRATEGIES,
+        strategies=lambda wildcards: WORKLOAD_STRATEGIES[wildcards.workload],
     script:
         "../scripts/figure.py"
 
@@ -134,7 +134,7 @@ rule figure_energy:
         "../../envs/scalezero.yaml"
     params:
         figure="energy",
-        strategies=STRATEGIES,
+        strategies=lambda wildcards: WORKLOAD_STRATEGIES[wildcards.workload],
     script:
         "../scripts/figure.py"
 
@@ -157,7 +157,7 @@ rule figure_projections:
         "../../envs/scalezero.yaml"
     params:
         figure="projections",
-        strategies=STRATEGIES,
+        strategies=lambda wildcards: WORKLOAD_STRATEGIES[wildcards.workload],
     script:
         "../scripts/figure.py"
 
@@ -179,6 +179,7 @@ rule report:
         "../../envs/quarto.yaml"
     params:
         workload=REPORT_WORKLOAD,
+        workload_spec=_canonical(config["workloads"][REPORT_WORKLOAD]),
         report=_canonical(config.get("report", {})),
         slo_sets=_canonical(config.get("slo_sets")),
         source_dir="report",

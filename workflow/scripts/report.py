@@ -25,6 +25,8 @@ with logged(snakemake.log[0]):
         settings=report_settings({"report": snakemake.params.report}),
         run_dirs=[Path(p).parent for p in snakemake.input.run_json],
         trace=Path(snakemake.input.trace),
+        trace_info=Path(inputs["trace_info"]) if "trace_info" in inputs else None,
+        workload_spec=snakemake.params.workload_spec,
         slo_sets=snakemake.params.slo_sets,
         source_dir=Path(snakemake.params.source_dir),
         log=Path(snakemake.log[0]),

@@ -89,6 +89,53 @@ def expand_strategies(strategies: Mapping[str, Mapping[str, Any]]) -> dict[str, 
     return expanded
 
 
+def strategies_by_entry(strategies: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    """The strategy names each entry of `strategies:` expands to (expand_strategies)."""
+    return {name: list(expand_strategies({name: spec})) for name, spec in strategies.items()}
+
+
+def workload_strategies(config: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The (expanded) strategies each workload runs, in the order of expand_strategies.
+
+    A workload's optional `strategies:` list names entries of the top-level
+    `strategies:` as written, before sweep expansion: naming a swept entry takes all of
+    its values. Without the key a workload runs every strategy.
+    """
+    entries = config.get("strategies", {})
+    by_entry = strategies_by_entry(entries)
+    every = [s for names in by_entry.values() for s in names]
+    chosen: dict[str, list[str]] = {}
+    for workload, spec in config.get("workloads", {}).items():
+        names = spec.get("strategies") if isinstance(spec, Mapping) else None
+        if names is None:
+            chosen[workload] = every
+            continue
+        if not isinstance(names, list) or not names:
+            raise UserError(f"config: workloads.{workload}.strategies must be a non-empty "
+                            f"list of strategies: entries, got {names!r}")
+        for name in names:
+            if name not in entries:
+                raise UserError(f"config: workloads.{workload}.strategies names {name!r}, "
+                                f"not an entry of strategies: ({', '.join(entries)})")
+        chosen[workload] = [s for entry in entries if entry in names for s in by_entry[entry]]
+    return chosen
+
+
+def _workload_entry_schema(workload_schema: Mapping[str, Any]) -> dict[str, Any]:
+    """One `workloads:` entry: the workload module's schema plus `strategies`, a choice
+    of the pipeline (which strategies run on it), not of the trace."""
+    entry = json.loads(json.dumps({k: v for k, v in workload_schema.items()
+                                   if k not in ("$schema", "title")}))
+    strategies = {"type": "array", "items": _NAME, "minItems": 1, "uniqueItems": True,
+                  "description": "strategies: entries (as written, before sweep "
+                                 "expansion) run on this workload; default: all"}
+    entry.setdefault("properties", {})["strategies"] = strategies
+    # Each kind's branch closes its properties: the key has to be admitted there too.
+    for branch in entry.get("allOf", []):
+        branch["then"]["properties"]["strategies"] = strategies
+    return entry
+
+
 def config_schema() -> dict[str, Any]:
     """The JSON schema (draft 2020-12) of config/config.yaml."""
     from scalezero.measure.settings import TelemetrySettings
@@ -98,7 +145,7 @@ def config_schema() -> dict[str, Any]:
     from scalezero.workload.spec import WORKLOAD_SCHEMA
 
     model_entry = {k: v for k, v in MODEL_SCHEMA.items() if k not in ("$schema", "title")}
-    workload_entry = {k: v for k, v in WORKLOAD_SCHEMA.items() if k not in ("$schema", "title")}
+    workload_entry = _workload_entry_schema(WORKLOAD_SCHEMA)
     properties: dict[str, Any] = {
         "model": {**_NAME, "description": "the models: entry every strategy serves"},
         "models": {
@@ -176,6 +223,7 @@ def check_config(config: Mapping[str, Any]) -> None:
             raise UserError(f"config: size_sweep.models names {name!r}, not a key of models:")
     for name, spec in config.get("workloads", {}).items():
         validate_spec(name, spec)
+    workload_strategies(config)
     strategies = expand_strategies(config.get("strategies", {}))
     for name, spec in strategies.items():
         params = {k: v for k, v in spec.items() if k != "policy"}
@@ -218,4 +266,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["check_config", "config_schema", "run_order"]
+__all__ = ["check_config", "config_schema", "expand_strategies", "run_order",
+           "strategies_by_entry", "workload_strategies"]

@@ -167,6 +167,8 @@ def build_report(
     settings: ReportSettings,
     run_dirs: Sequence[Path] = (),
     trace: Path | None = None,
+    trace_info: Path | None = None,
+    workload_spec: Mapping[str, Any] | None = None,
     slo_sets: Mapping[str, Mapping[str, float]] | None = None,
     variables_out: Path | None = None,
     source_dir: Path | None = None,
@@ -180,14 +182,16 @@ def build_report(
     timeline_<strategy> for every strategy) to image files; `summary_files` and
     `projection_files` are the aggregate and projection steps' outputs (keys as
     `scalezero.analysis.aggregate.aggregate_workload` and
-    `scalezero.system.layout.Layout.projection_files_in` return). The variables are also
+    `scalezero.system.layout.Layout.projection_files_in` return). `trace_info` (the
+    workload step's record of the trace) and `workload_spec` (the workload's
+    configuration entry) describe where the trace came from. The variables are also
     written to `variables_out` when given.
     """
     source_dir = Path(source_dir or DEFAULT_SOURCE_DIR)
     if not (source_dir / MAIN_FILE).is_file():
         raise UserError(f"report source not found: {source_dir / MAIN_FILE}")
     inputs = collect_inputs(workload, summary_files, projection_files, run_dirs, trace,
-                            slo_sets)
+                            slo_sets, trace_info, workload_spec)
     numbers = figure_numbers(inputs.strategies, size_sweep=size_sweep is not None)
     if size_sweep is not None:
         figures = {**figures, "size_sweep": Path(size_sweep["figure"])}

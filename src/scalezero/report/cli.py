@@ -31,7 +31,7 @@ def make_report(
     *, workload: str, config: dict[str, Any], summary_dir: Path, run_dirs: Sequence[Path],
     trace: Path | None, projections_dir: Path, figures_dir: Path, out_html: Path,
     variables_out: Path | None = None, source_dir: Path | None = None,
-    renderer: str | None = None,
+    renderer: str | None = None, trace_info: Path | None = None,
 ) -> Path:
     """All three report steps: projections, figures, HTML. Returns the HTML path."""
     import pandas as pd
@@ -65,7 +65,9 @@ def make_report(
     result = build_report(
         workload=workload, summary_files=summaries, projection_files=projections,
         figures=figures, out_html=out_html, settings=settings, run_dirs=run_dirs,
-        trace=trace, slo_sets=slo_sets, variables_out=variables_out,
+        trace=trace, trace_info=trace_info,
+        workload_spec=(config.get("workloads") or {}).get(workload),
+        slo_sets=slo_sets, variables_out=variables_out,
         source_dir=source_dir, renderer=renderer)
     return result.html
 
@@ -102,6 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     if not run_dirs:
         raise UserError(f"no run folders under {layout.runs_dir / workload}")
     trace = layout.trace(workload)
+    trace_info = layout.trace_info(workload)
     html = make_report(
         workload=workload, config=config, summary_dir=layout.summary_dir,
         run_dirs=run_dirs, trace=trace if trace.is_file() else None,
@@ -109,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
         out_html=Path(args.out) if args.out else layout.report_html,
         variables_out=layout.report_variables,
         source_dir=Path(args.source) if args.source else None,
-        renderer=args.renderer)
+        renderer=args.renderer, trace_info=trace_info if trace_info.is_file() else None)
     print(html)
     return 0
 
@@ -120,7 +123,8 @@ def add_cli(subparsers: Any) -> None:
         "report",
         help="projections, figures and the HTML report of a workload",
         description="From the aggregate step's summaries (RESULTS/summary/), the run "
-        "folders (RESULTS/runs/<workload>/) and the trace, write the projections "
+        "folders (RESULTS/runs/<workload>/) and the trace (with its record, when "
+        "present), write the projections "
         "(RESULTS/projections/), the figures (RESULTS/figures/<workload>/) and one "
         "self-contained HTML report. Renders with Quarto when it is on PATH, with pandoc "
         "otherwise.",
@@ -128,7 +132,7 @@ def add_cli(subparsers: Any) -> None:
     parser.add_argument("--workload", help="workload name (default: report.workload or "
                                            "the first workload of --config)")
     parser.add_argument("--config", help="config YAML: constants, projections, report, "
-                                         "slo_sets keys are read")
+                                         "slo_sets and workloads keys are read")
     parser.add_argument("--results", default="results", help="results folder (default: "
                                                              "results)")
     parser.add_argument("--run-dir", action="append", default=[], metavar="DIR",

@@ -1,10 +1,11 @@
 """What the report reads: the aggregate and projection steps' files, run.json of each
-run and the trace, gathered in `ReportInputs` by `collect_inputs`."""
+run, the trace and its record (what it was made from), gathered in `ReportInputs` by
+`collect_inputs`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,21 @@ class ReportInputs:
     trace: pd.DataFrame | None
     slo_sets: dict[str, dict[str, float]]
     strategies: list[str]
+    # The workload step's record of the trace (results/traces/<workload>.json), None
+    # when absent, and the workload's configuration entry (empty when not given).
+    trace_info: dict[str, Any] | None = None
+    workload_spec: dict[str, Any] = field(default_factory=dict)
 
 
 def collect_inputs(
     workload: str, summary_files: Mapping[str, Path], projection_files: Mapping[str, Path],
     run_dirs: Sequence[Path] = (), trace: Path | None = None,
     slo_sets: Mapping[str, Mapping[str, float]] | None = None,
+    trace_info: Path | None = None, workload_spec: Mapping[str, Any] | None = None,
 ) -> ReportInputs:
     """Read the aggregate step's files (summary, requests, cold_starts), the projection
-    step's files (sweep, model, runs, phases, constants), run.json of each run folder and
-    the trace."""
+    step's files (sweep, model, runs, phases, constants), run.json of each run folder,
+    the trace and the trace's record (each of the last two when given and present)."""
     summary = pd.read_csv(summary_files["summary"])
     constants = read_json(Path(projection_files["constants"]))
     run_meta = [read_run_meta(Path(d)) for d in run_dirs]
@@ -62,6 +68,9 @@ def collect_inputs(
         trace=trace_df,
         slo_sets={k: dict(v) for k, v in (slo_sets or DEFAULT_SLO_SETS).items()},
         strategies=strategy_order(sorted(set(summary["strategy"].astype(str)))),
+        trace_info=(read_json(Path(trace_info))
+                    if trace_info is not None and Path(trace_info).is_file() else None),
+        workload_spec=dict(workload_spec or {}),
     )
 
 

@@ -10,6 +10,7 @@ from scalezero.analysis.numbers import mean, num
 from scalezero.report.facts import context_power_w, engine_text, measured_rows, setup_facts
 from scalezero.report.format import NA, fmt, fmt_ci, fmt_int, fmt_pct, markdown_table
 from scalezero.report.inputs import ReportInputs, per_strategy
+from scalezero.report.trace_text import trace_paragraph
 
 
 def _strategy_header(inp: ReportInputs) -> list[str]:
@@ -246,6 +247,7 @@ def build_tables(inp: ReportInputs, variables: Mapping[str, Any]) -> dict[str, s
         "summary_table.md": summary_table(inp, variables),
         "strategies_table.md": strategies_table(inp, variables),
         "setup_table.md": setup_table(inp, variables),
+        "workload_source.md": trace_paragraph(inp.workload, inp.trace_info, inp.workload_spec),
         "measured_table.md": measured_table(inp),
         "constants_table.md": constants_table(inp),
         "cold_start_table.md": cold_start_table(inp),

@@ -384,7 +384,7 @@ def validate_spec(workload: str, spec: Any) -> dict[str, Any]:
     for first, second in EXCLUSIVE_KEYS.get(kind, ()):
         if first in spec and second in spec:
             raise _fail(workload, second, f"cannot be set together with {first!r}; choose one")
-    known = {key.name for key in keys} | {"kind"}
+    known = {key.name for key in keys} | {"kind", "strategies"}
     unknown = sorted(str(name) for name in spec if name not in known)
     if unknown:
         raise _fail(workload, unknown[0], f"is not a {kind} setting; allowed: {sorted(known)}")
