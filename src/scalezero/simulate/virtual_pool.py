@@ -157,9 +157,8 @@ def _make_pool(policy: Policy, profile: PlatformProfile, limits: PoolLimits,
                 process_factory=lambda iid, spec: VirtualProcess(iid, spec, profile))
 
 
-async def _warm_up(pool: Pool, events: _WatchedLog) -> None:
-    """Start the pool and return once its initial instances are ready (at once if none)."""
-    wanted = pool.policy.initial_instances()
+async def _warm_up(pool: Pool, events: _WatchedLog, wanted: int) -> None:
+    """Start the pool and return once ``wanted`` instances are ready (at once if none)."""
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def on_event(event: str) -> None:
@@ -174,17 +173,20 @@ async def _warm_up(pool: Pool, events: _WatchedLog) -> None:
     events.listener = None
 
 
-def warm_up_s(policy: Policy, profile: PlatformProfile, limits: PoolLimits) -> float:
-    """How long the pool takes to bring up the policy's initial instances (on a copy)."""
+def warm_up(policy: Policy, profile: PlatformProfile, limits: PoolLimits) -> tuple[float, int]:
+    """How long the pool takes to bring up the policy's initial instances, and how many
+    they are. Asked of a copy of the policy, so the policy itself is asked nothing."""
 
-    async def main() -> float:
+    async def main() -> tuple[float, int]:
         loop = asyncio.get_running_loop()
         events = _WatchedLog()
-        pool = _make_pool(copy.deepcopy(policy), profile, limits, events)
-        await _warm_up(pool, events)
+        copied = copy.deepcopy(policy)
+        pool = _make_pool(copied, profile, limits, events)
+        wanted = copied.initial_instances()
+        await _warm_up(pool, events, wanted)
         t_s = loop.time()
         await pool.shutdown()
-        return t_s
+        return t_s, wanted
 
     return run_virtual(main(), start_s=0.0)
 
@@ -234,7 +236,7 @@ def simulate_with_pool(
     learn = getattr(policy, "learn_history", None)
     if callable(learn) and len(history_s):
         learn(list(history_s))
-    t0_s = warm_up_s(policy, profile, limits)
+    t0_s, wanted = warm_up(policy, profile, limits)
     rows = {r.request_id: _blank_row(r) for r in requests}
 
     async def main() -> float:
@@ -242,7 +244,7 @@ def simulate_with_pool(
         assert isinstance(loop, VirtualEventLoop)
         events = _WatchedLog()
         pool = _make_pool(policy, profile, limits, events)
-        await _warm_up(pool, events)
+        await _warm_up(pool, events, wanted)
         tasks = [loop.create_task(_serve(pool, r, profile, rows[r.request_id]))
                  for r in requests]
         if tasks:
