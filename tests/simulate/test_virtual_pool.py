@@ -60,7 +60,7 @@ def test_a_burst_at_zero_under_naive_makes_one_cold_start() -> None:
         ("i1", "drain", "no_inflight", round(end2, 6)),
         ("i1", "stopped", "no_inflight", round(end2 + 0.3, 6)),
     ]
-    assert result.window == (0.0, pytest.approx(end2 + 0.3))
+    assert result.window == (0.0, pytest.approx(end2))  # the replay ends with the last answer
 
 
 def test_a_gap_longer_than_the_ttl_makes_a_second_cold_start() -> None:
@@ -74,8 +74,10 @@ def test_a_gap_longer_than_the_ttl_makes_a_second_cold_start() -> None:
     spawns = result.events[result.events["event"] == "spawn"]
     assert list(spawns["t_s"]) == pytest.approx([0.0, 60.0])
     drains = result.events[result.events["event"] == "drain"]
-    assert list(drains["reason"]) == ["idle_ttl", "idle_ttl"]
+    # The second instance is up when the replay ends: the gateway's shutdown stops it.
+    assert list(drains["reason"]) == ["idle_ttl", "shutdown"]
     assert drains["t_s"].iloc[0] == pytest.approx(end1 + 20.0)
+    assert drains["t_s"].iloc[1] == pytest.approx(result.requests["t_end_s"].iloc[2])
 
 
 def test_a_full_queue_gives_429_and_a_long_wait_504() -> None:
@@ -104,8 +106,25 @@ def test_always_on_warms_up_before_the_replay() -> None:
     assert reqs["t_end_s"].iloc[0] == pytest.approx(1.0 + TTFT_S + 0.25 + DECODE_S)
 
 
-def test_until_ends_the_run_before_an_idle_instance_stops() -> None:
+def test_until_runs_the_pool_on_until_then_shuts_it_down() -> None:
     policy = make_policy("keep_warm", {"keep_warm_ttl_s": 100.0})
     result = simulate_with_pool(requests(0.0), policy, PROFILE, limits(), until_s=30.0)
-    assert "drain" not in set(result.events["event"])
+    assert lifecycle(result.events)[-2:] == [("i1", "drain", "shutdown", 30.0),
+                                             ("i1", "stopped", "shutdown", 30.3)]
     assert result.window == (0.0, 30.0)
+    short = simulate_with_pool(requests(0.0), policy, PROFILE, limits(), until_s=1.0)
+    assert short.window == (0.0, 1.0)
+    assert short.events["t_s"].iloc[-2] == pytest.approx(short.requests["t_end_s"].iloc[0])
+
+
+def test_a_start_cut_short_by_the_shutdown_reports_no_further_phase() -> None:
+    # The request times out before the instance is ready; the gateway then stops.
+    result = simulate_with_pool(requests(0.0), make_policy("naive"), PROFILE,
+                                limits(timeout_s=2.0))
+    assert list(result.requests["status"]) == [504]
+    assert lifecycle(result.events) == [
+        ("i1", "spawn", "on_demand", 0.0),
+        ("i1", "runtime_ready", "", 1.0),
+        ("i1", "drain", "shutdown", 2.0),
+        ("i1", "stopped", "shutdown", 2.3),
+    ]

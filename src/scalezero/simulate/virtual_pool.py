@@ -65,10 +65,11 @@ class VirtualProcess:
         self.port = 0
         self.proc: Any = None
         self.phase_times: dict[str, float] = {}
-        self.returncode: int | None = None
         self._spawned_at_s: float | None = None
         self._on_phase: PhaseCallback | None = None
         self._exited: asyncio.Future[int] | None = None
+        #: Done once the pool asked the process to stop.
+        self._stopping: asyncio.Future[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -77,6 +78,7 @@ class VirtualProcess:
     async def spawn(self, on_phase: PhaseCallback) -> None:
         loop = asyncio.get_running_loop()
         self._exited = loop.create_future()
+        self._stopping = loop.create_future()
         self._on_phase = on_phase
         self._spawned_at_s = loop.time()
         on_phase(Lifecycle.SPAWN, self._spawned_at_s)
@@ -97,23 +99,24 @@ class VirtualProcess:
         return ready_s
 
     async def _until(self, at_s: float) -> None:
-        """Wait until ``at_s``; a stop meanwhile ends the start, as a killed process does."""
-        assert self._exited is not None
+        """Wait until ``at_s``. A stop meanwhile ends the start: the process reports no
+        further phase (a server killed while it loads prints nothing more)."""
+        assert self._stopping is not None
         delay_s = max(0.0, at_s - asyncio.get_running_loop().time())
-        await asyncio.wait({self._exited}, timeout=delay_s)
-        if self._exited.done():
-            raise InstanceStartError(
-                f"instance exited with code {self._exited.result()} during start")
+        await asyncio.wait({self._stopping}, timeout=delay_s)
+        if self._stopping.done():
+            raise InstanceStartError("instance stopped during start")
 
     async def wait_exit(self) -> int:
         assert self._exited is not None
         return await asyncio.shield(self._exited)
 
     async def stop(self) -> int | None:
-        if self._exited is None:
+        """Exit ``profile.stop_s`` after the first stop; a second waits for the same exit."""
+        if self._exited is None or self._stopping is None:
             return None
-        if not self._exited.done() and self.returncode is None:
-            self.returncode = 0
+        if not self._stopping.done():
+            self._stopping.set_result(None)
             asyncio.get_running_loop().call_later(self.profile.stop_s, self._exit, 0)
         return await asyncio.shield(self._exited)
 
@@ -206,7 +209,7 @@ async def _serve(pool: Pool, request: SimRequest, profile: PlatformProfile,
         ttft_s += profile.first_request_extra_s
     row.update(t_grant_s=lease.granted_at_s, cold=lease.cold,
                first_of_instance=lease.first_of_instance,
-               instance_id=lease.instance.instance_id, queue_wait_s=lease.queue_wait_s)
+               instance_id=lease.instance.instance_id)
     try:
         t_first_s = lease.granted_at_s + ttft_s
         await asyncio.sleep(max(0.0, t_first_s - loop.time()))
@@ -229,9 +232,9 @@ def simulate_with_pool(
 ) -> SimResult:
     """Replay ``requests`` against the gateway's pool on a virtual clock.
 
-    Same arguments and result as ``engine.simulate``. After the last request the pool
-    runs on until nothing is left to happen (or until ``until_s``); its instances are
-    then left as they are, not shut down, as the engine leaves them.
+    Same arguments and result as ``engine.simulate``. When the last response is
+    sent (or at ``until_s``, when that is later) the gateway shuts down, as the runner's
+    does after the replay: the pool drains what is still up.
     """
     learn = getattr(policy, "learn_history", None)
     if callable(learn) and len(history_s):
@@ -249,14 +252,17 @@ def simulate_with_pool(
                  for r in requests]
         if tasks:
             await asyncio.wait(tasks)
-        end_s = await loop.settled(math.inf if until_s is None else until_s)
-        # The events so far; the pool's tasks left (exit watchers) are cancelled after.
+        last_end_s = max((row["t_end_s"] for row in rows.values()), default=0.0)
+        end_s = last_end_s if until_s is None else float(until_s)
+        # What is due up to the end happens; then the gateway stops.
+        await loop.settled(max(end_s, last_end_s))
+        await pool.shutdown()
         result.extend(events.events)
         return end_s
 
     result: list[Any] = []
     end_s = run_virtual(main(), start_s=-t0_s)
-    return _result(list(rows.values()), result, end_s, until_s)
+    return _result(list(rows.values()), result, end_s)
 
 
 def _blank_row(request: SimRequest) -> dict[str, Any]:
@@ -267,8 +273,7 @@ def _blank_row(request: SimRequest) -> dict[str, Any]:
     }
 
 
-def _result(rows: list[dict[str, Any]], events: list[Any], end_s: float,
-            until_s: float | None) -> SimResult:
+def _result(rows: list[dict[str, Any]], events: list[Any], end_s: float) -> SimResult:
     requests = pd.DataFrame(rows, columns=list(_blank_row(SimRequest(0, 0.0, 0, 0))))
     requests = requests.sort_values("request_id", kind="stable").reset_index(drop=True)
     frame = pd.DataFrame(
@@ -276,9 +281,5 @@ def _result(rows: list[dict[str, Any]], events: list[Any], end_s: float,
           "pid": "", "reason": e.reason, "detail": e.detail} for e in events],
         columns=list(EVENT_COLUMNS),
     )
-    if until_s is not None:
-        window_end = until_s
-    else:
-        times = [*requests["t_end_s"].dropna(), *frame["t_s"], 0.0]
-        window_end = max(times)
-    return SimResult(requests=requests, events=frame, window=(0.0, float(window_end)))
+    requests["queue_wait_s"] = requests["t_grant_s"] - requests["t_sched_s"]
+    return SimResult(requests=requests, events=frame, window=(0.0, end_s))
