@@ -9,8 +9,9 @@ import pytest
 
 from scalezero.serving.pool import PoolLimits
 from scalezero.serving.strategies import make_policy
+from scalezero.simulate.engine import SimRequest
 from scalezero.simulate.profile import PlatformProfile
-from scalezero.simulate.virtual_pool import SimRequest, simulate_with_pool
+from scalezero.simulate.virtual_pool import simulate_with_pool
 
 PROFILE = PlatformProfile(
     name="hand", model="m", device="d", basis="assumed",

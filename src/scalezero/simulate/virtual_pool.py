@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,25 +27,11 @@ from scalezero.serving.events import EVENT_COLUMNS, Event, EventLog, Lifecycle
 from scalezero.serving.launcher import InstanceSpec, InstanceStartError, PhaseCallback
 from scalezero.serving.pool import InstanceState, Pool, PoolError, PoolLimits
 from scalezero.serving.strategies.base import Policy
+from scalezero.simulate.engine import SIM_REQUEST_COLUMNS, SimRequest, SimResult
 from scalezero.simulate.profile import PlatformProfile
 from scalezero.simulate.virtual_loop import VirtualEventLoop, run_virtual
 
 DEPLOYMENT = "sim"
-
-
-@dataclasses.dataclass(frozen=True)
-class SimRequest:
-    request_id: int
-    t_sched_s: float
-    prompt_tokens: int
-    output_tokens: int
-
-
-@dataclasses.dataclass
-class SimResult:
-    requests: pd.DataFrame
-    events: pd.DataFrame
-    window: tuple[float, float]
 
 
 class VirtualProcess:
@@ -274,7 +259,7 @@ def _blank_row(request: SimRequest) -> dict[str, Any]:
 
 
 def _result(rows: list[dict[str, Any]], events: list[Any], end_s: float) -> SimResult:
-    requests = pd.DataFrame(rows, columns=list(_blank_row(SimRequest(0, 0.0, 0, 0))))
+    requests = pd.DataFrame(rows, columns=list(SIM_REQUEST_COLUMNS))
     requests = requests.sort_values("request_id", kind="stable").reset_index(drop=True)
     frame = pd.DataFrame(
         [{"t_s": e.t_s, "instance_id": e.instance_id, "event": e.event, "state": e.state,
