@@ -12,9 +12,11 @@ same times.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -23,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scalezero.serving.pool import PoolLimits
-from scalezero.serving.strategies import Policy, make_policy, policies
+from scalezero.serving.strategies import Policy, make_policy, policies, registered
+from scalezero.serving.strategies.keep_warm import KeepWarm
 from scalezero.simulate.engine import SimRequest, SimResult, simulate
 from scalezero.simulate.profile import PlatformProfile
 from scalezero.simulate.virtual_pool import simulate_with_pool
@@ -54,9 +57,15 @@ class Case:
     limits: PoolLimits
     requests: tuple[SimRequest, ...]
     until_s: float | None = None
+    #: Idle times the policy learned before the replay (policies that learn them).
+    learned_idle_s: tuple[float, ...] = ()
 
     def policy(self) -> Policy:
-        return make_policy(self.policy_name, self.params)
+        policy = make_policy(self.policy_name, self.params)
+        learn = getattr(policy, "record_idle_s", None)
+        for idle_s in self.learned_idle_s if learn is not None else ():
+            learn(idle_s)
+        return policy
 
     def __str__(self) -> str:
         return (f"{self.policy_name} {self.params} {self.limits} until {self.until_s} "
@@ -122,7 +131,11 @@ def random_case(seed: int, policy_name: str) -> Case:
     # or before it (the window ends, the requests still finish).
     until_s = rng.choice([None, None, requests[-1].t_sched_s + rng.uniform(-5.0, 60.0)])
     rng.shuffle(requests)  # given in any order, served in time order
-    return Case(policy_name, params, profile, limits, tuple(requests), until_s)
+    # A policy that learned a pattern before (a histogram that pre-warms from the start).
+    period_s = rng.uniform(5.0, 30.0)
+    learned = tuple(period_s + rng.uniform(-1.0, 1.0)
+                    for _ in range(rng.choice([0, 0, 5, 20])))
+    return Case(policy_name, params, profile, limits, tuple(requests), until_s, learned)
 
 
 # ------------------------------------------------------------------ comparison
@@ -250,12 +263,21 @@ class _Asked:
         self._log("on_idle", (now_s,), super().on_idle(now_s))  # type: ignore[misc]
 
 
+def _learn_history(self: Any, arrivals_s: Sequence[float]) -> None:
+    self._log("learn_history", tuple(arrivals_s),
+              super(type(self), self).learn_history(arrivals_s))
+
+
 def asking(policy: Policy) -> Policy:
-    """A new policy with ``policy``'s class and parameters that logs in ``asked`` every
-    question it is asked."""
-    cls = type(f"Asked{type(policy).__name__}", (_Asked, type(policy)), {})
+    """A copy of ``policy`` (same class, parameters and learned state) that logs in
+    ``asked`` every question it is asked."""
+    # learn_history only where the policy has it: the callers look for it.
+    extra = {"learn_history": _learn_history} if hasattr(policy, "learn_history") else {}
+    cls = type(f"Asked{type(policy).__name__}", (_Asked, type(policy)), extra)
     params = {f.name: getattr(policy, f.name) for f in dataclasses.fields(policy) if f.init}
     logged = cls(**params)
+    state = {k: copy.deepcopy(v) for k, v in vars(policy).items() if k not in params}
+    vars(logged).update(state)
     logged.asked = []
     return logged  # type: ignore[no-any-return]
 
@@ -288,4 +310,39 @@ def test_a_policy_is_asked_the_same_questions_by_both(policy_name: str, seed: in
     asked_pool = by_pool.asked  # type: ignore[attr-defined]
     assert asked_pool, "the pool asked the policy nothing"
     found = same_questions(asked_engine, asked_pool)
+    assert not found, f"{case}\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("policy_name", policies())
+@pytest.mark.parametrize("until_s", [None, 12.5])
+def test_no_requests_warm_up_and_shut_down_alike(policy_name: str, until_s: float | None) -> None:
+    case = dataclasses.replace(random_case(1, policy_name), requests=(), until_s=until_s)
+    check(case)
+
+
+@dataclasses.dataclass
+class HistoryKeepWarm(KeepWarm):
+    """keep_warm whose TTL is learned from the arrivals before the replay: the mean gap."""
+
+    name = "test_history_keep_warm"
+
+    def learn_history(self, arrivals_s: Sequence[float]) -> None:
+        if len(arrivals_s) > 1:
+            self.keep_warm_ttl_s = (max(arrivals_s) - min(arrivals_s)) / (len(arrivals_s) - 1)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_history_reaches_the_policy_alike(seed: int) -> None:
+    rng = random.Random(seed)
+    history_s = sorted(rng.uniform(-600.0, -1.0) for _ in range(rng.randint(2, 30)))
+    with registered(HistoryKeepWarm):
+        case = random_case(seed, "test_history_keep_warm")
+        by_engine, by_pool = asking(case.policy()), asking(case.policy())
+        engine = simulate(case.requests, by_engine, case.profile, case.limits,
+                          history_s=history_s, until_s=case.until_s)
+        pool = simulate_with_pool(case.requests, by_pool, case.profile, case.limits,
+                                  history_s=history_s, until_s=case.until_s)
+    found = differences(engine, pool) + same_questions(
+        by_engine.asked, by_pool.asked)  # type: ignore[attr-defined]
+    assert by_pool.asked[0][0] == "learn_history"  # type: ignore[attr-defined]
     assert not found, f"{case}\n" + "\n".join(found)
