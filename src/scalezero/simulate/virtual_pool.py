@@ -223,7 +223,7 @@ def simulate_with_pool(
     """
     learn = getattr(policy, "learn_history", None)
     if callable(learn) and len(history_s):
-        learn(list(history_s))
+        learn(history_s)
     t0_s, wanted = warm_up(policy, profile, limits)
     rows = {r.request_id: _blank_row(r) for r in requests}
 
@@ -263,8 +263,8 @@ def _result(rows: list[dict[str, Any]], events: list[Any], end_s: float) -> SimR
     requests = requests.sort_values("request_id", kind="stable").reset_index(drop=True)
     frame = pd.DataFrame(
         [{"t_s": e.t_s, "instance_id": e.instance_id, "event": e.event, "state": e.state,
-          "pid": "", "reason": e.reason, "detail": e.detail} for e in events],
+          "pid": math.nan, "reason": e.reason, "detail": e.detail} for e in events],
         columns=list(EVENT_COLUMNS),
-    )
+    ).sort_values("t_s", kind="stable").reset_index(drop=True)
     requests["queue_wait_s"] = requests["t_grant_s"] - requests["t_sched_s"]
     return SimResult(requests=requests, events=frame, window=(0.0, end_s))
