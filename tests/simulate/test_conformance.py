@@ -222,6 +222,32 @@ def test_engine_and_pool_agree_on_random_sequences(seed: int, policy_name: str) 
     check(random_case(seed, policy_name))
 
 
+@pytest.mark.parametrize("policy_name", policies())
+@pytest.mark.parametrize("seed", range(25))
+def test_engine_and_pool_agree_when_arrivals_coincide(policy_name: str, seed: int) -> None:
+    """Times on a coarse grid, so that requests arrive at the same instant (as in recorded
+    traces, whose times are whole microseconds): both take them in the given order."""
+    case = random_case(seed, policy_name)
+    snapped = tuple(dataclasses.replace(r, t_sched_s=round(r.t_sched_s) + 0.25)
+                    for r in case.requests)
+    check(dataclasses.replace(case, requests=snapped))
+
+
+@pytest.mark.parametrize("policy_name", ["always_on", "keep_warm", "hybrid_histogram"])
+def test_a_request_at_zero_finds_the_warmed_up_instance_warm(policy_name: str) -> None:
+    """The runner starts the replay after the initial instances are ready, so a request
+    sent at t = 0 (recorded traces rebased to their first request start there) is not
+    cold: the pool's ``ready_at >= arrived_at`` is false live (the gateway tests check the
+    answer's x-scalezero-cold header after an always-on warm-up)."""
+    case = dataclasses.replace(random_case(0, policy_name),
+                               params={"min_instances": 1, "max_instances": 1})
+    case = dataclasses.replace(case, requests=(SimRequest(0, 0.0, 50, 5),
+                                               SimRequest(1, 30.0, 50, 5)))
+    pool = simulate_with_pool(case.requests, case.policy(), case.profile, case.limits)
+    assert list(pool.requests["cold"]) == [False, False]
+    check(case)
+
+
 def test_the_sequences_reach_every_outcome() -> None:
     """The random cases do reach what they are meant to test (else agreement says little)."""
     statuses: set[int] = set()
