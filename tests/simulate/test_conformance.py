@@ -73,16 +73,20 @@ class Case:
 
 
 def random_profile(rng: random.Random, concurrency: int) -> PlatformProfile:
+    def maybe_zero(value: float) -> float:
+        # A profile leaves a figure it lacks at 0: things then happen at the same instant.
+        return 0.0 if rng.random() < 0.1 else value
+
     return PlatformProfile(
         name="random", model="m", device="d", basis="assumed",
-        spawn_to_runtime_ready_s=rng.uniform(0.1, 0.6),
+        spawn_to_runtime_ready_s=maybe_zero(rng.uniform(0.1, 0.6)),
         runtime_ready_to_model_loaded_s=rng.uniform(0.2, 2.0),
-        model_loaded_to_ready_s=rng.uniform(0.05, 0.4),
-        first_request_extra_s=rng.uniform(0.0, 0.3),
-        stop_s=rng.uniform(0.05, 0.5),
-        ttft_base_s=rng.uniform(0.02, 0.1),
+        model_loaded_to_ready_s=maybe_zero(rng.uniform(0.05, 0.4)),
+        first_request_extra_s=maybe_zero(rng.uniform(0.0, 0.3)),
+        stop_s=maybe_zero(rng.uniform(0.05, 0.5)),
+        ttft_base_s=maybe_zero(rng.uniform(0.02, 0.1)),
         ttft_s_per_prompt_token=rng.uniform(1e-4, 1e-3),
-        tpot_s=rng.uniform(0.005, 0.03),
+        tpot_s=maybe_zero(rng.uniform(0.005, 0.03)),
         instance_concurrency=concurrency,
     )
 
