@@ -5,9 +5,11 @@ the real ``serving.pool.Pool`` on a virtual clock. Every registered policy is re
 through both on random request sequences (continuous random times, so no two things
 happen at once by chance; short and long gaps; small queues and short timeouts, so 429
 and 504 occur; one and two instances; a histogram policy with small bins, so it
-pre-warms), and the two must agree on every request's outcome and on every lifecycle
-event. A policy object driven by either must also be asked the same questions at the
-same times.
+pre-warms; figures left at 0 in the profile), and the two must agree on every request's
+outcome (status, cold, instance, grant, first and last token times to 1e-6 s) and on
+every lifecycle event (instance, event, reason, time). Times on a coarse grid check
+requests that arrive at the same instant. A policy object driven by either must also be
+asked the same questions, with the same times, in the same order.
 """
 
 from __future__ import annotations
