@@ -64,3 +64,23 @@ def test_settled_waits_for_pending_work_up_to_the_horizon() -> None:
     assert first == 20.0
     assert second == pytest.approx(50.0)
     assert done == ["a", "b"]
+
+
+def test_settled_lets_ready_callbacks_run_first_even_past_the_horizon() -> None:
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualEventLoop)
+        done: list[int] = []
+
+        def chain(n: int) -> None:
+            done.append(n)
+            if n < 5:
+                loop.call_soon(chain, n + 1)
+
+        loop.call_soon(chain, 0)
+        loop.call_later(0.0, done.append, 99)  # a timer due now
+        await loop.settled(-1.0)  # a horizon already passed
+        assert loop.time() == 0.0
+        return list(done)  # as it is when settled() returns
+
+    assert sorted(run_virtual(main())) == [0, 1, 2, 3, 4, 5, 99]

@@ -44,9 +44,10 @@ class _VirtualSelector(selectors.SelectSelector):
         if ready:
             return ready
         next_s = math.inf if timeout is None else self.now_s + max(0.0, timeout)
-        if self.settle is not None:
+        # A zero timeout: callbacks are ready or a timer is due now; they run first.
+        if self.settle is not None and (timeout is None or timeout > 0):
             future, horizon_s = self.settle
-            if next_s > horizon_s or timeout is None:
+            if timeout is None or next_s > horizon_s:
                 self.settle = None
                 if math.isfinite(horizon_s) and horizon_s > self.now_s:
                     self.now_s = horizon_s
