@@ -488,3 +488,37 @@ def test_hybrid_histogram_unloads_and_prewarms_in_the_pool() -> None:
 
     with fake_pool_world():
         asyncio.run(scenario())
+
+
+def test_the_pool_reads_only_its_clock_and_makes_processes_with_its_factory() -> None:
+    """Every decision and event is on the injected clock (the simulator's virtual one)."""
+    ticks = iter(range(1000, 2000))
+    made: list[str] = []
+
+    def factory(instance_id: str, spec: InstanceSpec) -> FakeProcess:
+        made.append(instance_id)
+        return FakeProcess(instance_id, spec)
+
+    async def scenario() -> None:
+        spec = InstanceSettings().spec(Path("fake.gguf"), "fake", device="cpu", gpu_index=None,
+                                       log_dir=None)
+        limits = QueueSettings(cold_start_timeout_s=5.0, queue_timeout_s=5.0).pool_limits()
+        pool = Pool("dep", spec, make_policy("naive"), limits, EventLog(),
+                    clock=lambda: float(next(ticks)), process_factory=factory)
+        client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        FakeProcess.made[-1].finish_start()
+        lease = await client
+        assert lease.arrived_at_s >= 1000 and lease.granted_at_s > lease.arrived_at_s
+        pool.release(lease)
+        await settle()
+        await pool.shutdown()
+        # spawn and ready come from the process (its own clock); the pool's own events
+        # (drain, stopped) from the injected one.
+        own = [e for e in pool.events.events if e.event in ("drain", "stopped")]
+        assert [e.event for e in own] == ["drain", "stopped"]
+        assert all(1000 <= e.t_s < 2000 for e in own)
+
+    FakeProcess.made = []
+    asyncio.run(scenario())
+    assert made == ["i1"]

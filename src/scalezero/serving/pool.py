@@ -34,11 +34,43 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from scalezero.serving.events import EventLog, Lifecycle, Reason
-from scalezero.serving.launcher import InstanceProcess, InstanceSpec, InstanceStartError
+from scalezero.serving.launcher import (
+    InstanceProcess,
+    InstanceSpec,
+    InstanceStartError,
+    PhaseCallback,
+)
 from scalezero.serving.strategies.base import Policy
+
+
+class InstanceHandle(Protocol):
+    """What the pool uses of an instance's process (``launcher.InstanceProcess``; the
+    simulator's stand-in has the same)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    spec: InstanceSpec
+    port: int
+    proc: Any
+    phase_times: dict[str, float]
+
+    async def spawn(self, on_phase: PhaseCallback) -> None: ...
+
+    async def wait_ready(self) -> float: ...
+
+    async def wait_exit(self) -> int: ...
+
+    async def stop(self) -> int | None: ...
+
+    def failure_reason(self) -> str: ...
+
+
+#: Makes the process of a new instance: (instance id, spec) -> handle.
+ProcessFactory = Callable[[str, InstanceSpec], InstanceHandle]
 
 
 class InstanceState(enum.StrEnum):
@@ -118,7 +150,7 @@ class PoolLimits:
 @dataclasses.dataclass(eq=False)
 class Instance:
     instance_id: str
-    process: InstanceProcess
+    process: InstanceHandle
     start_reason: Reason
     state: InstanceState = InstanceState.STARTING
     spawned_at_s: float | None = None
@@ -182,13 +214,22 @@ class Pool:
         limits: PoolLimits,
         events: EventLog | None = None,
         on_cold_start: Callable[[float], None] | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+        process_factory: ProcessFactory | None = None,
     ) -> None:
+        """``clock`` (default ``time.monotonic``) is the time of every decision and event;
+        it must run with the event loop's timers (the simulator passes its virtual loop's
+        ``time``). ``process_factory`` (default ``InstanceProcess``) makes instance processes."""
         self.deployment = deployment
         self.spec = spec
         self.policy = policy
         self.limits = limits
         self.events = events or EventLog()
         self.on_cold_start = on_cold_start
+        # Not the event loop's time(): uvloop's has millisecond resolution.
+        self._clock = time.monotonic if clock is None else clock
+        self._process_factory = process_factory
         self.instances: list[Instance] = []
         self.cold_starts = 0
         self.start_failures = 0
@@ -266,7 +307,7 @@ class Pool:
         """Wait for a slot on a ready instance (starting one if needed)."""
         if self._closing:
             raise ShuttingDown("the gateway is shutting down")
-        now = time.monotonic()
+        now = self._clock()
         self.policy.on_arrival(now)
         self._cancel_prewarm()  # the request itself decides whether to start one now
         inst = self._free_instance()
@@ -304,7 +345,7 @@ class Pool:
         inst = lease.instance
         inst.in_flight -= 1
         if inst.in_flight == 0:
-            inst.idle_since_s = time.monotonic()
+            inst.idle_since_s = self._clock()
             if self.in_flight == 0 and not self._waiters:
                 self.policy.on_idle(inst.idle_since_s)
         if inst.state is InstanceState.DRAINING and inst.in_flight == 0:
@@ -354,7 +395,7 @@ class Pool:
         return Lease(
             instance=inst,
             arrived_at_s=arrived_at_s,
-            granted_at_s=time.monotonic(),
+            granted_at_s=self._clock(),
             cold=ready_at >= arrived_at_s,
             first_of_instance=first,
         )
@@ -381,7 +422,7 @@ class Pool:
             return
         if len(self._in_state(InstanceState.READY)) <= self.policy.min_instances:
             return
-        now = time.monotonic()
+        now = self._clock()
         ttl_s = self.policy.idle_ttl_s(now)
         self._schedule_prewarm(self.policy.prewarm_at_s(now), now)
         if ttl_s is None:
@@ -455,7 +496,8 @@ class Pool:
     def _start_instance(self, reason: Reason) -> Instance:
         instance_id = f"i{self._next_id}"
         self._next_id += 1
-        inst = Instance(instance_id, InstanceProcess(instance_id, self.spec), start_reason=reason)
+        factory = self._process_factory or InstanceProcess
+        inst = Instance(instance_id, factory(instance_id, self.spec), start_reason=reason)
         self.instances.append(inst)
         self._spawn_task(self._run_start(inst))
         return inst
@@ -555,7 +597,7 @@ class Pool:
     ) -> None:
         self.events.record(
             inst.instance_id, event, str(inst.state), pid=inst.pid, reason=reason,
-            detail=detail, t_s=t_s,
+            detail=detail, t_s=self._clock() if t_s is None else t_s,
         )
 
     def _spawn_task(self, coro: Any) -> None:
