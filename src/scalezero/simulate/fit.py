@@ -58,8 +58,8 @@ _UP_PHASES = ("active", "idle_loaded")
 
 
 @dataclass
-class _Run:
-    """One run as the fit reads it."""
+class FitRun:
+    """One run folder as the fit reads it (`read_run`); read once, fit many times."""
 
     run_dir: Path
     summary: ag.RunSummary
@@ -67,9 +67,9 @@ class _Run:
     window: tuple[float, float]
 
 
-def _read(run_dir: Path) -> _Run:
+def read_run(run_dir: Path) -> FitRun:
     data = ag.load_run(run_dir)
-    return _Run(run_dir=Path(run_dir), summary=ag.summarize_run(run_dir), data=data,
+    return FitRun(run_dir=Path(run_dir), summary=ag.summarize_run(run_dir), data=data,
                 window=replay_window(data.meta, data.requests, run_dir))
 
 
@@ -87,7 +87,7 @@ def _finite(values: Any) -> list[float]:
 # Timings
 
 
-def _completed_starts(runs: Sequence[_Run]) -> pd.DataFrame:
+def _completed_starts(runs: Sequence[FitRun]) -> pd.DataFrame:
     frames = [r.summary.cold_starts for r in runs if not r.summary.cold_starts.empty]
     if not frames:
         return pd.DataFrame(columns=ag.COLD_START_FILE_COLUMNS)
@@ -95,7 +95,7 @@ def _completed_starts(runs: Sequence[_Run]) -> pd.DataFrame:
     return starts[starts["outcome"] == "ready"]
 
 
-def _stop_samples(run: _Run) -> list[float]:
+def _stop_samples(run: FitRun) -> list[float]:
     """drain -> stopped of every instance that was drained and stopped."""
     events = run.data.events
     if events is None or events.empty:
@@ -110,7 +110,7 @@ def _stop_samples(run: _Run) -> list[float]:
     return _finite(stop[stop >= 0])
 
 
-def _service_requests(run: _Run) -> pd.DataFrame:
+def _service_requests(run: FitRun) -> pd.DataFrame:
     """The run's successful requests, relative to its replay start: request_id,
     instance_id, tokens_in, t_send_rel_s, service_ttft_s (TTFT less the gateway's queue
     wait), tpot_s, cold, first_of_instance."""
@@ -152,7 +152,7 @@ def fit_warm_ttft(prompt_tokens: Sequence[float], ttft_s: Sequence[float]
     return float(base), float(slope)
 
 
-def _first_request_extras(run: _Run, requests: pd.DataFrame, base_s: float,
+def _first_request_extras(run: FitRun, requests: pd.DataFrame, base_s: float,
                           per_token_s: float) -> list[float]:
     """Per instance: its first token beyond the later of ready and the first request's
     send, less the warm prediction for that request."""
@@ -192,7 +192,7 @@ def _pooled(energy_j: Sequence[float], duration_s: Sequence[float]) -> float:
     return ratio(float(e[keep].sum()), float(d[keep].sum()))
 
 
-def _power(runs: Sequence[_Run], settings: ProjectionSettings
+def _power(runs: Sequence[FitRun], settings: ProjectionSettings
            ) -> tuple[dict[str, float], str, dict[str, tuple[float, ...]]]:
     """Power per state (W), the energy source and the per-run values behind them."""
     measured = [r for r in runs if _measured_row(r.summary.row)]
@@ -238,7 +238,7 @@ def _power(runs: Sequence[_Run], settings: ProjectionSettings
     return power, source, {k: tuple(v) for k, v in samples.items()}
 
 
-def _instance_mem_mib(run: _Run) -> float:
+def _instance_mem_mib(run: FitRun) -> float:
     """Median per-instance memory over the samples taken while an instance was up."""
     telemetry, timeline = run.data.telemetry, run.summary.timeline
     if telemetry is None or telemetry.empty or timeline is None or timeline.empty:
@@ -276,7 +276,16 @@ def fit_profile(run_dirs: Sequence[Path], *, name: str | None = None,
     """
     if not run_dirs:
         raise UserError("fit_profile: no run folders given")
-    runs = [_read(Path(d)) for d in run_dirs]
+    return profile_from_runs([read_run(Path(d)) for d in run_dirs], name=name,
+                             instance_concurrency=instance_concurrency, settings=settings)
+
+
+def profile_from_runs(runs: Sequence[FitRun], *, name: str | None = None,
+                      instance_concurrency: int = 1,
+                      settings: ProjectionSettings | None = None) -> PlatformProfile:
+    """`fit_profile` on runs already read (`read_run`)."""
+    if not runs:
+        raise UserError("fit_profile: no runs given")
     settings = settings or projection_settings(None)
 
     starts = _completed_starts(runs)
@@ -344,4 +353,4 @@ def fit_profile(run_dirs: Sequence[Path], *, name: str | None = None,
     )
 
 
-__all__ = ["START_PHASES", "fit_profile", "fit_warm_ttft"]
+__all__ = ["START_PHASES", "FitRun", "fit_profile", "fit_warm_ttft", "profile_from_runs", "read_run"]
