@@ -206,6 +206,10 @@ def projection_files(workload):
     return _strs(LAYOUT.projections(workload))
 
 
+def simulation_files(workload):
+    return _strs(LAYOUT.simulation(workload))
+
+
 def figure_file(workload, name):
     return str(LAYOUT.figure(workload, name))
 
@@ -266,6 +270,8 @@ def report_inputs(wildcards):
         inputs["sweep_summary"] = str(LAYOUT.sweep_summary)
         inputs["sweep_figure"] = str(LAYOUT.sweep_figure)
     inputs.update({f"fig_{k}": v for k, v in report_figures(workload).items()})
+    inputs.update({f"sim_{k}": v for k, v in simulation_files(workload).items()})
+    inputs["sim_figure"] = figure_file(workload, "simulation")
     return inputs
 
 

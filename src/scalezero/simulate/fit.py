@@ -353,4 +353,5 @@ def profile_from_runs(runs: Sequence[FitRun], *, name: str | None = None,
     )
 
 
-__all__ = ["START_PHASES", "FitRun", "fit_profile", "fit_warm_ttft", "profile_from_runs", "read_run"]
+__all__ = ["START_PHASES", "FitRun", "fit_profile", "fit_warm_ttft", "profile_from_runs",
+           "read_run"]

@@ -20,19 +20,22 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
+from scalezero.analysis.constants import ProjectionSettings
 from scalezero.analysis.numbers import num
 from scalezero.analysis.runs import write_table
 from scalezero.errors import UserError
 from scalezero.serving.pool import PoolLimits
 from scalezero.serving.settings import QueueSettings
 from scalezero.serving.strategies import Policy, make_policy
-from scalezero.simulate.engine import SimRequest, SimResult, simulate, summarize
 from scalezero.simulate.fit import FitRun, profile_from_runs, read_run
 from scalezero.simulate.profile import PlatformProfile
+
+if TYPE_CHECKING:
+    from scalezero.simulate.engine import SimRequest, SimResult
 
 VALIDATION_COLUMNS: tuple[str, ...] = (
     "workload", "strategy", "rep", "fit", "metric", "measured", "simulated", "error",
@@ -78,6 +81,17 @@ TARGETS: tuple[Target, ...] = (
 )
 
 
+#: Each metric in words, with its unit (figure axes, report table).
+METRIC_LABELS: dict[str, str] = {
+    "cold_starts": "cold starts",
+    "instance_s": "instance time, s",
+    "ttft_p50_ms": "TTFT p50, ms",
+    "ttft_p99_ms": "TTFT p99, ms",
+    "e2e_p50_ms": "E2E p50, ms",
+    "energy_total_j": "energy, J",
+}
+
+
 def counter_measured(row: Mapping[str, Any]) -> bool:
     """The summary row's energy came from a counter (NVML, RAPL), not an estimate."""
     source = str(row.get("energy_source") or "none")
@@ -112,6 +126,8 @@ def run_requests(run: FitRun) -> list[SimRequest]:
     """The run's requests as sent: scheduled time relative to its replay start, the
     server-counted prompt tokens (0 where not counted) and max_tokens (the replay forces
     the full length)."""
+    from scalezero.simulate.engine import SimRequest
+
     req = run.data.requests
     w0 = run.window[0]
     t_sched = pd.to_numeric(req["t_sched_s"], errors="coerce") - w0
@@ -150,6 +166,8 @@ def run_limits(meta: Mapping[str, Any], gateway: Mapping[str, Any] | None = None
 def simulate_run(run: FitRun, profile: PlatformProfile,
                  gateway: Mapping[str, Any] | None = None) -> SimResult:
     """Simulate one measured run's requests under its policy on `profile`."""
+    from scalezero.simulate.engine import simulate
+
     return simulate(run_requests(run), run_policy(run.data.meta), profile,
                     run_limits(run.data.meta, gateway),
                     until_s=run.window[1] - run.window[0])
@@ -176,9 +194,15 @@ def _measured_rows(summary: pd.DataFrame | None, runs: Sequence[FitRun]
 
 def validate_workload(
     run_dirs: Sequence[Path], workload: str, *, summary: pd.DataFrame | None = None,
-    gateway: Mapping[str, Any] | None = None,
+    gateway: Mapping[str, Any] | None = None, settings: ProjectionSettings | None = None,
 ) -> pd.DataFrame:
-    """The validation table (VALIDATION_COLUMNS) of a workload's runs, leaving one out."""
+    """The validation table (VALIDATION_COLUMNS) of a workload's runs, leaving one out.
+
+    `summary` is the workload's summary file (the measured side; default: each run read
+    here), `gateway` the configuration's gateway section the runs were made with,
+    `settings` the constants of the power estimate for runs without an energy counter."""
+    from scalezero.simulate import engine
+
     if not run_dirs:
         raise UserError("validate: no run folders given")
     runs = [read_run(Path(d)) for d in run_dirs]
@@ -192,10 +216,10 @@ def validate_workload(
                    "(all strategies)")
         else:
             fit = FIT_ALL
-        profile = profile_from_runs(others or [run],
+        profile = profile_from_runs(others or [run], settings=settings,
                                     instance_concurrency=limits[i].instance_concurrency)
         result = simulate_run(run, profile, gateway)
-        simulated = summarize(result, profile)
+        simulated = engine.summarize(result, profile)
         key = _key(run)
         if key not in measured:
             raise UserError(f"{run.run_dir}: {key[0]} repeat {key[1]} is not in the summary")
@@ -218,7 +242,7 @@ def missed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = [
-    "FIT_ALL", "TARGETS", "VALIDATION_COLUMNS", "Target", "compare", "counter_measured",
-    "missed", "run_limits", "run_policy", "run_requests", "simulate_run",
+    "FIT_ALL", "METRIC_LABELS", "TARGETS", "VALIDATION_COLUMNS", "Target", "compare",
+    "counter_measured", "missed", "run_limits", "run_policy", "run_requests", "simulate_run",
     "validate_workload", "write_validation",
 ]
