@@ -692,6 +692,7 @@ def plot_simulation(validation_csv: Path, out: Path, *,
             continue
         hi = float(both.max()) * 1.1 if float(both.max()) > 0 else 1.0
         lo = min(0.0, float(both.min()))
+        lo -= 0.03 * (hi - lo)  # points at 0 stay clear of the axes
         x = np.linspace(lo, hi, 50)
         if target.kind == "pct":
             band_lo, band_hi = x * (1 - target.tolerance / 100), x * (1 + target.tolerance / 100)

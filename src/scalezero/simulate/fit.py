@@ -11,8 +11,10 @@ are taken relative to each run's replay window start.
   platform starts an instance the same way whatever asked for it).
 - Stop: median of drain -> stopped.
 - Warm TTFT: a least-squares line in the server-counted prompt tokens (`tokens_in`) over
-  the successful warm requests, each less the time it waited in the gateway
-  (`queue_wait_ms`), so the line is the service time the simulator adds after a grant.
+  the successful warm requests, each timed from its grant (its send plus the time it
+  waited in the gateway, `queue_wait_ms`, and with one request per instance at a time
+  no earlier than the end of the instance's previous request), so the line is the
+  service time the simulator adds after a grant.
   An instance's first request is left out (it carries the first-inference warm-up).
   A negative slope falls back to the median; a negative intercept to a line through 0.
 - First-request extra: for each instance's first successful request, its first token
@@ -110,18 +112,30 @@ def _stop_samples(run: FitRun) -> list[float]:
     return _finite(stop[stop >= 0])
 
 
-def _service_requests(run: FitRun) -> pd.DataFrame:
+def _service_requests(run: FitRun, instance_concurrency: int) -> pd.DataFrame:
     """The run's successful requests, relative to its replay start: request_id,
-    instance_id, tokens_in, t_send_rel_s, service_ttft_s (TTFT less the gateway's queue
-    wait), tpot_s, cold, first_of_instance."""
+    instance_id, tokens_in, t_send_rel_s, service_ttft_s, tpot_ms, cold,
+    first_of_instance.
+
+    service_ttft_s is the first token's time from the grant: the send plus the gateway's
+    queue wait, and, where an instance serves one request at a time, no earlier than the
+    end of that instance's previous request."""
     req = run.summary.requests
     ok = req[req["ok"].astype(bool)].copy()
     if ok.empty:
         return ok.assign(service_ttft_s=pd.Series(dtype=float),
                          first_of_instance=pd.Series(dtype=bool))
-    wait_s = pd.to_numeric(ok["queue_wait_ms"], errors="coerce").fillna(0.0) / 1000.0
-    ok["service_ttft_s"] = pd.to_numeric(ok["ttft_ms"], errors="coerce") / 1000.0 - wait_s
     ok = ok.sort_values(["t_send_rel_s", "request_id"], kind="mergesort")
+    send = pd.to_numeric(ok["t_send_rel_s"], errors="coerce")
+    wait_s = pd.to_numeric(ok["queue_wait_ms"], errors="coerce").fillna(0.0) / 1000.0
+    first_rel = send + pd.to_numeric(ok["ttft_ms"], errors="coerce") / 1000.0
+    grant = send + wait_s
+    if instance_concurrency == 1:
+        end_rel = send + pd.to_numeric(ok["e2e_ms"], errors="coerce") / 1000.0
+        previous_end = end_rel.groupby(ok["instance_id"]).transform(
+            lambda ends: ends.cummax().shift())
+        grant = np.fmax(grant, previous_end)
+    ok["service_ttft_s"] = first_rel - grant
     first = ~ok.duplicated("instance_id", keep="first") & ok["instance_id"].notna()
     ok["first_of_instance"] = first
     return ok
@@ -292,7 +306,7 @@ def profile_from_runs(runs: Sequence[FitRun], *, name: str | None = None,
     phases = {p: _finite(starts[p]) for p in START_PHASES}
     stops = [s for r in runs for s in _stop_samples(r)]
 
-    requests = {r.run_dir: _service_requests(r) for r in runs}
+    requests = {r.run_dir: _service_requests(r, instance_concurrency) for r in runs}
     warm = pd.concat([req[~req["cold"].astype(bool) & ~req["first_of_instance"]]
                       for req in requests.values()], ignore_index=True)
     base_s, per_token_s = fit_warm_ttft(warm["tokens_in"].to_numpy(dtype=float),
