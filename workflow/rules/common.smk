@@ -210,6 +210,12 @@ def simulation_files(workload):
     return _strs(LAYOUT.simulation(workload))
 
 
+def simulation_run_inputs(wildcards):
+    """The run files the simulation's fit reads (those the aggregate step reads)."""
+    files = run_files(run_dirs(wildcards.workload))
+    return {kind: files[kind] for kind in ("run_json", "requests", "tokens", "events", "telemetry")}
+
+
 def figure_file(workload, name):
     return str(LAYOUT.figure(workload, name))
 

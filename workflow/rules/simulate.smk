@@ -3,12 +3,6 @@
 # compared with its measured summary; the figure shows simulated against measured.
 
 
-def simulation_run_inputs(wildcards):
-    """The run files the fit reads (those the aggregate step reads)."""
-    files = run_files(run_dirs(wildcards.workload))
-    return {kind: files[kind] for kind in ("run_json", "requests", "tokens", "events", "telemetry")}
-
-
 rule fit_profile:
     input:
         unpack(simulation_run_inputs),
@@ -35,9 +29,9 @@ rule validate_simulation:
         log_file("simulation", "{workload}", "validate"),
     conda:
         "../../envs/scalezero.yaml"
+    # No constants: energy is compared only where a counter measured it, never estimated.
     params:
         gateway=_canonical(config.get("gateway", {})),
-        constants=_canonical(config.get("constants", {})),
     script:
         "../scripts/validate_simulation.py"
 

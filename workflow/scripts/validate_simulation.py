@@ -8,7 +8,6 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
 import pandas as pd
 
-from scalezero.analysis.constants import projection_settings
 from scalezero.simulate.validate import validate_workload, write_validation
 from scalezero.system.workflow_io import logged
 
@@ -19,6 +18,5 @@ with logged(snakemake.log[0]):
         snakemake.wildcards.workload,
         summary=pd.read_csv(snakemake.input.summary),
         gateway=snakemake.params.gateway,
-        settings=projection_settings({"constants": snakemake.params.constants}),
     )
     print(write_validation(table, Path(snakemake.output.validation)))

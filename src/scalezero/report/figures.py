@@ -718,8 +718,8 @@ def plot_simulation(validation_csv: Path, out: Path, *,
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = [Line2D([], [], marker="o", linestyle="", color=colors[n], label=n)
-               for n in names]
+    handles: list[Any] = [Line2D([], [], marker="o", linestyle="", color=colors[n], label=n)
+                          for n in names]
     handles += [Line2D([], [], marker="o", linestyle="", markerfacecolor="none",
                        markeredgecolor="0.3", color="0.3", label="target missed"),
                 Line2D([], [], color="0.3", linewidth=0.8, label="simulated = measured"),
