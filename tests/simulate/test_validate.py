@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_fit import always_on_run, naive_run
+from simulation_fixtures import always_on_run, naive_run
 
 from scalezero.errors import UserError
 from scalezero.serving.settings import QueueSettings
