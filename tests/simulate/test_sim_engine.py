@@ -245,3 +245,16 @@ def test_no_requests_and_unsorted_requests() -> None:
     shuffled = run("keep_warm", [SimRequest(7, 30.0, 10, 11), SimRequest(3, 1.0, 10, 11)])
     assert shuffled.requests["request_id"].tolist() == [3, 7]
     assert shuffled.requests["t_grant_s"].tolist() == pytest.approx([5.0, 30.0])
+
+
+def test_the_shutdown_cuts_a_start_short() -> None:
+    # The only request gives up at 1 s, which ends the window: the gateway stops the
+    # instance it was starting (spawned at 0, runtime ready at 1, model loaded never).
+    result = run("naive", at(0.0), cold_start_timeout_s=1.0)
+    assert result.requests["status"].tolist() == [504]
+    assert events_of(result) == [
+        (0.0, "i1", "spawn", "starting", "on_demand"),
+        (1.0, "i1", "runtime_ready", "starting", ""),
+        (1.0, "i1", "drain", "draining", "shutdown"),
+        (1.5, "i1", "stopped", "stopped", "shutdown"),
+    ]

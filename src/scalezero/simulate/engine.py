@@ -101,9 +101,8 @@ _REASON_NAMES: tuple[str, ...] = (
 (_R_NONE, _R_ON_DEMAND, _R_MIN_INSTANCES, _R_PREWARM, _R_IDLE_TTL, _R_NO_INFLIGHT,
  _R_DRAINED, _R_SHUTDOWN) = range(len(_REASON_NAMES))
 
-# Kinds of queued events.
-_K_RELEASE, _K_RUNTIME_READY, _K_MODEL_LOADED, _K_READY, _K_TIMEOUT, _K_IDLE, _K_PREWARM, \
-    _K_STOPPED = range(8)
+# Kinds of queued events: indexes into ``_Engine.handlers``.
+_K_RELEASE, _K_IDLE, _K_TIMEOUT, _K_PREWARM, _K_READY, _K_STOPPED = range(6)
 
 # Waiter states of a request.
 _W_NONE, _W_WAITING, _W_DONE = range(3)
@@ -163,13 +162,11 @@ class _Instance:
         "idle_token",
         "in_flight",
         "index",
+        "phase_rows",
         "ready_at_s",
         "reason",
         "served",
         "state",
-        "t_model_loaded_s",
-        "t_runtime_ready_s",
-        "t_spawn_s",
     )
 
     def __init__(self, index: int, reason: int) -> None:
@@ -181,9 +178,8 @@ class _Instance:
         self.served = 0
         #: Bumped to cancel the pending idle timer (timers carry the token they were set with).
         self.idle_token = 0
-        self.t_spawn_s = 0.0
-        self.t_runtime_ready_s = 0.0
-        self.t_model_loaded_s = 0.0
+        #: Rows of its runtime_ready and model_loaded events, recorded at the spawn.
+        self.phase_rows: tuple[int, ...] = ()
 
 
 class _Progress:
@@ -254,12 +250,12 @@ class _Engine:
 
         self.heap: list[tuple[float, int, int, Any, int]] = []
         self.seq = 0
-        # Recorded events as codes: time, instance index, event, state, reason.
-        self.ev_t: list[float] = []
-        self.ev_inst: list[int] = []
-        self.ev_event: list[int] = []
-        self.ev_state: list[int] = []
-        self.ev_reason: list[int] = []
+        # Recorded events as codes: (time, instance index, event, state, reason).
+        self.events: list[tuple[float, int, int, int, int]] = []
+        #: Rows recorded ahead that did not happen (phases of a start cut short).
+        self.dropped_rows: set[int] = set()
+        self.handlers = (self.release, self.idle_expired, self.timeout, self.prewarm_due,
+                         self.ready, self.stopped)
         # Warm-up plan: (spawn, runtime_ready, model_loaded, ready) per initial start.
         self.warmup_plan: list[tuple[float, float, float, float]] = []
 
@@ -269,11 +265,7 @@ class _Engine:
         heapq.heappush(self.heap, (t_s, self.seq, kind, obj, token))
 
     def record(self, t_s: float, inst: _Instance, event: int, reason: int = _R_NONE) -> None:
-        self.ev_t.append(t_s)
-        self.ev_inst.append(inst.index)
-        self.ev_event.append(event)
-        self.ev_state.append(inst.state)
-        self.ev_reason.append(reason)
+        self.events.append((t_s, inst.index, event, inst.state, reason))
 
     def free_instance(self) -> _Instance | None:
         concurrency = self.concurrency
@@ -306,7 +298,7 @@ class _Engine:
             timeout_s = self.queue_timeout_s if warm_exists else self.cold_start_timeout_s
             self.push(now + timeout_s, _K_TIMEOUT, k)
 
-    def timeout(self, k: int, now: float) -> None:
+    def timeout(self, k: int, _: int, now: float) -> None:
         if self.waiter_state[k] != _W_WAITING:
             return  # granted before its deadline
         self.waiter_state[k] = _W_DONE  # left in the deque; dispatch skips it
@@ -329,7 +321,7 @@ class _Engine:
         if first:
             t_first += self.first_extra_s
             self.first[k] = True
-            self.record(t_first, inst, _E_FIRST_TOKEN)
+            self.events.append((t_first, inst.index, _E_FIRST_TOKEN, _READY, _R_NONE))
         self.t_first[k] = t_first
         t_end = t_first + self.decode[k]
         self.t_end[k] = t_end
@@ -366,7 +358,8 @@ class _Engine:
         if inst.state == _DRAINING and inst.in_flight == 0:
             self.push(now + self.stop_s, _K_STOPPED, inst, _R_DRAINED)
         elif inst.state == _READY:
-            self.dispatch(now)
+            if self.n_waiting:  # (dispatch does nothing without waiters)
+                self.dispatch(now)
             if inst.in_flight == 0:
                 self.consider_idle(inst, now)
 
@@ -411,7 +404,7 @@ class _Engine:
         if inst.state != _DRAINING:
             return
         inst.state = _STOPPED
-        self.record(now, inst, _E_STOPPED, reason)
+        self.events.append((now, inst.index, _E_STOPPED, _STOPPED, reason))
         self.instances.remove(inst)
 
     # ------------------------------------------------------------------ scale up
@@ -422,7 +415,7 @@ class _Engine:
             return
         self.push(now + max(0.0, at_s - now), _K_PREWARM, None, self.prewarm_token)
 
-    def prewarm_due(self, token: int, now: float) -> None:
+    def prewarm_due(self, _: None, token: int, now: float) -> None:
         if token != self.prewarm_token:
             return  # replaced or cancelled
         self.prewarm_token += 1
@@ -455,17 +448,15 @@ class _Engine:
             t_rr = t_spawn + self.phase_s[0]
             t_ml = t_rr + self.phase_s[1]
             t_ready = t_ml + self.phase_s[2]
-        inst.t_spawn_s = t_spawn
-        self.record(t_spawn, inst, _E_SPAWN, reason)
-        self.push(t_rr, _K_RUNTIME_READY, inst)
-        self.push(t_ml, _K_MODEL_LOADED, inst)
+        events = self.events
+        # The phases in between are recorded ahead (dropped if the start is cut short).
+        inst.phase_rows = (len(events) + 1, len(events) + 2)
+        events.append((t_spawn, inst.index, _E_SPAWN, _STARTING, reason))
+        events.append((t_rr, inst.index, _E_RUNTIME_READY, _STARTING, _R_NONE))
+        events.append((t_ml, inst.index, _E_MODEL_LOADED, _STARTING, _R_NONE))
         self.push(t_ready, _K_READY, inst)
 
-    def phase(self, inst: _Instance, event: int, now: float) -> None:
-        if inst.state == _STARTING:
-            self.record(now, inst, event)
-
-    def ready(self, inst: _Instance, now: float) -> None:
+    def ready(self, inst: _Instance, _: int, now: float) -> None:
         """The end of ``Pool._run_start``."""
         if inst.state != _STARTING:
             return  # shut down while starting
@@ -492,6 +483,9 @@ class _Engine:
                 self.done += 1
         for inst in list(self.instances):
             inst.idle_token += 1
+            if inst.state == _STARTING:
+                self.dropped_rows.update(row for row in inst.phase_rows
+                                         if self.events[row][0] > now)
             if inst.state != _DRAINING:
                 self.drain(inst, _R_SHUTDOWN, now)
             # A draining instance is already on its way out; its stop ends first.
@@ -499,22 +493,7 @@ class _Engine:
     # ------------------------------------------------------------------ the loop
     def handle(self, event: tuple[float, int, int, Any, int]) -> None:
         now, _, kind, obj, token = event
-        if kind == _K_RELEASE:
-            self.release(obj, token, now)
-        elif kind == _K_IDLE:
-            self.idle_expired(obj, token, now)
-        elif kind == _K_TIMEOUT:
-            self.timeout(obj, now)
-        elif kind == _K_PREWARM:
-            self.prewarm_due(token, now)
-        elif kind == _K_READY:
-            self.ready(obj, now)
-        elif kind == _K_RUNTIME_READY:
-            self.phase(obj, _E_RUNTIME_READY, now)
-        elif kind == _K_MODEL_LOADED:
-            self.phase(obj, _E_MODEL_LOADED, now)
-        else:
-            self.stopped(obj, token, now)
+        self.handlers[kind](obj, token, now)
 
     def warm_up(self) -> None:
         """``Pool.start`` and the runner's wait for the initial instances, ending at t = 0."""
@@ -549,6 +528,8 @@ class _Engine:
         """Replay every request; return the end of the window."""
         heap = self.heap
         handle = self.handle
+        handlers = self.handlers
+        heappop = heapq.heappop
         arrival = self.arrival
         t_sched = self.t_sched
         n = self.n
@@ -558,7 +539,8 @@ class _Engine:
         while k < n:
             t_next = t_sched[k]
             while heap and heap[0][0] <= t_next:
-                handle(heapq.heappop(heap))
+                now, _, kind, obj, token = heappop(heap)
+                handlers[kind](obj, token, now)
             arrival(k, t_next)
             k += 1
             if progress is not None and k >= next_report:
@@ -581,11 +563,8 @@ class _Engine:
 
     # ------------------------------------------------------------------ frames
     def request_frame(self) -> pd.DataFrame:
-        n_inst = len(self.all_instances)
         codes = np.asarray(self.served_by, dtype=np.int64)
-        names = [f"i{j + 1}" for j in range(n_inst)] + [""]
-        instance_id = pd.Categorical.from_codes(np.where(codes < 0, n_inst, codes),
-                                                categories=names)
+        names = self.instance_names([""])  # -1 (not served): ""
         t_sched = np.asarray(self.t_sched, dtype=float)
         t_grant = np.asarray(self.t_grant, dtype=float)
         df = pd.DataFrame({
@@ -597,30 +576,39 @@ class _Engine:
             "status": np.asarray(self.status, dtype=np.int64),
             "cold": np.asarray(self.cold, dtype=bool),
             "first_of_instance": np.asarray(self.first, dtype=bool),
-            "instance_id": instance_id,
+            "instance_id": names[codes],
             "queue_wait_s": t_grant - t_sched,
         })
         return df.sort_values("request_id", kind="mergesort").reset_index(drop=True)
 
-    def event_frame(self) -> pd.DataFrame:
-        t = np.asarray(self.ev_t, dtype=float)
-        order = np.argsort(t, kind="mergesort")  # recording order among equal times
-        n_inst = len(self.all_instances)
-        names = [f"i{j + 1}" for j in range(n_inst)]
+    def instance_names(self, extra: list[str]) -> np.ndarray:
+        """Instance ids by index (the pool's ``i1``, ``i2``, ...), then ``extra``; an
+        object array, so that codes index it (-1 is the last extra)."""
+        return np.asarray([f"i{j + 1}" for j in range(len(self.all_instances))] + extra,
+                          dtype=object)
 
-        def column(codes: list[int], categories: Sequence[str]) -> pd.Categorical:
-            return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int64)[order],
-                                             categories=[str(c) for c in categories])
+    def event_frame(self) -> pd.DataFrame:
+        rows = self.events
+        if self.dropped_rows:
+            rows = [row for j, row in enumerate(rows) if j not in self.dropped_rows]
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 5
+        t = np.asarray(columns[0], dtype=float)
+        order = np.argsort(t, kind="mergesort")  # recording order among equal times
+
+        def column(codes: Sequence[int], names: np.ndarray) -> np.ndarray:
+            return names[np.asarray(codes, dtype=np.int64)[order]]
+
+        def named(values: Sequence[str]) -> np.ndarray:
+            return np.asarray([str(v) for v in values], dtype=object)
 
         return pd.DataFrame({
             EVENT_COLUMNS[0]: t[order],
-            EVENT_COLUMNS[1]: column(self.ev_inst, names),
-            EVENT_COLUMNS[2]: column(self.ev_event, _EVENT_NAMES),
-            EVENT_COLUMNS[3]: column(self.ev_state, _STATE_NAMES),
+            EVENT_COLUMNS[1]: column(columns[1], self.instance_names([])),
+            EVENT_COLUMNS[2]: column(columns[2], named(_EVENT_NAMES)),
+            EVENT_COLUMNS[3]: column(columns[3], named(_STATE_NAMES)),
             EVENT_COLUMNS[4]: np.full(len(t), np.nan),  # no process, no pid
-            EVENT_COLUMNS[5]: column(self.ev_reason, _REASON_NAMES),
-            EVENT_COLUMNS[6]: pd.Categorical.from_codes(np.zeros(len(t), dtype=np.int64),
-                                                        categories=[""]),
+            EVENT_COLUMNS[5]: column(columns[4], named(_REASON_NAMES)),
+            EVENT_COLUMNS[6]: np.full(len(t), "", dtype=object),
         })
 
 
@@ -674,7 +662,7 @@ def live_requests_frame(requests: pd.DataFrame) -> pd.DataFrame:
         "error": np.where(ok, "", "simulated " + requests["status"].astype(str)),
         "cold": requests["cold"],
         "queue_wait_ms": requests["queue_wait_s"] * 1000.0,
-        "instance_id": requests["instance_id"].astype(object),
+        "instance_id": requests["instance_id"],
     })
 
 
