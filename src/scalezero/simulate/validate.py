@@ -131,7 +131,8 @@ def run_requests(run: FitRun) -> list[SimRequest]:
     req = run.data.requests
     w0 = run.window[0]
     t_sched = pd.to_numeric(req["t_sched_s"], errors="coerce") - w0
-    tokens_in = pd.to_numeric(req.get("tokens_in"), errors="coerce")
+    tokens_in = (pd.to_numeric(req["tokens_in"], errors="coerce") if "tokens_in" in req
+                 else pd.Series(math.nan, index=req.index))
     max_tokens = pd.to_numeric(req["max_tokens"], errors="coerce")
     out = []
     for rid, t, p, o in zip(pd.to_numeric(req["request_id"], errors="coerce"), t_sched,
