@@ -38,6 +38,10 @@ def test_paths_are_the_documented_literals() -> None:
         "phases": "results/projections/bursty_phases.csv",
         "constants": "results/projections/bursty_constants.json",
     }
+    assert {k: str(v) for k, v in lay.simulation("bursty").items()} == {
+        "profile": "results/simulation/bursty_profile.json",
+        "validation": "results/simulation/bursty_validation.csv",
+    }
     assert str(lay.figure("bursty", "timeline_naive")) == \
         "results/figures/bursty/timeline_naive.png"
     assert str(lay.report_html) == "results/report/report.html"

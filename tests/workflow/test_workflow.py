@@ -79,6 +79,12 @@ def test_smoke_dag_produces_report_with_expected_ordering(smoke_run: dict) -> No
     requests = pd.read_csv(workdir / "results" / "runs" / "smoke" / "naive" / "1" /
                            "requests.csv")
     assert (requests["tokens_out"] == requests["max_tokens"]).all()
+    # The simulator was validated against every run, leaving one out.
+    validation = pd.read_csv(workdir / "results" / "simulation" / "smoke_validation.csv")
+    assert set(validation["strategy"]) == set(STRATEGIES)
+    assert set(validation["fit"]) == {"the 3 other runs (all strategies)"}
+    assert (workdir / "results" / "simulation" / "smoke_profile.json").is_file()
+    assert "Simulation" in html
     print(f"smoke DAG: {smoke_run['elapsed_s']:.0f} s")
     assert smoke_run["elapsed_s"] < 180, f"smoke DAG took {smoke_run['elapsed_s']:.0f} s"
 
@@ -186,6 +192,8 @@ def test_forcerun_one_strategy_lists_only_it_and_downstream(smoke_run: dict) -> 
     assert planned_wildcards(out, "run") == ["workload=smoke, strategy=keep_warm-4, rep=1"]
     assert "fetch_model" not in jobs and "workload" not in jobs, jobs
     assert jobs.get("aggregate") == 1 and "report" in jobs, jobs
+    # The simulator is checked against the runs again, downstream of them.
+    assert {"fit_profile", "validate_simulation", "figure_simulation"} <= set(jobs), jobs
 
 
 def test_changing_a_policy_parameter_reruns_only_that_strategy(smoke_run: dict) -> None:
@@ -255,8 +263,9 @@ def test_changing_a_constant_reruns_only_projections_figures_and_report(
     dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(changed),
                     tag=new_tag())
     jobs = planned_jobs(dry.stdout + dry.stderr)
-    assert set(jobs) <= {"projections", "figure_energy", "figure_projections", "report",
-                         "all"}, jobs
+    # The profile's power is estimated with the constants where no counter measured it.
+    assert set(jobs) <= {"projections", "figure_energy", "figure_projections", "fit_profile",
+                         "report", "all"}, jobs
     assert {"projections", "report"} <= set(jobs), jobs
     snakemake(workdir, "--cores", "2", "--configfile", str(changed), tag=new_tag())
     after = yaml.safe_load(variables_file.read_text())
@@ -279,8 +288,17 @@ def test_snakemake_report_registers_the_figures(smoke_run: dict) -> None:
               tag=new_tag())
     html = (workdir / "results" / "snakemake-report.html").read_text(encoding="utf-8")
     for name in ("latency.png", "cold_starts.png", "timeline_naive.png", "size_sweep.png",
-                 "report.html"):
+                 "simulation.png", "report.html"):
         assert name in html, name
+
+
+def test_dry_run_plans_the_simulation_steps(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path / "dry")
+    result = snakemake(workdir, "-n", "--cores", "2", "--configfile", SMOKE, tag=new_tag())
+    jobs = planned_jobs(result.stdout + result.stderr)
+    for rule in ("fit_profile", "validate_simulation", "figure_simulation"):
+        assert jobs.get(rule) == 1, jobs
+    assert planned_wildcards(result.stdout, "validate_simulation") == ["workload=smoke"]
 
 
 def test_lint_is_clean() -> None:

@@ -231,6 +231,16 @@ def projection_files(workload):
     return _strs(LAYOUT.projections(workload))
 
 
+def simulation_files(workload):
+    return _strs(LAYOUT.simulation(workload))
+
+
+def simulation_run_inputs(wildcards):
+    """The run files the simulation's fit reads (those the aggregate step reads)."""
+    files = run_files(run_dirs(wildcards.workload))
+    return {kind: files[kind] for kind in ("run_json", "requests", "tokens", "events", "telemetry")}
+
+
 def figure_file(workload, name):
     return str(LAYOUT.figure(workload, name))
 
@@ -294,6 +304,8 @@ def report_inputs(wildcards):
         inputs["sweep_summary"] = str(LAYOUT.sweep_summary)
         inputs["sweep_figure"] = str(LAYOUT.sweep_figure)
     inputs.update({f"fig_{k}": v for k, v in report_figures(workload).items()})
+    inputs.update({f"sim_{k}": v for k, v in simulation_files(workload).items()})
+    inputs["sim_figure"] = figure_file(workload, "simulation")
     return inputs
 
 

@@ -33,5 +33,9 @@ with logged(snakemake.log[0]):
         size_sweep=({"summary": Path(inputs["sweep_summary"]),
                      "figure": Path(inputs["sweep_figure"])}
                     if "sweep_summary" in inputs else None),
+        simulation=({"validation": Path(inputs["sim_validation"]),
+                     "profile": Path(inputs["sim_profile"]),
+                     "figure": Path(inputs["sim_figure"])}
+                    if "sim_validation" in inputs else None),
     )
     print(f"{result.html} ({result.renderer})")

@@ -30,8 +30,9 @@ from scalezero.report.render import (
     render,
     resolve_document,
 )
+from scalezero.report.simulation import simulation_md
 from scalezero.report.tables import build_tables
-from scalezero.report.variables import build_variables
+from scalezero.report.variables import build_variables, simulation_variables
 
 #: The report source shipped with the project (report/ at the repository root).
 DEFAULT_SOURCE_DIR = Path(__file__).resolve().parents[3] / "report"
@@ -40,7 +41,7 @@ PANDOC_CSS = "pandoc.css"
 
 SECTIONS: tuple[str, ...] = (
     "Summary", "Setup", "Latency", "Cold starts", "Resources over time", "Energy",
-    "Projections", "Discussion", "Limitations", "References",
+    "Projections", "Simulation", "Discussion", "Limitations", "References",
 )
 
 
@@ -175,6 +176,7 @@ def build_report(
     renderer: str | None = None,
     log: Path | None = None,
     size_sweep: Mapping[str, Path] | None = None,
+    simulation: Mapping[str, Path] | None = None,
 ) -> ReportResult:
     """Render the report of one workload into `out_html`.
 
@@ -185,22 +187,36 @@ def build_report(
     `scalezero.system.layout.Layout.projection_files_in` return). `trace_info` (the
     workload step's record of the trace) and `workload_spec` (the workload's
     configuration entry) describe where the trace came from. The variables are also
-    written to `variables_out` when given.
+    written to `variables_out` when given. `simulation` holds the simulation step's
+    files (validation, figure and, optionally, profile); without it the report says that
+    no simulation was validated.
     """
     source_dir = Path(source_dir or DEFAULT_SOURCE_DIR)
     if not (source_dir / MAIN_FILE).is_file():
         raise UserError(f"report source not found: {source_dir / MAIN_FILE}")
     inputs = collect_inputs(workload, summary_files, projection_files, run_dirs, trace,
                             slo_sets, trace_info, workload_spec)
-    numbers = figure_numbers(inputs.strategies, size_sweep=size_sweep is not None)
+    numbers = figure_numbers(inputs.strategies, size_sweep=size_sweep is not None,
+                             simulation=simulation is not None)
     if size_sweep is not None:
         figures = {**figures, "size_sweep": Path(size_sweep["figure"])}
+    validation = profile = None
+    if simulation is not None:
+        import json
+
+        import pandas as pd
+
+        figures = {**figures, "simulation": Path(simulation["figure"])}
+        validation = pd.read_csv(simulation["validation"])
+        if simulation.get("profile") is not None:
+            profile = json.loads(Path(simulation["profile"]).read_text(encoding="utf-8"))
     missing = [k for k in numbers if k not in figures]
     if missing:
         raise UserError(f"figures missing for the report: {', '.join(missing)}")
     engine = choose_renderer(renderer or settings.renderer)
     variables = build_variables(inputs, title=settings.title, author=settings.author,
                                 renderer=engine.label, figure_numbers=numbers)
+    variables["sim"] = simulation_variables(validation, profile)
     tables = build_tables(inputs, variables)
     with tempfile.TemporaryDirectory(prefix="scalezero-report-") as tmp:
         work = Path(tmp) / "report"
@@ -229,6 +245,9 @@ def build_report(
             sweep_md = ("No size sweep was configured (`size_sweep.models` in the "
                         "configuration), so cold start is not related to model size here.\n")
         (generated / "size_sweep.md").write_text(sweep_md, encoding="utf-8")
+        (generated / "simulation.md").write_text(simulation_md(
+            validation, variables["sim"], numbers.get("simulation"),
+            variables["fig"].get("simulation_file")), encoding="utf-8")
         dumped = yaml.safe_dump(variables, sort_keys=False, allow_unicode=True)
         (work / "_variables.yml").write_text(dumped, encoding="utf-8")
         if variables_out is not None:

@@ -32,8 +32,12 @@ def make_report(
     trace: Path | None, projections_dir: Path, figures_dir: Path, out_html: Path,
     variables_out: Path | None = None, source_dir: Path | None = None,
     renderer: str | None = None, trace_info: Path | None = None,
+    simulation_dir: Path | None = None,
 ) -> Path:
-    """All three report steps: projections, figures, HTML. Returns the HTML path."""
+    """All three report steps: projections, figures, HTML. Returns the HTML path.
+
+    With a validation table in `simulation_dir` (the workflow's validate_simulation
+    step), its figure is drawn and the report shows it."""
     import pandas as pd
 
     from scalezero.analysis.projections import write_projections
@@ -62,13 +66,22 @@ def make_report(
             make_figure("timeline", {"run_dir": run_dir}, path, strategies=strategies)
         else:
             make_figure(name, inputs, path, strategies=strategies, slo_sets=slo_sets)
+    simulation: dict[str, Path] | None = None
+    if simulation_dir is not None:
+        sim_files = Layout.simulation_files_in(simulation_dir, workload)
+        if sim_files["validation"].is_file():
+            simulation = {**sim_files, "figure": Layout.figure_in(figures_dir, "simulation")}
+            make_figure("simulation", {"validation": sim_files["validation"]},
+                        simulation["figure"], strategies=strategies)
+            if not sim_files["profile"].is_file():
+                del simulation["profile"]
     result = build_report(
         workload=workload, summary_files=summaries, projection_files=projections,
         figures=figures, out_html=out_html, settings=settings, run_dirs=run_dirs,
         trace=trace, trace_info=trace_info,
         workload_spec=(config.get("workloads") or {}).get(workload),
         slo_sets=slo_sets, variables_out=variables_out,
-        source_dir=source_dir, renderer=renderer)
+        source_dir=source_dir, renderer=renderer, simulation=simulation)
     return result.html
 
 
@@ -112,7 +125,8 @@ def _run(args: argparse.Namespace) -> int:
         out_html=Path(args.out) if args.out else layout.report_html,
         variables_out=layout.report_variables,
         source_dir=Path(args.source) if args.source else None,
-        renderer=args.renderer, trace_info=trace_info if trace_info.is_file() else None)
+        renderer=args.renderer, trace_info=trace_info if trace_info.is_file() else None,
+        simulation_dir=layout.simulation_dir)
     print(html)
     return 0
 

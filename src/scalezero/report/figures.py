@@ -661,6 +661,75 @@ def plot_size_sweep(sweep_csv: Path, out: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------
+# Simulation against measurement
+
+
+def plot_simulation(validation_csv: Path, out: Path, *,
+                    strategies: Sequence[str] | None = None) -> Path:
+    """Simulated against measured, one panel per metric of the validation table: one
+    point per run (hollow where its target was missed), the identity line and the
+    target band around it."""
+    from scalezero.simulate.validate import METRIC_LABELS, TARGETS
+
+    plt = _plt()
+    df = pd.read_csv(validation_csv)
+    names = _strategies_of(df, given=strategies)
+    colors = strategy_colors(names)
+    targets = [t for t in TARGETS if t.metric in set(df["metric"].astype(str))] or \
+        list(TARGETS[:1])
+    ncols = min(3, len(targets))
+    nrows = math.ceil(len(targets) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTH_IN, 3.0 * nrows + 0.6),
+                             squeeze=False)
+    for ax, target in zip(axes.ravel(), targets, strict=False):
+        sel = df[df["metric"].astype(str) == target.metric]
+        m = pd.to_numeric(sel["measured"], errors="coerce")
+        s = pd.to_numeric(sel["simulated"], errors="coerce")
+        both = pd.concat([m, s]).dropna()
+        if both.empty:
+            _empty_note(ax, "nothing to compare")
+            ax.set_title(METRIC_LABELS.get(target.metric, target.metric))
+            continue
+        hi = float(both.max()) * 1.1 if float(both.max()) > 0 else 1.0
+        lo = min(0.0, float(both.min()))
+        lo -= 0.03 * (hi - lo)  # points at 0 stay clear of the axes
+        x = np.linspace(lo, hi, 50)
+        if target.kind == "pct":
+            band_lo, band_hi = x * (1 - target.tolerance / 100), x * (1 + target.tolerance / 100)
+        else:
+            band_lo, band_hi = x - target.tolerance, x + target.tolerance
+        ax.fill_between(x, band_lo, band_hi, color="0.85", label=f"target {target.text}")
+        ax.plot(x, x, color="0.3", linewidth=0.8, label="simulated = measured")
+        met = sel["met"].astype("string").str.lower()
+        for strategy in names:
+            mine = sel["strategy"].astype(str) == strategy
+            for hit, face in ((True, colors[strategy]), (False, "none")):
+                pick = mine & (met == ("true" if hit else "false"))
+                if pick.any():
+                    ax.scatter(m[pick], s[pick], s=36, facecolors=face,
+                               edgecolors=colors[strategy], linewidths=1.3, zorder=3)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_title(METRIC_LABELS.get(target.metric, target.metric))
+        ax.set_xlabel("measured")
+        ax.set_ylabel("simulated")
+    for ax in axes.ravel()[len(targets):]:
+        ax.set_visible(False)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles: list[Any] = [Line2D([], [], marker="o", linestyle="", color=colors[n], label=n)
+                          for n in names]
+    handles += [Line2D([], [], marker="o", linestyle="", markerfacecolor="none",
+                       markeredgecolor="0.3", color="0.3", label="target missed"),
+                Line2D([], [], color="0.3", linewidth=0.8, label="simulated = measured"),
+                Patch(color="0.85", label="target band")]
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), frameon=False)
+    return _save(fig, out)
+
+
+# ---------------------------------------------------------------------------------------
 # Dispatch by name (for the workflow's script and the command line)
 
 #: figure name -> (function, names of its inputs, in call order); the names are those of
@@ -672,6 +741,7 @@ FIGURES: dict[str, tuple[Callable[..., Path], tuple[str, ...]]] = {
     "energy": (plot_energy, ("phases", "runs")),
     "projections": (plot_projections, ("sweep", "model", "constants")),
     "timeline": (plot_timeline, ("run_dir",)),
+    "simulation": (plot_simulation, ("validation",)),
 }
 
 
@@ -693,6 +763,7 @@ def make_figure(name: str, inputs: Mapping[str, Any], out: Path,
 
 __all__ = [
     "FIGURES", "PHASE_COLORS", "make_figure", "plot_cold_starts", "plot_energy", "plot_frontier",
-    "plot_latency", "plot_projections", "plot_size_sweep", "plot_timeline", "strategy_colors",
+    "plot_latency", "plot_projections", "plot_simulation", "plot_size_sweep", "plot_timeline",
+    "strategy_colors",
     "strategy_order",
 ]

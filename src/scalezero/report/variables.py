@@ -374,4 +374,55 @@ def build_variables(inp: ReportInputs, *, title: str, author: str, renderer: str
     return variables
 
 
-__all__ = ["build_variables"]
+def simulation_variables(validation: pd.DataFrame | None,
+                         profile: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The simulation section's numbers: the leave-one-out validation table's counts,
+    a sentence listing every missed target, and the profile fitted on all runs (its
+    record, `PlatformProfile.record()`)."""
+    out: dict[str, str] = {"validated": "no"}
+    if validation is not None and not validation.empty:
+        met = validation["met"].astype("string").str.lower()
+        runs = validation[["strategy", "rep"]].drop_duplicates()
+        misses = validation[met == "false"]
+        fits = sorted(set(validation["fit"].astype(str)))
+        out.update({
+            "validated": "yes",
+            "n_runs": fmt_int(len(runs)),
+            "n_checked": fmt_int(int(met.isin(["true", "false"]).sum())),
+            "n_met": fmt_int(int((met == "true").sum())),
+            "n_missed": fmt_int(len(misses)),
+            "fit": "; ".join(fits),
+            "missed": (" ".join(
+                f"{r.strategy} repeat {r.rep} missed its {r.metric} target ({r.target}): "
+                f"measured {fmt(r.measured)}, simulated {fmt(r.simulated)}"
+                + (f" ({fmt(r.error_pct, 2)} %)." if math.isfinite(num(r.error_pct))
+                   else f" (off by {fmt(r.error)}).")
+                for r in misses.itertuples())
+                if not misses.empty else "Every target was met."),
+        })
+    if profile:
+        cold = sum(num(profile.get(k)) for k in (
+            "spawn_to_runtime_ready_s", "runtime_ready_to_model_loaded_s",
+            "model_loaded_to_ready_s"))
+        power = profile.get("power_w") or {}
+        out.update({
+            "profile_sources": fmt_int(len(profile.get("sources") or ())),
+            "cold_start_s": fmt(cold),
+            "spawn_to_runtime_ready_s": fmt(profile.get("spawn_to_runtime_ready_s")),
+            "runtime_ready_to_model_loaded_s":
+                fmt(profile.get("runtime_ready_to_model_loaded_s")),
+            "model_loaded_to_ready_s": fmt(profile.get("model_loaded_to_ready_s")),
+            "first_request_extra_s": fmt(profile.get("first_request_extra_s")),
+            "stop_s": fmt(profile.get("stop_s")),
+            "ttft_base_ms": fmt(1000.0 * num(profile.get("ttft_base_s"))),
+            "ttft_ms_per_prompt_token": fmt(1000.0 * num(profile.get("ttft_s_per_prompt_token"))),
+            "tpot_ms": fmt(1000.0 * num(profile.get("tpot_s"))),
+            "energy_source": str(profile.get("energy_source") or "none"),
+            "idle_loaded_power_w": fmt(power.get("idle_loaded")),
+            "active_power_w": fmt(power.get("active")),
+            "instance_mem_mib": fmt(profile.get("instance_mem_mib")),
+        })
+    return out
+
+
+__all__ = ["build_variables", "simulation_variables"]

@@ -9,6 +9,7 @@ import it before any rule runs.
     results/runs/<workload>/<strategy>/<rep>/{requests,tokens,events,telemetry}.csv, run.json
     results/summary/<workload>{,_ci,_requests,_energy,_cold_starts}.csv
     results/projections/<workload>{,_model,_runs,_phases}.csv, <workload>_constants.json
+    results/simulation/<workload>_profile.json, <workload>_validation.csv
     results/figures/<workload>/<figure>.png, results/figures/size_sweep.png
     results/report/report.html, variables.yml
     results/sweep/trace.csv, size_sweep.csv, runs/<model>/, bandwidth/<model>.json,
@@ -58,6 +59,11 @@ PROJECTION_SUFFIXES: dict[str, str] = {
     "runs": "_runs.csv",
     "phases": "_phases.csv",
     "constants": "_constants.json",
+}
+#: A workload's simulation files, by kind: <workload><suffix>.
+SIMULATION_SUFFIXES: dict[str, str] = {
+    "profile": "_profile.json",
+    "validation": "_validation.csv",
 }
 # Next to a strategy's run folders, not inside one (those hold only the run's outputs);
 # the strategy's repeats share it.
@@ -183,6 +189,20 @@ class Layout:
         return {k: Path(projections_dir) / f"{workload}{s}"
                 for k, s in PROJECTION_SUFFIXES.items()}
 
+    @property
+    def simulation_dir(self) -> Path:
+        return self.results / "simulation"
+
+    def simulation(self, workload: str) -> dict[str, Path]:
+        return self.simulation_files_in(self.simulation_dir, workload)
+
+    @staticmethod
+    def simulation_files_in(simulation_dir: Path | str, workload: str) -> dict[str, Path]:
+        """The simulation files of a workload in a given folder, by kind
+        (SIMULATION_SUFFIXES): the fitted profile and the leave-one-out validation."""
+        return {k: Path(simulation_dir) / f"{workload}{s}"
+                for k, s in SIMULATION_SUFFIXES.items()}
+
     # Figures and the report -------------------------------------------------------------
 
     def figures_dir(self, workload: str) -> Path:
@@ -255,5 +275,5 @@ def default_model() -> Path:
 
 __all__ = [
     "CONTEXT_PROBE_NAME", "DEFAULT_MODEL_NAME", "PROJECTION_SUFFIXES", "RUN_FILE_NAMES",
-    "SUMMARY_SUFFIXES", "Layout", "RunKey", "default_model",
+    "SIMULATION_SUFFIXES", "SUMMARY_SUFFIXES", "Layout", "RunKey", "default_model",
 ]

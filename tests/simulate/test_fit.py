@@ -1,0 +1,84 @@
+"""Fitting a platform profile from hand-built run folders with known numbers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from simulation_fixtures import BASE_S, PER_TOKEN_S, TPOT_S, always_on_run, naive_run
+
+from scalezero.errors import UserError
+from scalezero.simulate.fit import fit_profile, fit_warm_ttft
+from scalezero.simulate.profile import PlatformProfile
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory: pytest.TempPathFactory) -> PlatformProfile:
+    root = tmp_path_factory.mktemp("runs")
+    return fit_profile([naive_run(root), always_on_run(root)], instance_concurrency=2)
+
+
+def test_cold_start_phases_and_stop_are_medians(profile: PlatformProfile) -> None:
+    assert profile.spawn_to_runtime_ready_s == pytest.approx((0.5 + 0.2) / 2)
+    assert profile.runtime_ready_to_model_loaded_s == pytest.approx(1.0)
+    assert profile.model_loaded_to_ready_s == pytest.approx((0.5 + 0.8) / 2)
+    assert profile.cold_start_s == pytest.approx(2.0)
+    assert profile.stop_s == pytest.approx((0.25 + 0.5) / 2)
+    assert sorted(profile.samples["stop_s"]) == pytest.approx([0.25, 0.5])
+
+
+def test_warm_ttft_line_and_first_request_extra(profile: PlatformProfile) -> None:
+    # Warm points (10, 0.3), (30, 0.5) after the queue wait, (50, 0.7): the line exactly.
+    assert profile.ttft_base_s == pytest.approx(BASE_S)
+    assert profile.ttft_s_per_prompt_token == pytest.approx(PER_TOKEN_S)
+    assert sorted(profile.samples["warm_prompt_tokens"]) == [10, 30, 50]
+    # First requests: 0.6 s (cold, after ready) and 0.4 s (pre-warmed instance).
+    assert sorted(profile.samples["first_request_extra_s"]) == pytest.approx([0.4, 0.6])
+    assert profile.first_request_extra_s == pytest.approx(0.5)
+    assert profile.tpot_s == pytest.approx(TPOT_S)
+
+
+def test_power_from_the_counter_runs_only(profile: PlatformProfile) -> None:
+    assert profile.energy_source == "nvml_counter"
+    assert profile.power_w["bare_idle"] == pytest.approx(50.0)
+    assert profile.power_w["context_idle"] == pytest.approx(55.0)
+    assert profile.power_w["cold_start"] == pytest.approx(80.0)
+    assert profile.power_w["active"] == pytest.approx(60.0)
+    assert profile.power_w["idle_loaded"] == pytest.approx(60.0)
+
+
+def test_memory_identity_and_record(profile: PlatformProfile, tmp_path: Path) -> None:
+    assert profile.instance_mem_mib == pytest.approx(250.0)  # median of 300 and 200
+    assert profile.basis == "measured"
+    assert profile.model == "tiny" and profile.device == "gpu"
+    assert profile.instance_concurrency == 2
+    assert [Path(s).parent.name for s in profile.sources] == ["naive", "always_on"]
+    profile.write(tmp_path / "p.json")
+    assert PlatformProfile.read(tmp_path / "p.json") == profile
+
+
+def test_no_counter_anywhere_estimates_or_leaves_power_unknown(tmp_path: Path) -> None:
+    run = always_on_run(tmp_path)
+    estimated = fit_profile([run])
+    # The host telemetry has no power samples: the host power model, labelled so.
+    assert estimated.energy_source == "host_model"
+    assert "estimated" in estimated.notes
+    (run / "telemetry.csv").unlink()
+    unknown = fit_profile([run])
+    assert unknown.energy_source == "none" and dict(unknown.power_w) == {}
+    assert unknown.instance_mem_mib is None
+
+
+def test_line_fit_clips_negative_coefficients() -> None:
+    assert fit_warm_ttft([10, 20, 30], [0.3, 0.2, 0.1]) == (pytest.approx(0.2), 0.0)
+    base, slope = fit_warm_ttft([10, 20], [0.05, 0.25])  # intercept would be -0.15
+    assert base == 0.0 and slope == pytest.approx((10 * 0.05 + 20 * 0.25) / 500)
+    assert fit_warm_ttft([8, 8, 8], [0.1, 0.3, 0.2]) == (pytest.approx(0.2), 0.0)
+    assert fit_warm_ttft([], []) == (0.0, 0.0)
+    assert not math.isnan(fit_warm_ttft([1, 2], [float("nan"), 0.5])[0])
+
+
+def test_no_runs_is_an_error() -> None:
+    with pytest.raises(UserError):
+        fit_profile([])
