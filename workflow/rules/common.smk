@@ -19,6 +19,7 @@ try:
     from scalezero.cli.config import check_config, expand_strategies, run_order
     from scalezero.report.figure_list import figure_keys, timeline_key
     from scalezero.serving.strategies import policy_source_file
+    from scalezero.simulate.settings import simulation_settings
     from scalezero.system.layout import Layout
 except ImportError as exc:  # the package's light modules need only the standard library
     raise WorkflowError(f"cannot import scalezero from {SRC_DIR}: {exc}") from exc
@@ -28,6 +29,7 @@ try:
     # A list of values for a policy parameter is a sweep: one strategy per value, so that
     # every rule below sees plain strategies.
     config["strategies"] = expand_strategies(config["strategies"])
+    SIMULATION = simulation_settings(config)
 except Exception as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -206,6 +208,10 @@ def projection_files(workload):
     return _strs(LAYOUT.projections(workload))
 
 
+def simulation_files(workload):
+    return _strs(LAYOUT.simulation(workload))
+
+
 def figure_file(workload, name):
     return str(LAYOUT.figure(workload, name))
 
@@ -262,10 +268,32 @@ def report_inputs(wildcards):
         ),
     }
     inputs.update({f"proj_{k}": v for k, v in projection_files(workload).items()})
+    inputs.update(scenario_report_inputs(workload))
     if SWEEP_MODELS:
         inputs["sweep_summary"] = str(LAYOUT.sweep_summary)
         inputs["sweep_figure"] = str(LAYOUT.sweep_figure)
     inputs.update({f"fig_{k}": v for k, v in report_figures(workload).items()})
+    return inputs
+
+
+def scenario_files(workload):
+    return _strs(LAYOUT.scenarios(workload))
+
+
+def scenario_inputs(wildcards):
+    """What every scenario rule reads: the measured profile (rule fit_profile), the Azure
+    LLM trace and the published profiles."""
+    return {
+        "profile": simulation_files(wildcards.workload)["profile"],
+        "trace": SIMULATION.trace,
+        "published": SIMULATION.published_file,
+    }
+
+
+def scenario_report_inputs(workload):
+    """The scenario tables and the heatmap, as the report rule's inputs (scen_*)."""
+    inputs = {f"scen_{k}": v for k, v in scenario_files(workload).items()}
+    inputs["scen_heatmap"] = str(LAYOUT.scenario_heatmap(workload))
     return inputs
 
 

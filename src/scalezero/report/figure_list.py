@@ -16,10 +16,12 @@ class FigureSpec:
     """One figure of the report.
 
     per_strategy: drawn once per strategy, keyed <name>_<strategy> (the timelines).
-    optional: in the report only when the configuration has a size sweep.
+    optional: in the report only when what it shows was made (`needs`).
     caption: its caption file under report/captions/ (Snakemake's --report).
     category: its section of Snakemake's --report.
     rule: the workflow rule that draws it.
+    needs: for an optional figure, the step whose results it shows (size_sweep, simulation,
+    scenarios).
     """
 
     name: str
@@ -28,6 +30,7 @@ class FigureSpec:
     caption: str
     category: str
     rule: str
+    needs: str = "size_sweep"
 
 
 FIGURE_SPECS: tuple[FigureSpec, ...] = (
@@ -42,6 +45,8 @@ FIGURE_SPECS: tuple[FigureSpec, ...] = (
     FigureSpec("energy", False, False, "energy.rst", "Energy", "figure_energy"),
     FigureSpec("projections", False, False, "projections.rst", "Projections",
                "figure_projections"),
+    FigureSpec("scenario_heatmap", False, True, "scenario_heatmap.rst", "Simulation",
+               "figure_scenario_heatmap", needs="scenarios"),
 )
 
 #: Figure names in report order ("timeline" stands for one figure per strategy).
@@ -57,11 +62,14 @@ def timeline_key(strategy: str) -> str:
     return figure_key("timeline", strategy)
 
 
-def figure_keys(strategies: Sequence[str], size_sweep: bool = False) -> list[str]:
-    """Every figure's key in report order; the size sweep's only when `size_sweep`."""
+def figure_keys(strategies: Sequence[str], size_sweep: bool = False,
+                simulation: bool = False, scenarios: bool = False) -> list[str]:
+    """Every figure's key in report order; the size sweep's only when `size_sweep`, the
+    simulation's only when `simulation`, the simulated scenarios' when `scenarios`."""
+    made = {"size_sweep": size_sweep, "simulation": simulation, "scenarios": scenarios}
     keys: list[str] = []
     for spec in FIGURE_SPECS:
-        if spec.optional and not size_sweep:
+        if spec.optional and not made[spec.needs]:
             continue
         if spec.per_strategy:
             keys += [figure_key(spec.name, s) for s in strategies]
@@ -70,9 +78,11 @@ def figure_keys(strategies: Sequence[str], size_sweep: bool = False) -> list[str
     return keys
 
 
-def figure_numbers(strategies: Sequence[str], size_sweep: bool = False) -> dict[str, int]:
+def figure_numbers(strategies: Sequence[str], size_sweep: bool = False,
+                   simulation: bool = False, scenarios: bool = False) -> dict[str, int]:
     """Figure key -> its number in the report (timelines: timeline_<strategy>)."""
-    return {key: i for i, key in enumerate(figure_keys(strategies, size_sweep), start=1)}
+    keys = figure_keys(strategies, size_sweep, simulation, scenarios)
+    return {key: i for i, key in enumerate(keys, start=1)}
 
 
 __all__ = [

@@ -9,10 +9,12 @@ import it before any rule runs.
     results/runs/<workload>/<strategy>/<rep>/{requests,tokens,events,telemetry}.csv, run.json
     results/summary/<workload>{,_ci,_requests,_energy,_cold_starts}.csv
     results/projections/<workload>{,_model,_runs,_phases}.csv, <workload>_constants.json
+    results/simulation/<workload>_profile.json, <workload>_validation.csv
     results/figures/<workload>/<figure>.png, results/figures/size_sweep.png
     results/report/report.html, variables.yml
     results/sweep/trace.csv, size_sweep.csv, runs/<model>/, bandwidth/<model>.json,
         page_cache/<model>.json
+    results/simulation/<workload>_{scenarios,grid,sim_projections}.csv (scenarios)
     results/.measurement.lock
     resources/models/<model>.gguf
     logs/<step>/.../<name>.log
@@ -59,9 +61,22 @@ PROJECTION_SUFFIXES: dict[str, str] = {
     "phases": "_phases.csv",
     "constants": "_constants.json",
 }
+#: A workload's simulation files, by kind: <workload><suffix>.
+SIMULATION_SUFFIXES: dict[str, str] = {
+    "profile": "_profile.json",
+    "validation": "_validation.csv",
+}
 # Next to a strategy's run folders, not inside one (those hold only the run's outputs);
 # the strategy's repeats share it.
 CONTEXT_PROBE_NAME = ".context-probe.gguf"
+
+#: A workload's simulated scenarios, by kind, beside its simulation files: the
+#: production hour, the rate x TTL grid and the simulated yearly projections.
+SCENARIO_SUFFIXES: dict[str, str] = {
+    "hour": "_scenarios.csv",
+    "grid": "_grid.csv",
+    "projections": "_sim_projections.csv",
+}
 
 
 class RunKey(NamedTuple):
@@ -175,6 +190,20 @@ class Layout:
         return {k: Path(projections_dir) / f"{workload}{s}"
                 for k, s in PROJECTION_SUFFIXES.items()}
 
+    @property
+    def simulation_dir(self) -> Path:
+        return self.results / "simulation"
+
+    def simulation(self, workload: str) -> dict[str, Path]:
+        return self.simulation_files_in(self.simulation_dir, workload)
+
+    @staticmethod
+    def simulation_files_in(simulation_dir: Path | str, workload: str) -> dict[str, Path]:
+        """The simulation files of a workload in a given folder, by kind
+        (SIMULATION_SUFFIXES): the fitted profile and the leave-one-out validation."""
+        return {k: Path(simulation_dir) / f"{workload}{s}"
+                for k, s in SIMULATION_SUFFIXES.items()}
+
     # Figures and the report -------------------------------------------------------------
 
     def figures_dir(self, workload: str) -> Path:
@@ -227,6 +256,20 @@ class Layout:
     def sweep_figure(self) -> Path:
         return self.results / "figures" / "size_sweep.png"
 
+    # Simulated scenarios ----------------------------------------------------------------
+
+    def scenarios(self, workload: str) -> dict[str, Path]:
+        return self.scenario_files_in(self.simulation_dir, workload)
+
+    @staticmethod
+    def scenario_files_in(simulation_dir: Path | str, workload: str) -> dict[str, Path]:
+        """The scenario tables of a workload in a given folder, by kind (SCENARIO_SUFFIXES)."""
+        return {k: Path(simulation_dir) / f"{workload}{s}" for k, s in SCENARIO_SUFFIXES.items()}
+
+    def scenario_heatmap(self, workload: str) -> Path:
+        """The rate x TTL heatmap (a report figure)."""
+        return self.figure(workload, "scenario_heatmap")
+
     # Logs -------------------------------------------------------------------------------
 
     def log_dir(self, step: str, *parts: str) -> Path:
@@ -247,5 +290,5 @@ def default_model() -> Path:
 
 __all__ = [
     "CONTEXT_PROBE_NAME", "DEFAULT_MODEL_NAME", "PROJECTION_SUFFIXES", "RUN_FILE_NAMES",
-    "SUMMARY_SUFFIXES", "Layout", "RunKey", "default_model",
+    "SIMULATION_SUFFIXES", "SUMMARY_SUFFIXES", "Layout", "RunKey", "default_model",
 ]
