@@ -18,7 +18,8 @@ import psutil
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # What a workflow copy needs; results/, resources/ and logs/ start empty.
-WORKFLOW_PARTS = ("Snakefile", "workflow", "config", ".test", "envs", "report", "src")
+WORKFLOW_PARTS = ("Snakefile", "workflow", "config", ".test", "envs", "report", "src",
+                  "data")
 SERVER_MARKERS = ("scalezero.serving.instance", "llama_cpp.server", "scalezero.cli serve",
                   "scalezero.cli telemetry")
 

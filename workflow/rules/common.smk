@@ -281,8 +281,8 @@ def scenario_files(workload):
 
 
 def scenario_inputs(wildcards):
-    """What every scenario rule reads: the measured profile (rule fit_profile), the Azure
-    LLM trace and the published profiles."""
+    """The inputs of every scenario step, by name: the measured profile (fit_profile
+    writes it), the Azure LLM trace and the published profiles."""
     return {
         "profile": simulation_files(wildcards.workload)["profile"],
         "trace": SIMULATION.trace,
@@ -291,7 +291,7 @@ def scenario_inputs(wildcards):
 
 
 def scenario_report_inputs(workload):
-    """The scenario tables and the heatmap, as the report rule's inputs (scen_*)."""
+    """The scenario tables and the heatmap, as inputs of the report (scen_*)."""
     inputs = {f"scen_{k}": v for k, v in scenario_files(workload).items()}
     inputs["scen_heatmap"] = str(LAYOUT.scenario_heatmap(workload))
     return inputs

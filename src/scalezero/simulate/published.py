@@ -104,18 +104,23 @@ def _figure(name: str, raw: Any, sources: Mapping[str, str], where: str) -> Figu
     return Figure(name, float(value), str(raw.get("unit", "")), basis, source, note)
 
 
-def _profile(name: str, device: str, model: str, figures: Mapping[str, Figure]
-             ) -> PlatformProfile:
+def _load_figure(name: str, figures: Mapping[str, Figure]) -> Figure:
+    """The load phase, derived: the model file's bytes over the storage read bandwidth."""
     load_bytes, bandwidth = figures["model_bytes"], figures["storage_read_mib_s"]
     if bandwidth.value <= 0:
         raise UserError(f"published profile {name}: storage_read_mib_s must be > 0")
-    load_basis: Basis = "published" if (load_bytes.basis == bandwidth.basis == "published") \
-        else "assumed"
-    load = Figure("runtime_ready_to_model_loaded_s", load_bytes.value / (bandwidth.value * MIB),
-                  "s", load_basis, "" if load_basis == "assumed" else load_bytes.source,
+    published = load_bytes.basis == bandwidth.basis == "published"
+    return Figure("runtime_ready_to_model_loaded_s", load_bytes.value / (bandwidth.value * MIB),
+                  "s", "published" if published else "assumed",
+                  " + ".join(f.source for f in (load_bytes, bandwidth) if f.source),
                   "model_bytes / storage_read_mib_s: the time to read the file at that "
                   "bandwidth, a lower bound on the load")
-    everything = [*figures.values(), load]
+
+
+def _profile(name: str, device: str, model: str, figures: Mapping[str, Figure]
+             ) -> PlatformProfile:
+    load = figures["runtime_ready_to_model_loaded_s"]
+    everything = list(figures.values())
     basis: Basis = "published" if all(f.basis == "published" for f in everything) \
         else "assumed"
     timings: dict[str, Any] = {k: figures[k].value for k in TIMING_FIELDS if k in figures}
@@ -163,6 +168,7 @@ def read_published(path: Path | None = None) -> dict[str, PublishedPlatform]:
         if missing:
             raise UserError(f"{where}: missing {sorted(missing)}")
         figures = {k: _figure(k, v, sources, where) for k, v in raw.items()}
+        figures["runtime_ready_to_model_loaded_s"] = _load_figure(str(name), figures)
         device = str(entry["device"])
         out[str(name)] = PublishedPlatform(str(name), device, tuple(figures.values()),
                                            _profile(str(name), device, model, figures))
