@@ -98,8 +98,19 @@ class HybridHistogram(Policy):
         if not 0 <= self.out_of_range_max_share <= 1:
             raise ValueError("out_of_range_max_share must be between 0 and 1")
         # Learned state: plain attributes, not fields, so params() lists parameters only.
-        self._counts: list[int] = [0] * math.ceil(self.range_s / self.bin_width_s)
+        n_bins = math.ceil(self.range_s / self.bin_width_s)
+        self._counts: list[int] = [0] * n_bins
         self._out_of_range = 0
+        # Running statistics of the counts, so that a decision costs O(log bins), not
+        # O(bins) (the simulator asks millions of times): their sum and sum of squares
+        # (exact integers), a Fenwick tree of prefix sums for the percentile bins, and
+        # the windows last computed, until the next idle time changes the counts.
+        self._in_range = 0
+        self._sum_sq = 0
+        self._tree: list[int] = [0] * (n_bins + 1)
+        self._top_step = 1 << (n_bins.bit_length() - 1)
+        self._windows: tuple[float, float] | None = None
+        self._windows_known = False
         #: Start of the current idle period; None while requests are in flight (or before
         #: the first one): then the fallback applies.
         self._idle_since_s: float | None = None
@@ -116,16 +127,24 @@ class HybridHistogram(Policy):
 
     def record_idle_s(self, idle_s: float) -> None:
         """Add one idle time to the histogram."""
+        self._windows_known = False
         if idle_s >= self.range_s:
             self._out_of_range += 1
         else:
             index = min(int(idle_s // self.bin_width_s), len(self._counts) - 1)
-            self._counts[index] += 1
+            count = self._counts[index]
+            self._counts[index] = count + 1
+            self._in_range += 1
+            self._sum_sq += 2 * count + 1  # (c + 1)^2 - c^2
+            position = index + 1
+            while position < len(self._tree):
+                self._tree[position] += 1
+                position += position & -position
 
     # ------------------------------------------------------------ the histogram
     @property
     def samples(self) -> int:
-        return sum(self._counts) + self._out_of_range
+        return self._in_range + self._out_of_range
 
     def bin_cv(self) -> float:
         """Coefficient of variation of the in-range bin counts (0 when all are empty)."""
@@ -136,33 +155,56 @@ class HybridHistogram(Policy):
         variance = sum((c - mean) ** 2 for c in self._counts) / n_bins
         return math.sqrt(variance) / mean
 
+    def _cv_above_threshold(self) -> bool:
+        """``bin_cv() > cv_threshold`` in O(1) from the running sums:
+        CV = sqrt(n * sum(c^2) - sum(c)^2) / sum(c) for n bins. Within rounding of the
+        threshold, ``bin_cv`` itself decides, so that decisions stay the same as its."""
+        total = self._in_range
+        if total == 0:
+            return False  # a CV of 0 never exceeds a threshold >= 0
+        cv = math.sqrt(len(self._counts) * self._sum_sq - total * total) / total
+        if abs(cv - self.cv_threshold) > 1e-9 * max(1.0, self.cv_threshold):
+            return cv > self.cv_threshold
+        return self.bin_cv() > self.cv_threshold
+
     def representative(self) -> bool:
         """Whether the histogram predicts idle times (the rule in the module docstring)."""
         total = self.samples
-        if total < self.min_samples or sum(self._counts) == 0:
+        if total < self.min_samples or self._in_range == 0:
             return False
         if self._out_of_range / total > self.out_of_range_max_share:
             return False
-        return self.bin_cv() > self.cv_threshold
+        return self._cv_above_threshold()
 
     def _percentile_bin(self, percentile: float) -> int:
-        rank = max(1, math.ceil(percentile / 100 * sum(self._counts)))
-        cumulative = 0
-        for index, count in enumerate(self._counts):
-            cumulative += count
-            if cumulative >= rank:
-                return index
-        return len(self._counts) - 1
+        """The first bin whose cumulative count reaches the percentile's rank (a descent
+        of the Fenwick tree); the last bin when none does."""
+        remaining = max(1, math.ceil(percentile / 100 * self._in_range))
+        tree = self._tree
+        position = 0
+        step = self._top_step
+        while step:
+            following = position + step
+            if following < len(tree) and tree[following] < remaining:
+                position = following
+                remaining -= tree[following]
+            step >>= 1
+        return min(position, len(self._counts) - 1)
 
     def windows_s(self) -> tuple[float, float] | None:
         """(pre-warm, keep-until), s after the start of an idle period, margins applied;
         None when the histogram is not representative."""
-        if not self.representative():
-            return None
-        margin = self.margin_pct / 100
-        head_edge_s = self._percentile_bin(self.head_percentile) * self.bin_width_s
-        tail_edge_s = (self._percentile_bin(self.tail_percentile) + 1) * self.bin_width_s
-        return head_edge_s * (1 - margin), tail_edge_s * (1 + margin)
+        if self._windows_known:
+            return self._windows
+        windows = None
+        if self.representative():
+            margin = self.margin_pct / 100
+            head_edge_s = self._percentile_bin(self.head_percentile) * self.bin_width_s
+            tail_edge_s = (self._percentile_bin(self.tail_percentile) + 1) * self.bin_width_s
+            windows = head_edge_s * (1 - margin), tail_edge_s * (1 + margin)
+        self._windows = windows
+        self._windows_known = True
+        return windows
 
     # ------------------------------------------------------------ decisions
     def idle_ttl_s(self, now_s: float) -> float | None:
