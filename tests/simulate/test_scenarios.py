@@ -199,3 +199,42 @@ def test_dry_run_plans_the_scenario_rules(tmp_path: Path, profile) -> None:
                  "figure_scenario_heatmap"):
         assert jobs.get(rule) == 1, (rule, jobs)
     assert "report" in jobs
+
+
+def test_report_shows_the_scenarios_labelled(tmp_path: Path, profile) -> None:
+    from simulated_runs import WORKLOAD, make_results
+
+    from scalezero.report.build import build_report
+    from scalezero.report.cli import figure_paths, make_report
+    from scalezero.report.config import report_settings
+
+    results = make_results(tmp_path, gpu=False)
+    common = {"summary_dir": tmp_path / "summary", "run_dirs": results["run_dirs"],
+              "trace": results["trace"]}
+    # The measured report first: it writes the projections and the figures.
+    make_report(workload=WORKLOAD, config={}, projections_dir=tmp_path / "projections",
+                figures_dir=tmp_path / "figures", out_html=tmp_path / "plain.html",
+                renderer="pandoc", **common)
+    profile_file = tmp_path / "profile.json"
+    profile.write(profile_file)
+    files = Layout.scenario_files_in(tmp_path / "simulation", WORKLOAD)
+    config = _config(tmp_path)
+    sc.write_hour_scenarios(WORKLOAD, config, profile_file, files["hour"])
+    sc.write_rate_ttl_grid(WORKLOAD, config, profile_file, files["grid"])
+    sc.write_projections_table(WORKLOAD, config, profile_file, files["projections"])
+    heatmap = plot_scenario_heatmap(files["grid"], tmp_path / "figures" / "heatmap.png")
+    strategies = sorted(set(pd.read_csv(tmp_path / "summary" / f"{WORKLOAD}.csv")["strategy"]))
+    result = build_report(
+        workload=WORKLOAD,
+        summary_files=Layout.summary_files_in(tmp_path / "summary", WORKLOAD),
+        projection_files=Layout.projection_files_in(tmp_path / "projections", WORKLOAD),
+        figures=figure_paths(tmp_path / "figures", strategies),
+        out_html=tmp_path / "report.html", settings=report_settings({}),
+        run_dirs=results["run_dirs"], trace=results["trace"], renderer="pandoc",
+        scenarios={**files, "heatmap": heatmap})
+    text = " ".join(result.html.read_text(encoding="utf-8").split())
+    assert "Simulated scenarios" in text
+    assert f"l4 ({LABEL})" in text
+    assert "Simulated keep_warm under Poisson traffic" in text
+    # One more figure than the measured report: the heatmap, numbered after the others.
+    assert result.variables["fig"]["scenario_heatmap"] == str(len(strategies) + 6)
