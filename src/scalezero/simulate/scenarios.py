@@ -362,13 +362,15 @@ def write_hour_scenarios(workload: str, config: Mapping[str, Any],
 
 
 def _sizes(sim: SimulationSettings) -> np.ndarray:
-    return request_sizes(hour_trace(sim.trace, 1.0, sim.seed))
+    """The request mix of the Poisson scenarios: the least thinned hour's (the whole hour
+    with the default thinning)."""
+    return request_sizes(hour_trace(sim.trace, max(sim.thinning), sim.seed))
 
 
 def write_rate_ttl_grid(workload: str, config: Mapping[str, Any],
                         measured_profile: Path | str | None, out: Path) -> Path:
     """rate_ttl_grid for `config` (gateway, simulation, projections keys); request sizes
-    from the whole hour's trace."""
+    from the least thinned hour's trace."""
     sim = simulation_settings(config)
     proj = projection_settings(config)
     table = rate_ttl_grid(
