@@ -238,3 +238,18 @@ def test_report_shows_the_scenarios_labelled(tmp_path: Path, profile) -> None:
     assert "Simulated keep_warm under Poisson traffic" in text
     # One more figure than the measured report: the heatmap, numbered after the others.
     assert result.variables["fig"]["scenario_heatmap"] == str(len(strategies) + 6)
+
+
+def test_simulation_settings_defaults_and_checks() -> None:
+    from scalezero.errors import UserError
+    from scalezero.simulate.settings import DEFAULTS, simulation_settings
+
+    settings = simulation_settings({})
+    assert settings.record() == {**DEFAULTS, "thinning": [1.0, 0.1, 0.01],
+                                 "rates_rph": [10.0, 30.0, 100.0, 300.0, 1000.0],
+                                 "ttl_s": [0.0, 10.0, 30.0, 60.0, 300.0, 900.0]}
+    assert simulation_settings({"simulation": {"profiles": []}}).profiles == ()
+    with pytest.raises(UserError, match="thinning"):
+        simulation_settings({"simulation": {"thinning": [0]}})
+    with pytest.raises(UserError, match="unknown keys"):
+        simulation_settings({"simulation": {"rate": [1]}})
