@@ -22,6 +22,7 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/scenarios.smk"
 
 
 rule all:

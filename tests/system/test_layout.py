@@ -105,3 +105,17 @@ def test_find_run_dirs_lists_folders_with_run_json(tmp_path: Path) -> None:
                                       lay.run_dir("w", "naive", 1),
                                       lay.run_dir("w", "naive", 2)]
     assert lay.find_run_dirs("other") == []
+
+
+def test_scenario_paths_sit_beside_the_simulation_files() -> None:
+    lay = Layout()
+    assert {k: str(v) for k, v in lay.scenarios("bursty").items()} == {
+        "hour": "results/simulation/bursty_scenarios.csv",
+        "grid": "results/simulation/bursty_grid.csv",
+        "projections": "results/simulation/bursty_sim_projections.csv",
+    }
+    assert str(lay.scenario_heatmap("bursty")) == \
+        "results/figures/bursty/scenario_heatmap.png"
+    assert lay.scenario_files_in("x", "w")["grid"] == Path("x/w_grid.csv")
+    assert str(lay.simulation("bursty")["profile"]) == \
+        "results/simulation/bursty_profile.json"

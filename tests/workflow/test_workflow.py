@@ -263,9 +263,10 @@ def test_changing_a_constant_reruns_only_projections_figures_and_report(
     dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(changed),
                     tag=new_tag())
     jobs = planned_jobs(dry.stdout + dry.stderr)
-    # The profile's power is estimated with the constants where no counter measured it.
+    # The profile's power is estimated with the constants where no counter measured it;
+    # the simulated projections price and weigh their instance time with them.
     assert set(jobs) <= {"projections", "figure_energy", "figure_projections", "fit_profile",
-                         "report", "all"}, jobs
+                         "simulate_projections", "report", "all"}, jobs
     assert {"projections", "report"} <= set(jobs), jobs
     snakemake(workdir, "--cores", "2", "--configfile", str(changed), tag=new_tag())
     after = yaml.safe_load(variables_file.read_text())

@@ -24,6 +24,7 @@ try:
     )
     from scalezero.report.figure_list import figure_keys, timeline_key
     from scalezero.serving.strategies import policy_source_file
+    from scalezero.simulate.settings import simulation_settings
     from scalezero.system.layout import Layout
 except ImportError as exc:  # the package's light modules need only the standard library
     raise WorkflowError(f"cannot import scalezero from {SRC_DIR}: {exc}") from exc
@@ -35,6 +36,7 @@ try:
     # A list of values for a policy parameter is a sweep: one strategy per value, so that
     # every rule below sees plain strategies.
     config["strategies"] = expand_strategies(config["strategies"])
+    SIMULATION = simulation_settings(config)
 except Exception as exc:
     raise WorkflowError(str(exc)) from None
 # Which strategies run on a workload does not change its trace: the key is left out of
@@ -300,12 +302,34 @@ def report_inputs(wildcards):
     if trace_info_file("{workload}") in rules.workload.output:
         inputs["trace_info"] = trace_info_file(workload)
     inputs.update({f"proj_{k}": v for k, v in projection_files(workload).items()})
+    inputs.update(scenario_report_inputs(workload))
     if SWEEP_MODELS:
         inputs["sweep_summary"] = str(LAYOUT.sweep_summary)
         inputs["sweep_figure"] = str(LAYOUT.sweep_figure)
     inputs.update({f"fig_{k}": v for k, v in report_figures(workload).items()})
     inputs.update({f"sim_{k}": v for k, v in simulation_files(workload).items()})
     inputs["sim_figure"] = figure_file(workload, "simulation")
+    return inputs
+
+
+def scenario_files(workload):
+    return _strs(LAYOUT.scenarios(workload))
+
+
+def scenario_inputs(wildcards):
+    """The inputs of every scenario step, by name: the measured profile (fit_profile
+    writes it), the Azure LLM trace and the published profiles."""
+    return {
+        "profile": simulation_files(wildcards.workload)["profile"],
+        "trace": SIMULATION.trace,
+        "published": SIMULATION.published_file,
+    }
+
+
+def scenario_report_inputs(workload):
+    """The scenario tables and the heatmap, as inputs of the report (scen_*)."""
+    inputs = {f"scen_{k}": v for k, v in scenario_files(workload).items()}
+    inputs["scen_heatmap"] = str(LAYOUT.scenario_heatmap(workload))
     return inputs
 
 

@@ -30,6 +30,8 @@ with logged(snakemake.log[0]):
         slo_sets=snakemake.params.slo_sets,
         source_dir=Path(snakemake.params.source_dir),
         log=Path(snakemake.log[0]),
+        scenarios=({k.removeprefix("scen_"): Path(v)
+                    for k, v in inputs.items() if k.startswith("scen_")} or None),
         size_sweep=({"summary": Path(inputs["sweep_summary"]),
                      "figure": Path(inputs["sweep_figure"])}
                     if "sweep_summary" in inputs else None),

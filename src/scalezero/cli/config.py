@@ -142,6 +142,7 @@ def config_schema() -> dict[str, Any]:
     from scalezero.models.schema import MODEL_SCHEMA
     from scalezero.report.config import REPORT_CONFIG_SCHEMA
     from scalezero.serving.settings import InstanceSettings, QueueSettings, config_schema_of
+    from scalezero.simulate.settings import SIMULATION_SCHEMA
     from scalezero.workload.spec import WORKLOAD_SCHEMA
 
     model_entry = {k: v for k, v in MODEL_SCHEMA.items() if k not in ("$schema", "title")}
@@ -198,6 +199,7 @@ def config_schema() -> dict[str, Any]:
             },
         },
         **REPORT_CONFIG_SCHEMA["properties"],
+        "simulation": SIMULATION_SCHEMA,
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -212,6 +214,7 @@ def config_schema() -> dict[str, Any]:
 def check_config(config: Mapping[str, Any]) -> None:
     """Checks the schema cannot express: cross references and policy parameters."""
     from scalezero.serving.strategies import make_policy
+    from scalezero.simulate.settings import simulation_settings
     from scalezero.workload.spec import validate_spec
 
     models = config.get("models", {})
@@ -235,6 +238,7 @@ def check_config(config: Mapping[str, Any]) -> None:
     if sweep_strategy is not None and sweep_strategy not in strategies:
         raise UserError(f"config: size_sweep.strategy {sweep_strategy!r} is not a strategy "
                         f"({', '.join(strategies)})")
+    simulation_settings(config)
     report = config.get("report", {})
     if report.get("workload") is not None and report["workload"] not in config["workloads"]:
         raise UserError(f"config: report.workload {report['workload']!r} is not a key of "

@@ -30,6 +30,7 @@ from scalezero.report.render import (
     render,
     resolve_document,
 )
+from scalezero.report.scenarios import scenarios_md
 from scalezero.report.simulation import simulation_md
 from scalezero.report.tables import build_tables
 from scalezero.report.variables import build_variables, simulation_variables
@@ -41,7 +42,8 @@ PANDOC_CSS = "pandoc.css"
 
 SECTIONS: tuple[str, ...] = (
     "Summary", "Setup", "Latency", "Cold starts", "Resources over time", "Energy",
-    "Projections", "Simulation", "Discussion", "Limitations", "References",
+    "Projections", "Simulation", "Simulated scenarios", "Discussion", "Limitations",
+    "References",
 )
 
 
@@ -175,6 +177,7 @@ def build_report(
     source_dir: Path | None = None,
     renderer: str | None = None,
     log: Path | None = None,
+    scenarios: Mapping[str, Path] | None = None,
     size_sweep: Mapping[str, Path] | None = None,
     simulation: Mapping[str, Path] | None = None,
 ) -> ReportResult:
@@ -197,7 +200,10 @@ def build_report(
     inputs = collect_inputs(workload, summary_files, projection_files, run_dirs, trace,
                             slo_sets, trace_info, workload_spec)
     numbers = figure_numbers(inputs.strategies, size_sweep=size_sweep is not None,
-                             simulation=simulation is not None)
+                             simulation=simulation is not None,
+                             scenarios=scenarios is not None)
+    if scenarios is not None:  # hour, grid, projections tables and the heatmap
+        figures = {**figures, "scenario_heatmap": Path(scenarios["heatmap"])}
     if size_sweep is not None:
         figures = {**figures, "size_sweep": Path(size_sweep["figure"])}
     validation = profile = None
@@ -238,6 +244,9 @@ def build_report(
             (generated / name).write_text(text, encoding="utf-8")
         (generated / "timelines.md").write_text(
             _timelines_md(inputs.strategies, numbers, suffixes), encoding="utf-8")
+        (generated / "scenarios.md").write_text(scenarios_md(
+            scenarios, numbers.get("scenario_heatmap"),
+            variables["fig"].get("scenario_heatmap_file")), encoding="utf-8")
         if size_sweep is not None:
             sweep_md = size_sweep_md(Path(size_sweep["summary"]), numbers["size_sweep"],
                                      variables["fig"]["size_sweep_file"])

@@ -20,7 +20,8 @@ class FigureSpec:
     caption: its caption file under report/captions/ (Snakemake's --report).
     category: its section of Snakemake's --report.
     rule: the workflow rule that draws it.
-    needs: for an optional figure, the step whose results it shows (size_sweep, simulation).
+    needs: for an optional figure, the step whose results it shows (size_sweep, simulation,
+    scenarios).
     """
 
     name: str
@@ -46,6 +47,8 @@ FIGURE_SPECS: tuple[FigureSpec, ...] = (
                "figure_projections"),
     FigureSpec("simulation", False, True, "simulation.rst", "Simulation",
                "figure_simulation", needs="simulation"),
+    FigureSpec("scenario_heatmap", False, True, "scenario_heatmap.rst", "Simulation",
+               "figure_scenario_heatmap", needs="scenarios"),
 )
 
 #: Figure names in report order ("timeline" stands for one figure per strategy).
@@ -62,10 +65,10 @@ def timeline_key(strategy: str) -> str:
 
 
 def figure_keys(strategies: Sequence[str], size_sweep: bool = False,
-                simulation: bool = False) -> list[str]:
+                simulation: bool = False, scenarios: bool = False) -> list[str]:
     """Every figure's key in report order; the size sweep's only when `size_sweep`, the
-    simulation's only when `simulation`."""
-    made = {"size_sweep": size_sweep, "simulation": simulation}
+    simulation's only when `simulation`, the simulated scenarios' when `scenarios`."""
+    made = {"size_sweep": size_sweep, "simulation": simulation, "scenarios": scenarios}
     keys: list[str] = []
     for spec in FIGURE_SPECS:
         if spec.optional and not made[spec.needs]:
@@ -78,9 +81,9 @@ def figure_keys(strategies: Sequence[str], size_sweep: bool = False,
 
 
 def figure_numbers(strategies: Sequence[str], size_sweep: bool = False,
-                   simulation: bool = False) -> dict[str, int]:
+                   simulation: bool = False, scenarios: bool = False) -> dict[str, int]:
     """Figure key -> its number in the report (timelines: timeline_<strategy>)."""
-    keys = figure_keys(strategies, size_sweep, simulation)
+    keys = figure_keys(strategies, size_sweep, simulation, scenarios)
     return {key: i for i, key in enumerate(keys, start=1)}
 
 

@@ -730,6 +730,53 @@ def plot_simulation(validation_csv: Path, out: Path, *,
 
 
 # ---------------------------------------------------------------------------------------
+# Simulated scenarios
+
+
+def plot_scenario_heatmap(grid_csv: Path, out: Path, *,
+                          strategies: Sequence[str] | None = None) -> Path:
+    """Rate x keep-warm TTL grid of one profile (the measured one when the grid has it):
+    instance-hours per day and the share of cold requests, one heatmap each."""
+    plt = _plt()
+    grid = pd.read_csv(grid_csv)
+    fig, (ax_h, ax_c) = plt.subplots(1, 2, figsize=(WIDTH_IN, 4.2), layout="constrained")
+    if grid.empty:
+        for ax in (ax_h, ax_c):
+            _empty_note(ax, "no simulated grid")
+        return _save(fig, out)
+    measured = grid[grid["label"].astype(str) == "measured"]
+    chosen = measured if not measured.empty else grid
+    profile = str(chosen["profile"].iloc[0])
+    label = str(chosen["label"].iloc[0])
+    cells = chosen[chosen["profile"].astype(str) == profile]
+    for ax, column, scale, title, fmt_cell, cmap in (
+        (ax_h, "instance_h_per_day", 1.0, "instance-hours per day", "{:.3g}", "viridis"),
+        (ax_c, "cold_share", 100.0, "requests waiting for a cold start (%)", "{:.0f}",
+         "magma"),
+    ):
+        table = cells.pivot_table(index="rate_rph", columns="ttl_s", values=column,
+                                  aggfunc="mean").sort_index().sort_index(axis=1) * scale
+        values = table.to_numpy(dtype=float)
+        image = ax.imshow(values, origin="lower", aspect="auto", cmap=cmap)
+        fig.colorbar(image, ax=ax, shrink=0.85, label=title)
+        finite = values[np.isfinite(values)]
+        mid = (float(finite.min()) + float(finite.max())) / 2 if finite.size else 0.0
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                ax.text(j, i, fmt_cell.format(v), ha="center", va="center", fontsize=7,
+                        color="white" if v < mid else "black")
+        ax.set_xticks(range(len(table.columns)), [f"{t:g}" for t in table.columns])
+        ax.set_yticks(range(len(table.index)), [f"{r:g}" for r in table.index])
+        ax.set_xlabel("keep-warm TTL (s)")
+        ax.set_ylabel("traffic (requests per hour, Poisson)")
+        ax.set_title(title)
+        ax.grid(False)
+    which = profile if label == "measured" else f"{profile}, {label}"
+    fig.suptitle(f"Simulated keep_warm on the {which} profile")
+    return _save(fig, out)
+
+
+# ---------------------------------------------------------------------------------------
 # Dispatch by name (for the workflow's script and the command line)
 
 #: figure name -> (function, names of its inputs, in call order); the names are those of
@@ -742,6 +789,7 @@ FIGURES: dict[str, tuple[Callable[..., Path], tuple[str, ...]]] = {
     "projections": (plot_projections, ("sweep", "model", "constants")),
     "timeline": (plot_timeline, ("run_dir",)),
     "simulation": (plot_simulation, ("validation",)),
+    "scenario_heatmap": (plot_scenario_heatmap, ("grid",)),
 }
 
 

@@ -14,6 +14,7 @@ import it before any rule runs.
     results/report/report.html, variables.yml
     results/sweep/trace.csv, size_sweep.csv, runs/<model>/, bandwidth/<model>.json,
         page_cache/<model>.json
+    results/simulation/<workload>_{scenarios,grid,sim_projections}.csv (scenarios)
     results/.measurement.lock
     resources/models/<model>.gguf
     logs/<step>/.../<name>.log
@@ -68,6 +69,14 @@ SIMULATION_SUFFIXES: dict[str, str] = {
 # Next to a strategy's run folders, not inside one (those hold only the run's outputs);
 # the strategy's repeats share it.
 CONTEXT_PROBE_NAME = ".context-probe.gguf"
+
+#: A workload's simulated scenarios, by kind, beside its simulation files: the
+#: production hour, the rate x TTL grid and the simulated yearly projections.
+SCENARIO_SUFFIXES: dict[str, str] = {
+    "hour": "_scenarios.csv",
+    "grid": "_grid.csv",
+    "projections": "_sim_projections.csv",
+}
 
 
 class RunKey(NamedTuple):
@@ -254,6 +263,20 @@ class Layout:
     @property
     def sweep_figure(self) -> Path:
         return self.results / "figures" / "size_sweep.png"
+
+    # Simulated scenarios ----------------------------------------------------------------
+
+    def scenarios(self, workload: str) -> dict[str, Path]:
+        return self.scenario_files_in(self.simulation_dir, workload)
+
+    @staticmethod
+    def scenario_files_in(simulation_dir: Path | str, workload: str) -> dict[str, Path]:
+        """The scenario tables of a workload in a given folder, by kind (SCENARIO_SUFFIXES)."""
+        return {k: Path(simulation_dir) / f"{workload}{s}" for k, s in SCENARIO_SUFFIXES.items()}
+
+    def scenario_heatmap(self, workload: str) -> Path:
+        """The rate x TTL heatmap (a report figure)."""
+        return self.figure(workload, "scenario_heatmap")
 
     # Logs -------------------------------------------------------------------------------
 
