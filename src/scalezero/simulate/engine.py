@@ -113,7 +113,7 @@ _K_RELEASE, _K_IDLE, _K_TIMEOUT, _K_PREWARM, _K_READY, _K_STOPPED = range(6)
 _W_NONE, _W_WAITING, _W_DONE = range(3)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class SimRequest:
     """One request of a replay."""
 
