@@ -42,3 +42,21 @@ def test_simulate_bench_prints_its_rate(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["simulate", "bench", "--requests", "2000", "--policy", "naive",
                  "--no-progress"]) == 0
     assert "requests/s" in capsys.readouterr().out
+
+
+def test_simulate_run_takes_measured_prompt_tokens(tmp_path: Path) -> None:
+    trace = pd.DataFrame({"request_id": [0, 1], "t_sched_s": [1.0, 30.0],
+                          "max_tokens": [1, 1], "prompt": ["a b", "c d"]})
+    write_trace(trace, tmp_path / "t.csv")
+    pd.DataFrame({"request_id": [0, 1], "tokens_in": [100, ""]}).to_csv(
+        tmp_path / "measured.csv", index=False)
+    PlatformProfile(name="p", model="m", device="cpu", basis="assumed",
+                    ttft_s_per_prompt_token=0.01).write(tmp_path / "p.json")
+    out = tmp_path / "sim"
+    assert main(["simulate", "run", "--trace", str(tmp_path / "t.csv"), "--profile",
+                 str(tmp_path / "p.json"), "--strategy", "always_on", "--tokens-in",
+                 str(tmp_path / "measured.csv"), "--out", str(out), "--no-progress"]) == 0
+    requests = pd.read_csv(out / "requests.csv")
+    # 100 measured tokens for the first, the word count (2) for the second.
+    assert (requests["t_first_s"] - requests["t_sched_s"]).tolist() == pytest.approx(
+        [1.0, 0.02])

@@ -258,3 +258,12 @@ def test_the_shutdown_cuts_a_start_short() -> None:
         (1.0, "i1", "drain", "draining", "shutdown"),
         (1.5, "i1", "stopped", "stopped", "shutdown"),
     ]
+
+
+def test_history_goes_to_the_policys_learn_history_before_the_replay() -> None:
+    policy = make_policy("keep_warm")
+    seen: list[list[float]] = []
+    policy.learn_history = lambda times_s: seen.append(list(times_s))  # type: ignore[attr-defined]
+    simulate(at(1.0), policy, PROFILE, limits(), history_s=[-50.0, -20.0])
+    assert seen == [[-50.0, -20.0]]
+    simulate(at(1.0), make_policy("keep_warm"), PROFILE, limits(), history_s=[-5.0])  # no hook

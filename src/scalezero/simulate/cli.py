@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     trace = read_trace(Path(args.trace))
     params = parse_param_pairs(args.param)
     policy = make_policy(args.strategy, params)
-    items = requests_from_trace(trace)
+    items = requests_from_trace(trace, _measured_tokens_in(args.tokens_in))
     limits = _limits(args, args.instance_concurrency or profile.instance_concurrency)
     result = simulate(items, policy, profile, limits, until_s=args.until_s,
                       progress=not args.no_progress)
@@ -109,6 +109,20 @@ def _run(args: argparse.Namespace) -> int:
     print(f"simulate run: {args.strategy}: {summary['requests']} requests, "
           f"{summary['cold_starts']} cold starts, {summary['errors']} errors -> {out}")
     return 0
+
+
+def _measured_tokens_in(path: str | None) -> dict[int, int] | None:
+    """request_id -> tokens_in of a measured run's requests.csv (None without one)."""
+    if path is None:
+        return None
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, usecols=["request_id", "tokens_in"])
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read tokens_in from {path!r}: {exc}") from None
+    df = df.dropna()
+    return dict(zip(df["request_id"].astype(int), df["tokens_in"].astype(int), strict=True))
 
 
 def _add_limits(parser: argparse.ArgumentParser) -> None:
@@ -144,6 +158,9 @@ def add_cli(subparsers: Any) -> None:
     run.add_argument("--profile", required=True, help="platform profile JSON")
     run.add_argument("--strategy", required=True, choices=policies(), help="policy")
     run.add_argument("--out", required=True, help="folder for the simulated run files")
+    run.add_argument("--tokens-in", default=None, metavar="REQUESTS_CSV",
+                     help="a measured run's requests.csv: its tokens_in as prompt tokens "
+                     "(default: the prompt's word count)")
     run.add_argument("--until-s", type=float, default=None,
                      help="end of the window (default: the last response)")
     _add_limits(run)

@@ -3,11 +3,13 @@
 Why a separate engine rather than the real pool (``serving.pool.Pool``) under a virtual
 clock: speed. A policy study replays traces of a million requests and more, many times
 over (one run per strategy and parameter). The real pool runs each request as asyncio
-tasks and futures; asyncio's per-task overhead alone caps a minimal virtual-clock model of
-it at about 20 thousand requests/s on one core, nearly a minute per million requests
-before any bookkeeping. This engine is a plain ``heapq`` event queue ordered by
-(time, sequence number) with no coroutines; it replays a million requests in well under
-30 s on one core (``scalezero simulate bench``).
+tasks, futures and timer handles; with a stand-in process and a virtual clock it manages
+about 15 thousand requests per CPU second on this project's machines (asyncio's per-task
+overhead alone caps even a minimal model of it near 20 thousand), over a minute per
+million requests. This engine is a plain ``heapq`` event queue ordered by (time, sequence
+number), no coroutines, the requests in plain lists and the frames built once at the end;
+it replays a million requests in well under 30 s on one core (``scalezero simulate
+bench`` measures it).
 
 What it reproduces is the pool's semantics, rule by rule, with the pool's names:
 
@@ -33,15 +35,18 @@ What it reproduces is the pool's semantics, rule by rule, with the pool's names:
   (``on_arrival`` then the pre-warm's cancellation on an arrival; ``on_idle``, then
   ``idle_ttl_s`` then ``prewarm_at_s`` on a release), so that stateful policies
   (``hybrid_histogram``) see the same calls as in a live run;
-- at the end the gateway shuts down as the runner's does: every instance still up drains
-  (reason ``shutdown``) and stops ``stop_s`` later.
+- at the end of the window (the last response, or ``until_s`` if later) the gateway
+  shuts down as the runner's does: waiters get 503, every instance not yet draining
+  drains (reason ``shutdown``) and stops ``stop_s`` later; one already draining keeps
+  the reason it was drained for (its stop was under way first).
 
 A request granted at ``t_grant`` gets its first token ``warm_ttft_s(prompt_tokens)`` later
 (plus ``first_request_extra_s`` on an instance's first request) and its last one
 ``tpot_s`` per further output token after that; its slot is released then. The engine
 sends at the scheduled time (no client lag), never fails a start and never loses an
-instance. Events at the same instant run pool-first: a release, ready or timer at t runs
-before an arrival at t.
+instance; events have no pid and no detail. Events at the same instant run in the order
+they were scheduled, the pool's before an arrival: a release, ready or timer at t runs
+before a request arriving at t.
 
 Drift from the pool is kept out by a conformance test that runs the real ``Pool`` (with a
 stand-in process taking the profile's phase times) under a virtual-clock event loop on
@@ -108,7 +113,7 @@ _K_RELEASE, _K_IDLE, _K_TIMEOUT, _K_PREWARM, _K_READY, _K_STOPPED = range(6)
 _W_NONE, _W_WAITING, _W_DONE = range(3)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class SimRequest:
     """One request of a replay."""
 

@@ -153,9 +153,11 @@ class HybridHistogram(Policy):
             self._counts[index] = count + 1
             self._in_range += 1
             self._sum_sq += 2 * count + 1  # (c + 1)^2 - c^2
+            tree = self._tree
+            size = len(tree)
             position = index + 1
-            while position < len(self._tree):
-                self._tree[position] += 1
+            while position < size:
+                tree[position] += 1
                 position += position & -position
 
     # ------------------------------------------------------------ the histogram
@@ -198,13 +200,16 @@ class HybridHistogram(Policy):
         of the Fenwick tree); the last bin when none does."""
         remaining = max(1, math.ceil(percentile / 100 * self._in_range))
         tree = self._tree
+        size = len(tree)
         position = 0
         step = self._top_step
         while step:
             following = position + step
-            if following < len(tree) and tree[following] < remaining:
-                position = following
-                remaining -= tree[following]
+            if following < size:
+                count = tree[following]
+                if count < remaining:
+                    position = following
+                    remaining -= count
             step >>= 1
         return min(position, len(self._counts) - 1)
 
