@@ -17,6 +17,7 @@ from scalezero.serving.pool import PoolLimits
 from scalezero.serving.strategies import make_policy
 from scalezero.serving.strategies.hybrid_histogram import HybridHistogram
 from scalezero.simulate.engine import (
+    REPLAY_LEAD_S,
     SIM_REQUEST_COLUMNS,
     SimRequest,
     SimResult,
@@ -115,13 +116,16 @@ def test_keep_warm_gap_longer_than_the_ttl_is_a_second_cold_start() -> None:
 
 def test_always_on_warms_up_before_the_replay_and_has_no_cold_start_in_it() -> None:
     result = run("always_on", at(1.0, 50.0, 100.0))
-    assert events_of(result)[:4] == [
+    warm_up = events_of(result)[:4]
+    # Ready just before t = 0 (the runner starts the replay after seeing it ready).
+    assert -1e-6 < warm_up[3][0] < 0
+    assert [(round(t, 6), *rest) for t, *rest in warm_up] == [
         (-4.0, "i1", "spawn", "starting", "min_instances"),
         (-3.0, "i1", "runtime_ready", "starting", ""),
         (-1.0, "i1", "model_loaded", "starting", ""),
         (0.0, "i1", "ready", "ready", ""),
     ]
-    assert float(result.events["t_s"].iloc[3]) == 0.0  # exactly
+    assert float(result.events["t_s"].iloc[3]) == -REPLAY_LEAD_S  # exactly
     req = result.requests
     assert not req["cold"].any()
     assert req["t_grant_s"].tolist() == pytest.approx([1.0, 50.0, 100.0])
@@ -132,9 +136,11 @@ def test_always_on_warms_up_before_the_replay_and_has_no_cold_start_in_it() -> N
 
 def test_two_initial_instances_start_one_after_the_other() -> None:
     result = run("always_on:min_instances=2,max_instances=2", at(1.0))
-    assert spawns(result) == [(-8.0, "i1", "min_instances"), (-4.0, "i2", "min_instances")]
+    lead = REPLAY_LEAD_S
+    assert spawns(result) == [(-8.0 - lead, "i1", "min_instances"),
+                              (-4.0 - lead, "i2", "min_instances")]
     ready = [(t, i) for t, i, e, _, _ in events_of(result) if e == "ready"]
-    assert ready == [(-4.0, "i1"), (0.0, "i2")]
+    assert ready == [(-4.0 - lead, "i1"), (-lead, "i2")]
 
 
 def test_a_full_queue_answers_429() -> None:

@@ -82,6 +82,10 @@ SIM_REQUEST_COLUMNS: tuple[str, ...] = (
     "first_of_instance", "instance_id", "queue_wait_s",
 )
 
+#: The replay starts this long after the last initial instance is ready (the runner
+#: starts it once it has seen them ready): a request at t = 0 finds them warm.
+REPLAY_LEAD_S = 1e-9
+
 #: HTTP statuses of the simulated outcomes.
 STATUS_OK = 200
 STATUS_QUEUE_FULL = 429
@@ -501,16 +505,18 @@ class _Engine:
         self.handlers[kind](obj, token, now)
 
     def warm_up(self) -> None:
-        """``Pool.start`` and the runner's wait for the initial instances, ending at t = 0."""
+        """``Pool.start`` and the runner's wait for the initial instances, ending just before
+        t = 0: the runner starts the replay once it has seen them ready, so a request at
+        t = 0 finds them warm (``REPLAY_LEAD_S``)."""
         wanted = self.policy.initial_instances()
         self.initial_instances = wanted
         if wanted <= 0:
             self.ensure_min_instances(0.0)
             return
         # Planned backwards from t = 0, one start after the other, so that the last
-        # instance is ready at exactly 0 and each start begins when the previous is ready.
+        # instance is ready just before 0 and each start begins when the previous is ready.
         plan = []
-        t_ready = 0.0
+        t_ready = -REPLAY_LEAD_S
         for _ in range(wanted):
             t_ml = t_ready - self.phase_s[2]
             t_rr = t_ml - self.phase_s[1]

@@ -28,18 +28,20 @@ from scalezero.serving.events import EVENT_COLUMNS, Event, EventLog, Lifecycle
 from scalezero.serving.launcher import InstanceSpec, InstanceStartError, PhaseCallback
 from scalezero.serving.pool import InstanceState, Pool, PoolError, PoolLimits
 from scalezero.serving.strategies.base import Policy
-from scalezero.simulate.engine import SIM_REQUEST_COLUMNS, SimRequest, SimResult
+from scalezero.simulate.engine import (
+    REPLAY_LEAD_S,
+    SIM_REQUEST_COLUMNS,
+    SimRequest,
+    SimResult,
+)
 from scalezero.simulate.profile import PlatformProfile
 from scalezero.simulate.virtual_loop import VirtualEventLoop, run_virtual
 
 DEPLOYMENT = "sim"
 
-#: How long before the replay's t = 0 the warm-up ends. The runner starts the replay once
-#: it has seen the initial instances ready, so strictly after: a request sent at t = 0
-#: finds them up (the pool's ``Lease.cold`` is false; the gateway tests check this live).
-#: On a virtual clock the two would coincide; this lead keeps them in the live order,
-#: far below any time the simulation reports and far above float rounding.
-REPLAY_LEAD_S = 1e-9
+# The warm-up ends REPLAY_LEAD_S before the replay's t = 0, as in the engine: the runner
+# starts the replay once it has seen the initial instances ready, so strictly after, and a
+# request sent at t = 0 finds them up (the gateway tests check this live).
 
 
 class VirtualProcess:
