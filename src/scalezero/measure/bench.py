@@ -260,7 +260,8 @@ def measure_cold(
                     continue
                 proc, direct_url, spawned_s = spawn_direct(settings)
                 try:
-                    ready_s = wait_direct_ready(proc, direct_url, settings.instance.health_path)
+                    ready_s = wait_direct_ready(proc, direct_url,
+                                                settings.instance.readiness_path)
                     direct_s2r_s = ready_s - spawned_s
                     with httpx.Client(trust_env=False, timeout=300.0) as direct_client:
                         direct_ttft_s = stream_completion(
@@ -516,7 +517,8 @@ def add_cli(subparsers: Any) -> None:
                         "'scalezero serve' (unset: llama-cpp-python's server)")
     parser.add_argument("--health-path", default=field_default(InstanceSettings, "health_path"),
                         metavar="PATH",
-                        help="path polled to decide that an instance is ready")
+                        help="path polled to decide that an instance is ready (unset: the "
+                        "engine's)")
     parser.add_argument("--json", default=None, metavar="PATH",
                         help="also write the results as JSON here (unset: not written)")
     parser.add_argument("--log-dir", default=None, metavar="DIR",

@@ -145,7 +145,9 @@ class Gateway:
         self.metrics = GatewayMetrics(lambda: self.pools.values())
         pool = Pool(
             config.deployment,
-            config.spec,
+            # llama-server serves as many requests at once as it has slots: as many as
+            # the pool sends to one instance.
+            dataclasses.replace(config.spec, parallel=config.limits.instance_concurrency),
             config.policy,
             config.limits,
             self.events,

@@ -1,4 +1,10 @@
-"""Start, watch and stop one instance process (a llama.cpp server)."""
+"""Start, watch and stop one instance process (a llama.cpp server).
+
+Two engines: llama-cpp-python's server, run through ``scalezero.serving.instance``,
+which prints phase markers on stdout; and llama.cpp's own ``llama-server``, which prints
+none: its phases are read from its log lines on stderr (``NATIVE_PHASE_LINES``), and its
+readiness is polled from the start (it answers 503 while it loads, 200 once ready).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +28,16 @@ from scalezero.system.procs import free_tcp_port, package_env, signal_group
 
 PhaseCallback = Callable[[Lifecycle, float], None]
 
+#: llama-server's log lines (stderr) that mark its start-up phases, as the pinned
+#: llama.cpp prints them (tools/server/server-context.cpp, server.cpp): the model load
+#: begins (process up, arguments parsed, HTTP socket bound) and ends (weights, context,
+#: warm-up and slots done; /health answers 200 right after). Each phase is timed when its
+#: line is read. A llama.cpp that prints other lines leaves the phases out, nothing more.
+NATIVE_PHASE_LINES: tuple[tuple[re.Pattern[str], Lifecycle], ...] = (
+    (re.compile(r"^srv\s+load_model: loading model "), Lifecycle.RUNTIME_READY),
+    (re.compile(r"^srv\s+llama_server: model loaded\s*$"), Lifecycle.MODEL_LOADED),
+)
+
 
 class InstanceStartError(RuntimeError):
     """The instance did not become ready; the message says why, for the waiting clients."""
@@ -28,13 +45,16 @@ class InstanceStartError(RuntimeError):
 
 @dataclasses.dataclass
 class InstanceSpec:
-    """How to run one instance. ``command`` overrides the llama-cpp-python server.
+    """How to run one instance. ``command`` overrides the engine's server.
 
     A custom ``command`` may use the placeholders ``{python}``, ``{model}``, ``{port}``,
     ``{host}``, ``{n_ctx}`` and ``{alias}``; it is wrapped so that it dies with the gateway.
-    Built by ``InstanceSettings.spec``, where the defaults are.
+    ``engine`` is ``llama_cpp_python`` or ``llama_server`` (``server_binary``, with
+    ``parallel`` slots of ``n_ctx`` tokens each). Built by ``InstanceSettings.spec``,
+    where the defaults are.
     """
 
+    engine: str
     model_path: Path
     model_alias: str
     n_ctx: int
@@ -50,6 +70,34 @@ class InstanceSpec:
     env: dict[str, str]
     command: Sequence[str] | None
     python: str
+    parallel: int
+    server_binary: Path | None
+
+    @property
+    def native(self) -> bool:
+        """Whether this spec runs llama-server (and not a custom command)."""
+        return self.engine == "llama_server" and not self.command
+
+    def native_args(self, port: int) -> list[str]:
+        """llama-server's arguments. Its context (-c) is shared by its slots, so it gets
+        ``n_ctx`` per slot: each request may use ``n_ctx``, as with the Python engine."""
+        if self.server_binary is None:
+            raise ValueError("the llama_server engine needs server_binary")
+        # -1 means "all layers" here (llama-cpp-python's meaning); to llama-server, "auto".
+        gpu_layers = "all" if self.n_gpu_layers < 0 else str(self.n_gpu_layers)
+        args = [
+            str(self.server_binary),
+            "--model", str(self.model_path),
+            "--alias", self.model_alias,
+            "--host", self.host,
+            "--port", str(port),
+            "--ctx-size", str(self.n_ctx * self.parallel),
+            "--parallel", str(self.parallel),
+            "--n-gpu-layers", gpu_layers,
+        ]
+        if self.n_threads:
+            args += ["--threads", str(self.n_threads)]
+        return args
 
     def build_command(self, port: int, parent_pid: int) -> list[str]:
         if self.command:
@@ -65,6 +113,11 @@ class InstanceSpec:
             return [
                 self.python, "-m", "scalezero.serving.guard", "--parent-pid", str(parent_pid), "--",
                 *command,
+            ]
+        if self.native:
+            return [
+                self.python, "-m", "scalezero.serving.guard", "--parent-pid", str(parent_pid),
+                "--", *self.native_args(port), *self.extra_args,
             ]
         server_args = [
             "--model", str(self.model_path),
@@ -160,10 +213,23 @@ class InstanceProcess:
             self._write_log(line)
 
     async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
+        native = self.spec.native
         while line_bytes := await stream.readline():
             line = line_bytes.decode("utf-8", "replace").rstrip("\n")
+            if native and len(self.phase_times) < len(NATIVE_PHASE_LINES):
+                self._native_phase(line)
             self._stderr_tail.append(line)
             self._write_log(line)
+
+    def _native_phase(self, line: str) -> None:
+        """Time a phase of llama-server's start from its log line (first one only)."""
+        for pattern, phase in NATIVE_PHASE_LINES:
+            if phase not in self.phase_times and pattern.match(line):
+                t_s = time.monotonic()
+                self.phase_times[phase] = t_s
+                if self._on_phase is not None:
+                    self._on_phase(phase, t_s)
+                return
 
     def _write_log(self, line: str) -> None:
         if self._log is not None:
@@ -192,7 +258,10 @@ class InstanceProcess:
         # A custom command may print no phase markers: poll it from the start, until it
         # prints one. Once markers come, wait for `listening`: until then the port may
         # still belong to someone else (a lost race for it), whose answers mean nothing.
+        # llama-server binds its port before it loads and answers 503 until it is ready,
+        # and prints no `listening` marker: polled from the start, always.
         custom = bool(self.spec.command)
+        native = self.spec.native
         url = self.base_url + self.spec.health_path
         exited = asyncio.ensure_future(self.proc.wait())
         try:
@@ -210,7 +279,7 @@ class InstanceProcess:
                         raise InstanceStartError(
                             f"instance not ready after {self.spec.ready_timeout_s:g} s"
                         )
-                    if (custom and not self.phase_times) or fallback_poll or (
+                    if native or (custom and not self.phase_times) or fallback_poll or (
                         self._listening.is_set()
                     ):
                         if await self._probe(client, url, exited, remaining_s):
