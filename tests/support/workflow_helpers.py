@@ -19,8 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # What a workflow copy needs; results/, resources/ and logs/ start empty.
 WORKFLOW_PARTS = ("Snakefile", "workflow", "config", ".test", "envs", "report", "src")
-SERVER_MARKERS = ("scalezero.serving.instance", "llama_cpp.server", "scalezero.cli serve",
-                  "scalezero.cli telemetry")
+SERVER_MARKERS = ("scalezero.serving.instance", "llama_cpp.server", "llama-server",
+                  "scalezero.cli serve", "scalezero.cli telemetry")
 
 
 def copy_workflow(dest: Path, model: Path | None = None, model_name: str = "smollm2-135m"

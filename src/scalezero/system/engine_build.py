@@ -352,11 +352,11 @@ def setup_server(version: str, cuda: bool, cache: Path, venv: Path,
     or cached, then install it into `venv`. Returns the record installed."""
     env = os.environ if env is None else env
     if not native_engine_enabled(env):
-        record = {"package": "llama-server", "enabled": False,
-                  "reason": f"{NATIVE_ENGINE_ENV}=0 when tools/setup-venv.sh ran"}
-        install_server(None, venv, record)
+        off: dict[str, Any] = {"package": "llama-server", "enabled": False,
+                               "reason": f"{NATIVE_ENGINE_ENV}=0 when tools/setup-venv.sh ran"}
+        install_server(None, venv, off)
         print(f"setup: llama-server not built ({NATIVE_ENGINE_ENV}=0)")
-        return record
+        return off
     plan = server_plan(build_plan(version, cuda, env=env))
     out_dir = cache / plan["key"]
     record = cached_server(plan, out_dir)
