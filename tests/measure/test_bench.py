@@ -58,3 +58,4 @@ def test_bench_builds_its_settings_with_its_own_context_size(fake_model: Path) -
     assert settings.instance.command == ("srv", "--port", "{port}")
     spec = settings.instance_spec()
     assert spec.n_ctx == 512 and spec.health_path == "/v1/models"  # the engine's
+    assert settings.instance.engine == "llama_cpp_python"

@@ -48,6 +48,7 @@ import httpx
 from scalezero.errors import UserError
 from scalezero.serving.settings import (
     DEVICES,
+    ENGINES,
     GatewaySettings,
     InstanceSettings,
     field_default,
@@ -405,6 +406,7 @@ def bench_settings(args: argparse.Namespace, model: Path) -> GatewaySettings:
         policy="naive",
         device=args.device,
         instance=InstanceSettings(
+            engine=args.engine,
             n_ctx=args.n_ctx,
             n_threads=args.n_threads,
             command=tuple(shlex.split(args.instance_command)) if args.instance_command else None,
@@ -504,6 +506,9 @@ def add_cli(subparsers: Any) -> None:
     parser.add_argument("--device", choices=DEVICES,
                         default=field_default(GatewaySettings, "device"),
                         help="where the instance runs")
+    parser.add_argument("--engine", choices=ENGINES,
+                        default=field_default(InstanceSettings, "engine"),
+                        help="the instance's server")
     # The bench measures short requests: a small context keeps each instance's start and
     # memory low, unlike the gateway's own default.
     parser.add_argument("--n-ctx", type=int, default=BENCH_N_CTX, metavar="N",
@@ -511,7 +516,7 @@ def add_cli(subparsers: Any) -> None:
                         f"default ({field_default(InstanceSettings, 'n_ctx')}): the bench "
                         "sends short requests")
     parser.add_argument("--n-threads", type=int, default=None, metavar="N",
-                        help="CPU threads of the instance (unset: llama-cpp-python's default)")
+                        help="CPU threads of the instance (unset: the engine's default)")
     parser.add_argument("--instance-command", default=None, metavar="CMD",
                         help="instance command instead of llama-cpp-python's server, as for "
                         "'scalezero serve' (unset: llama-cpp-python's server)")
