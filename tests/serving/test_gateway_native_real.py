@@ -118,6 +118,12 @@ def test_native_engine_streams_a_chat_and_a_completion_through_the_gateway(
     assert whole.usage is not None
     assert whole.usage.prompt_tokens == streamed[-1].usage.prompt_tokens
 
+    # A prompt over the slot's context: refused with OpenAI's code, as with the other engine.
+    too_long = httpx.post(gw.url + "/v1/completions", timeout=60, trust_env=False, json={
+        "model": "smollm2", "prompt": "word " * 600, "max_tokens": 4})
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["code"] == "context_length_exceeded"
+
     # One cold start, its phases read from llama-server's log, in order.
     spawned = [e for e in gw.events if e.event == "spawn"]
     assert len(spawned) == 1

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from gateway_fixtures import wait_gone
+from gateway_fixtures import GatewayFactory, wait_gone
 
 from scalezero.cli import build_parser
 from scalezero.errors import UserError
-from scalezero.serving.app import Gateway
+from scalezero.serving.app import Gateway, _engine_error
 from scalezero.serving.cli import load_settings
 from scalezero.serving.events import Lifecycle
 from scalezero.serving.launcher import InstanceProcess, InstanceSpec, parse_native_line
@@ -181,3 +181,32 @@ def test_a_llama_server_printing_other_lines_has_spawn_and_ready_only(
 
     started_s = asyncio.run(scenario())
     assert seen == [Lifecycle.SPAWN] and started_s > 0
+
+
+def test_fields_llama_server_would_answer_otherwise_are_refused(
+    make_gateway: GatewayFactory, server_binary: Path,
+) -> None:
+    gw = make_gateway("naive", spec={"engine": "llama_server", "command": None,
+                                     "server_binary": server_binary})
+    cases = [
+        ("/v1/completions", {"prompt": "Hi", "echo": True}, "echo"),
+        ("/v1/completions", {"prompt": "Hi", "logprobs": 1}, "logprobs"),
+        ("/v1/chat/completions", {
+            "messages": [{"role": "user", "content": "Hi"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": {"type": "function", "function": {"name": "f"}}}, "tools"),
+    ]
+    for path, body, param in cases:
+        response = gw.client.post(path, json={"model": "fake", "max_tokens": 2, **body})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == param and error["code"] == "unsupported_parameter"
+        assert "llama-server" in error["message"]
+    assert gw.spawned_pids() == []  # refused before any instance was asked
+
+
+def test_llama_servers_context_error_keeps_openais_code() -> None:
+    body = (b'{"error": {"code": 400, "message": "request (601 tokens) exceeds the available '
+            b'context size (512 tokens)", "type": "exceed_context_size_error"}}')
+    error = _engine_error(400, body, "i1", {})
+    assert error.status_code == 400 and error.code == "context_length_exceeded"
