@@ -182,3 +182,65 @@ def test_the_server_subcommand_reports_a_failed_build(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "llama-server build failed" in proc.stderr
     assert "SCALEZERO_NATIVE_ENGINE=0" in proc.stderr
+
+
+def _fake_sdist(tmp_path: Path, files: tuple[str, ...] = SERVER_SOURCE_FILES) -> Path:
+    import tarfile
+
+    root = tmp_path / "sdist-tree" / "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp"
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("")
+    sdist = tmp_path / "llama_cpp_python-0.3.36.tar.gz"
+    with tarfile.open(sdist, "w:gz") as archive:
+        archive.add(tmp_path / "sdist-tree" / "llama_cpp_python-0.3.36",
+                    arcname="llama_cpp_python-0.3.36")
+    return sdist
+
+
+def _fake_cmake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `cmake` on PATH that records its calls and "builds" a llama-server script."""
+    calls = tmp_path / "cmake-calls"
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    cmake = bin_dir / "cmake"
+    cmake.write_text(f"""#!/bin/sh
+echo "$@" >> "{calls}"
+if [ "$1" = --build ]; then
+  mkdir -p "$2/bin" && printf '#!/bin/sh\\necho version: 7\\n' > "$2/bin/llama-server"
+  chmod +x "$2/bin/llama-server"
+fi
+""")
+    cmake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
+def test_build_server_configures_builds_and_caches_atomically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _fake_cmake(tmp_path, monkeypatch)
+    plan = server_plan(_plan(tmp_path))
+    out_dir = tmp_path / "cache" / plan["key"]
+    record = engine_build.build_server(plan, out_dir, jobs=3, sdist=_fake_sdist(tmp_path),
+                                       log=lambda line: None)
+    configure, build = calls.read_text().splitlines()
+    assert configure.startswith("-S ") and "/vendor/llama.cpp -B " in configure
+    assert configure.endswith(" ".join(plan["cmake_args"]))
+    assert build.endswith("--target llama-server -j 3")
+    assert record["build_s"] >= 0 and record["jobs"] == 3
+    assert cached_server(plan, out_dir) is not None
+    assert native_server_version(out_dir / "llama-server") == "version: 7"
+    assert not out_dir.with_name(out_dir.name + ".partial").exists()
+
+
+def test_build_server_names_the_files_a_trimmed_sdist_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _fake_cmake(tmp_path, monkeypatch)
+    trimmed = tuple(n for n in SERVER_SOURCE_FILES if not n.startswith("tools/server/"))
+    plan = server_plan(_plan(tmp_path))
+    with pytest.raises(RuntimeError, match=r"tools/server/CMakeLists\.txt"):
+        engine_build.build_server(plan, tmp_path / "out", sdist=_fake_sdist(tmp_path, trimmed),
+                                  log=lambda line: None)
+    assert not (tmp_path / "out").exists()
