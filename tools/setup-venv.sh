@@ -8,7 +8,11 @@
 # nvidia-smi sees a GPU; SCALEZERO_CUDA=0 forces a CPU build. The built wheel is kept in
 # ~/.cache/scalezero/engine/<build key>/ (SCALEZERO_WHEELHOUSE moves it) and reused only
 # by a setup that would build it with the same flags. Extra CMake arguments for the
-# engine: SCALEZERO_ENGINE_CMAKE_ARGS. Setup ends with the engine self-check.
+# engine: SCALEZERO_ENGINE_CMAKE_ARGS. llama.cpp's own server (llama-server, the second
+# engine) is built from the same sdist's llama.cpp with the same flags, cached in
+# <build key>-server/ beside the wheel and copied into .venv/bin, when
+# SCALEZERO_NATIVE_ENGINE=1 (opt-in: another 9-10 minutes on two cores the first time).
+# Setup ends with the engine self-check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,7 +46,8 @@ plan=$(.venv/bin/python src/scalezero/system/engine_build.py plan --version "$ve
 field() { .venv/bin/python -c 'import json, sys; v = json.load(sys.stdin)[sys.argv[1]]; print(" ".join(v) if isinstance(v, list) else v)' "$1" <<<"$plan"; }
 key=$(field key)
 cmake_args=$(field cmake_args)
-wheelhouse="${SCALEZERO_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/scalezero/engine}/$key"
+wheelhouse_root="${SCALEZERO_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/scalezero/engine}"
+wheelhouse="$wheelhouse_root/$key"
 wheel=$(ls "$wheelhouse"/llama_cpp_python-"$version"-*.whl 2>/dev/null | head -n 1 || true)
 if [ -z "$wheel" ]; then
   echo "setup: building llama-cpp-python $version (build $key: $cmake_args)"
@@ -69,6 +74,11 @@ if [ "$installed_key" != "$key" ] || ! .venv/bin/python -c "import llama_cpp" 2>
   .venv/bin/python -m pip install --disable-pip-version-check -q --no-deps --force-reinstall "$wheel"
   printf '%s\n' "$plan" >.venv/engine-build.json
 fi
+
+# The native engine: llama-server from the same sdist and flags, when
+# SCALEZERO_NATIVE_ENGINE=1 (otherwise recorded as switched off).
+.venv/bin/python src/scalezero/system/engine_build.py server --version "$version" \
+  --cuda "$want_cuda" --cache "$wheelhouse_root" --venv .venv
 
 target="."
 [ -n "$extra" ] && target=".[$extra]"

@@ -11,7 +11,6 @@ import pytest
 
 from scalezero.cli import build_parser, main
 from scalezero.measure.bench import BENCH_N_CTX, bench_settings
-from scalezero.serving.settings import InstanceSettings, field_default
 
 
 @pytest.mark.slow
@@ -58,5 +57,5 @@ def test_bench_builds_its_settings_with_its_own_context_size(fake_model: Path) -
     assert settings.instance.n_ctx == BENCH_N_CTX == 512
     assert settings.instance.command == ("srv", "--port", "{port}")
     spec = settings.instance_spec()
-    assert spec.n_ctx == 512 and spec.health_path == field_default(InstanceSettings,
-                                                                   "health_path")
+    assert spec.n_ctx == 512 and spec.health_path == "/v1/models"  # the engine's
+    assert settings.instance.engine == "llama_cpp_python"

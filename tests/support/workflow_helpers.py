@@ -20,8 +20,8 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # What a workflow copy needs; results/, resources/ and logs/ start empty.
 WORKFLOW_PARTS = ("Snakefile", "workflow", "config", ".test", "envs", "report", "src",
                   "data")
-SERVER_MARKERS = ("scalezero.serving.instance", "llama_cpp.server", "scalezero.cli serve",
-                  "scalezero.cli telemetry")
+SERVER_MARKERS = ("scalezero.serving.instance", "llama_cpp.server", "llama-server",
+                  "scalezero.cli serve", "scalezero.cli telemetry")
 
 
 def copy_workflow(dest: Path, model: Path | None = None, model_name: str = "smollm2-135m"

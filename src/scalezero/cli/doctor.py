@@ -1,11 +1,12 @@
 """`scalezero doctor`: what this machine offers the experiment, and whether it can run.
 
 The first thing to run on a new machine. It prints the CPU and the instruction sets ggml
-uses, the engine's build and backends, the GPUs NVML sees, the energy sources readable
-now, whether a file's page cache can be dropped (cold-from-disk starts), the report and
-workflow tools, and the engine self-check. It exits 1 when the experiment cannot run:
-the engine does not load or answer, AMX code is compiled into it on a machine with AMX
-(the known crash), or neither pandoc nor Quarto can render the report.
+uses, the engine's build and backends, where llama-server (the native engine) is, the
+GPUs NVML sees, the energy sources readable now, whether a file's page cache can be
+dropped (cold-from-disk starts), the report and workflow tools, and the engine
+self-check. It exits 1 when the experiment cannot run: the engine does not load or
+answer, AMX code is compiled into it on a machine with AMX (the known crash), a built
+llama-server does not run, or neither pandoc nor Quarto can render the report.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from scalezero.system.engine_build import (
     cpu_model_name,
     engine_report,
     installed_build,
+    native_server,
+    native_server_version,
     read_cpu_flags,
 )
 
@@ -42,6 +45,17 @@ def cpu_facts() -> dict[str, Any]:
 def engine_facts() -> dict[str, Any]:
     facts = engine_report()
     facts["build"] = installed_build()
+    return facts
+
+
+def native_server_facts() -> dict[str, Any]:
+    """Where llama-server (the `llama_server` engine) is and what it says, or why none."""
+    found = native_server()
+    facts: dict[str, Any] = {"path": None if found.path is None else str(found.path),
+                             "reason": found.reason, "switched_off": found.switched_off,
+                             "build": found.record}
+    if found.path is not None:
+        facts["version"] = native_server_version(found.path)
     return facts
 
 
@@ -168,6 +182,7 @@ def diagnose(model: Path | None = None) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "cpu": cpu_facts(),
         "engine": engine_facts(),
+        "native_server": native_server_facts(),
         "gpu": gpu_facts(),
         "rapl": rapl_facts(),
         "page_cache": page_cache_facts(Path("resources") if Path("resources").is_dir()
@@ -182,6 +197,10 @@ def diagnose(model: Path | None = None) -> dict[str, Any]:
     elif engine["amx_compiled"] and facts["cpu"]["amx"]:
         problems.append("the engine has ggml's AMX path compiled in and this CPU has AMX: "
                         "it crashes at the first decode; rebuild with tools/setup-venv.sh")
+    native = facts["native_server"]
+    if native["path"] is not None and native["version"].startswith("error"):
+        problems.append(f"llama-server (engine llama_server) does not run here: "
+                        f"{native['version']}; rebuild with tools/setup-venv.sh")
     if not facts["self_check"]["ok"]:
         problems.append(f"engine self-check {facts['self_check']['summary']}")
     if not facts["tools"]["pandoc"] and not facts["tools"]["quarto"]:
@@ -218,6 +237,13 @@ def format_facts(facts: dict[str, Any]) -> str:
         lines.append("           build " + (f"{build['key']}: {' '.join(build['cmake_args'])}"
                                             if build else "not recorded (not installed by "
                                             "tools/setup-venv.sh)"))
+    native = facts["native_server"]
+    if native["path"] is None:
+        lines.append(f"--   native llama-server (engine llama_server) {native['reason']}")
+    else:
+        runs = not native["version"].startswith("error")
+        lines.append(f"{'ok  ' if runs else 'FAIL'} native llama-server {native['path']}: "
+                     f"{native['version']}; {native['reason']}")
     if gpu["available"]:
         lines.append(f"ok   NVML   driver {gpu['driver_version']}, CUDA "
                      f"{gpu['cuda_driver_version']}, {len(gpu['gpus'])} GPU(s)")

@@ -48,6 +48,7 @@ import httpx
 from scalezero.errors import UserError
 from scalezero.serving.settings import (
     DEVICES,
+    ENGINES,
     GatewaySettings,
     InstanceSettings,
     field_default,
@@ -260,7 +261,8 @@ def measure_cold(
                     continue
                 proc, direct_url, spawned_s = spawn_direct(settings)
                 try:
-                    ready_s = wait_direct_ready(proc, direct_url, settings.instance.health_path)
+                    ready_s = wait_direct_ready(proc, direct_url,
+                                                settings.instance.readiness_path)
                     direct_s2r_s = ready_s - spawned_s
                     with httpx.Client(trust_env=False, timeout=300.0) as direct_client:
                         direct_ttft_s = stream_completion(
@@ -404,6 +406,7 @@ def bench_settings(args: argparse.Namespace, model: Path) -> GatewaySettings:
         policy="naive",
         device=args.device,
         instance=InstanceSettings(
+            engine=args.engine,
             n_ctx=args.n_ctx,
             n_threads=args.n_threads,
             command=tuple(shlex.split(args.instance_command)) if args.instance_command else None,
@@ -503,6 +506,9 @@ def add_cli(subparsers: Any) -> None:
     parser.add_argument("--device", choices=DEVICES,
                         default=field_default(GatewaySettings, "device"),
                         help="where the instance runs")
+    parser.add_argument("--engine", choices=ENGINES,
+                        default=field_default(InstanceSettings, "engine"),
+                        help="the instance's server")
     # The bench measures short requests: a small context keeps each instance's start and
     # memory low, unlike the gateway's own default.
     parser.add_argument("--n-ctx", type=int, default=BENCH_N_CTX, metavar="N",
@@ -510,13 +516,14 @@ def add_cli(subparsers: Any) -> None:
                         f"default ({field_default(InstanceSettings, 'n_ctx')}): the bench "
                         "sends short requests")
     parser.add_argument("--n-threads", type=int, default=None, metavar="N",
-                        help="CPU threads of the instance (unset: llama-cpp-python's default)")
+                        help="CPU threads of the instance (unset: the engine's default)")
     parser.add_argument("--instance-command", default=None, metavar="CMD",
                         help="instance command instead of llama-cpp-python's server, as for "
                         "'scalezero serve' (unset: llama-cpp-python's server)")
     parser.add_argument("--health-path", default=field_default(InstanceSettings, "health_path"),
                         metavar="PATH",
-                        help="path polled to decide that an instance is ready")
+                        help="path polled to decide that an instance is ready (unset: the "
+                        "engine's)")
     parser.add_argument("--json", default=None, metavar="PATH",
                         help="also write the results as JSON here (unset: not written)")
     parser.add_argument("--log-dir", default=None, metavar="DIR",

@@ -135,6 +135,7 @@ def environment_info(device: str) -> dict[str, Any]:
         cpu_model_name,
         engine_report,
         installed_build,
+        native_server,
         read_cpu_flags,
     )
 
@@ -149,7 +150,7 @@ def environment_info(device: str) -> dict[str, Any]:
         info["llama_cpp_gpu_offload"] = engine["gpu_offload"]
         # What ggml says it was compiled with, and the flags setup built it with.
         info["engine"] = {"backends": engine["backends"], "amx_compiled": engine["amx_compiled"],
-                          "build": installed_build()}
+                          "build": installed_build(), "server_build": native_server().record}
     with contextlib.suppress(Exception):
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, cwd=Path(__file__).parent).stdout.strip()

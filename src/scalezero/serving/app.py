@@ -145,7 +145,9 @@ class Gateway:
         self.metrics = GatewayMetrics(lambda: self.pools.values())
         pool = Pool(
             config.deployment,
-            config.spec,
+            # llama-server serves as many requests at once as it has slots: as many as
+            # the pool sends to one instance.
+            dataclasses.replace(config.spec, parallel=config.limits.instance_concurrency),
             config.policy,
             config.limits,
             self.events,
@@ -733,6 +735,8 @@ def create_app(config: GatewayConfig) -> GatewayApp:
                     param="logit_bias",
                     code="invalid_value",
                 )
+        if config.spec.native:
+            _refuse_for_llama_server(body)
         pool = gateway.pool_for(body.model)
         content = json.dumps(body.to_engine(pool.deployment)).encode()
         try:
@@ -800,6 +804,31 @@ def create_app(config: GatewayConfig) -> GatewayApp:
 # ----------------------------------------------------------------- proxying
 
 
+#: What llama-server (the ``llama_server`` engine) does not do as the API says, refused
+#: up front instead of answered differently: field -> why.
+_LLAMA_SERVER_REFUSALS = {
+    "echo": "llama-server does not echo the prompt",
+    "logprobs": "llama-server answers completions' logprobs in the chat format, not the "
+                "completions format",
+    "tools": "llama-server does not follow a forced tool_choice",
+}
+
+
+def _refuse_for_llama_server(body: CompletionRequest | ChatCompletionRequest) -> None:
+    """Raise a 400 for a field llama-server would silently answer otherwise."""
+    chat = isinstance(body, ChatCompletionRequest)
+    used = {
+        "echo": not chat and bool(getattr(body, "echo", None)),
+        "logprobs": not chat and getattr(body, "logprobs", None) is not None,
+        "tools": chat and bool(getattr(body, "tools", None))
+        and getattr(body, "tool_choice", None) != "none",
+    }
+    for name, reason in _LLAMA_SERVER_REFUSALS.items():
+        if used[name]:
+            raise ApiError(400, f"'{name}' is not supported by this deployment's engine: "
+                           f"{reason}", param=name, code="unsupported_parameter")
+
+
 def _engine_message(data: bytes) -> tuple[str, str | None, str | None]:
     """An instance's error answer: its message, param and code, as far as it has them."""
     try:
@@ -809,6 +838,8 @@ def _engine_message(data: bytes) -> tuple[str, str | None, str | None]:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         error = body["error"]
         param, code = error.get("param"), error.get("code")
+        if error.get("type") == "exceed_context_size_error":  # llama-server's name for it
+            code = "context_length_exceeded"
         return (str(error.get("message") or "")[:MAX_ENGINE_MESSAGE_CHARS],
                 param if isinstance(param, str) else None, code if isinstance(code, str) else None)
     if isinstance(body, dict) and "detail" in body:  # FastAPI's validation answer

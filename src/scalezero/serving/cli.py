@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from scalezero.errors import UserError
-from scalezero.serving.settings import DEVICES, LOG_LEVELS, GatewaySettings
+from scalezero.serving.settings import DEVICES, ENGINES, LOG_LEVELS, GatewaySettings
 from scalezero.system.device import require_device
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ _GROUPS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
         "--ready-timeout-s": ("instance.ready_timeout_s", {"type": float, "metavar": "S"}),
     },
     "instances": {
+        "--engine": ("instance.engine", {"choices": ENGINES}),
         "--device": ("device", {"choices": DEVICES}),
         "--gpu-index": ("gpu_index", {"type": int, "metavar": "I"}),
         "--n-gpu-layers": ("instance.n_gpu_layers", {"type": int, "metavar": "N"}),
@@ -72,10 +73,10 @@ _GROUPS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
         "--n-threads": ("instance.n_threads", {"type": int, "metavar": "N"}),
         "--instance-arg": ("instance.extra_args", {"action": "append", "metavar": "ARG",
                                                    "help": "extra argument for "
-                                                   "llama_cpp.server (repeatable)"}),
+                                                   "the engine's server (repeatable)"}),
         "--instance-command": ("instance.command", {"type": shlex.split, "metavar": "CMD",
                                                     "help": (
-            "run CMD (split like a shell would) instead of llama-cpp-python's server, e.g. "
+            "run CMD (split like a shell would) instead of the engine's server, e.g. "
             "'llama-server -m {model} --port {port} --host {host}'; placeholders: {python} "
             "{model} {port} {host} {n_ctx} {alias}")}),
         "--health-path": ("instance.health_path", {"metavar": "PATH"}),

@@ -1,4 +1,11 @@
-"""Start, watch and stop one instance process (a llama.cpp server)."""
+"""Start, watch and stop one instance process (a llama.cpp server).
+
+Two engines: llama-cpp-python's server, run through ``scalezero.serving.instance``,
+which prints timed phase markers on stdout; and llama.cpp's own ``llama-server``, which
+prints none. Its phases are read from its log on stderr (``NATIVE_PHASE_LINES``), which
+it is told to stamp (``--log-prefix --log-timestamps``: time since its log began), and
+its readiness is polled from the start (it answers 503 while it loads, 200 once ready).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +29,28 @@ from scalezero.system.procs import free_tcp_port, package_env, signal_group
 
 PhaseCallback = Callable[[Lifecycle, float], None]
 
+#: llama-server's log lines (stderr) that mark its start-up phases, as the pinned
+#: llama.cpp prints them (tools/server/server-context.cpp, server.cpp): the model load
+#: begins (process up, arguments parsed, HTTP socket bound) and ends (weights, context,
+#: warm-up and slots done; /health answers 200 right after). A llama.cpp that prints
+#: other lines leaves the phases out, nothing more.
+NATIVE_PHASE_LINES: tuple[tuple[re.Pattern[str], Lifecycle], ...] = (
+    (re.compile(r"^srv\s+load_model: loading model "), Lifecycle.RUNTIME_READY),
+    (re.compile(r"^srv\s+llama_server: model loaded\s*$"), Lifecycle.MODEL_LOADED),
+)
+#: The stamp --log-prefix --log-timestamps puts before a line: minutes.seconds.ms.us
+#: since llama-server's log began, then the level letter.
+_NATIVE_STAMP = re.compile(r"^(\d+)\.(\d{2})\.(\d{3})\.(\d{3}) [A-Z] (.*)$")
+
+
+def parse_native_line(line: str) -> tuple[float | None, str]:
+    """(seconds since llama-server's log began, or None if unstamped; the message)."""
+    match = _NATIVE_STAMP.match(line)
+    if match is None:
+        return None, line
+    minutes, seconds, ms, us = (int(g) for g in match.groups()[:4])
+    return minutes * 60 + seconds + ms / 1e3 + us / 1e6, match.group(5)
+
 
 class InstanceStartError(RuntimeError):
     """The instance did not become ready; the message says why, for the waiting clients."""
@@ -28,13 +58,16 @@ class InstanceStartError(RuntimeError):
 
 @dataclasses.dataclass
 class InstanceSpec:
-    """How to run one instance. ``command`` overrides the llama-cpp-python server.
+    """How to run one instance. ``command`` overrides the engine's server.
 
     A custom ``command`` may use the placeholders ``{python}``, ``{model}``, ``{port}``,
     ``{host}``, ``{n_ctx}`` and ``{alias}``; it is wrapped so that it dies with the gateway.
-    Built by ``InstanceSettings.spec``, where the defaults are.
+    ``engine`` is ``llama_cpp_python`` or ``llama_server`` (``server_binary``, with
+    ``parallel`` slots of ``n_ctx`` tokens each). Built by ``InstanceSettings.spec``,
+    where the defaults are.
     """
 
+    engine: str
     model_path: Path
     model_alias: str
     n_ctx: int
@@ -50,6 +83,35 @@ class InstanceSpec:
     env: dict[str, str]
     command: Sequence[str] | None
     python: str
+    parallel: int
+    server_binary: Path | None
+
+    @property
+    def native(self) -> bool:
+        """Whether this spec runs llama-server (and not a custom command)."""
+        return self.engine == "llama_server" and not self.command
+
+    def native_args(self, port: int) -> list[str]:
+        """llama-server's arguments. Its context (-c) is shared by its slots, so it gets
+        ``n_ctx`` per slot: each request may use ``n_ctx``, as with the Python engine."""
+        if self.server_binary is None:
+            raise ValueError("the llama_server engine needs server_binary")
+        # -1 means "all layers" here (llama-cpp-python's meaning); to llama-server, "auto".
+        gpu_layers = "all" if self.n_gpu_layers < 0 else str(self.n_gpu_layers)
+        args = [
+            # Stamped log lines: the phases are timed by llama-server's own clock.
+            str(self.server_binary), "--log-prefix", "--log-timestamps",
+            "--model", str(self.model_path),
+            "--alias", self.model_alias,
+            "--host", self.host,
+            "--port", str(port),
+            "--ctx-size", str(self.n_ctx * self.parallel),
+            "--parallel", str(self.parallel),
+            "--n-gpu-layers", gpu_layers,
+        ]
+        if self.n_threads:
+            args += ["--threads", str(self.n_threads)]
+        return args
 
     def build_command(self, port: int, parent_pid: int) -> list[str]:
         if self.command:
@@ -65,6 +127,11 @@ class InstanceSpec:
             return [
                 self.python, "-m", "scalezero.serving.guard", "--parent-pid", str(parent_pid), "--",
                 *command,
+            ]
+        if self.native:
+            return [
+                self.python, "-m", "scalezero.serving.guard", "--parent-pid", str(parent_pid),
+                "--", *self.native_args(port), *self.extra_args,
             ]
         server_args = [
             "--model", str(self.model_path),
@@ -95,6 +162,12 @@ class InstanceProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.phase_times: dict[str, float] = {}
         self._listening = asyncio.Event()
+        self._native_loaded = asyncio.Event()
+        # llama-server's phases: its stamps (s since its log began; None: unstamped, then
+        # the read time) and the best estimate of when its log began on our clock.
+        self._native_stamps: dict[Lifecycle, tuple[float | None, float]] = {}
+        self._native_log_start_s = math.inf
+        self._native_reported = False
         self._exited = asyncio.Event()
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=15)
         self._log: IO[str] | None = None
@@ -160,10 +233,51 @@ class InstanceProcess:
             self._write_log(line)
 
     async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
+        native = self.spec.native
         while line_bytes := await stream.readline():
+            read_s = time.monotonic()
             line = line_bytes.decode("utf-8", "replace").rstrip("\n")
+            if native:
+                self._native_line(line, read_s)
             self._stderr_tail.append(line)
             self._write_log(line)
+
+    def _native_line(self, line: str, read_s: float) -> None:
+        """Note llama-server's phase lines, and when its log began.
+
+        A line is read some time after it was written (the event loop may be busy), never
+        before: each stamped line bounds the log's start from above, and the earliest
+        bound is the estimate. The phases are reported once the start ends
+        (`_report_native_phases`), with the estimate from every line read by then.
+        """
+        stamp_s, message = parse_native_line(line)
+        if stamp_s is not None:
+            self._native_log_start_s = min(self._native_log_start_s, read_s - stamp_s)
+        for pattern, phase in NATIVE_PHASE_LINES:
+            if phase not in self._native_stamps and pattern.match(message):
+                self._native_stamps[phase] = (stamp_s, read_s)
+                if phase == Lifecycle.MODEL_LOADED:
+                    self._native_loaded.set()
+                return
+
+    def _report_native_phases(self, ready_s: float | None = None) -> None:
+        """Report llama-server's phases seen so far, in order, on the gateway's clock,
+        none later than ``ready_s``; once."""
+        if self._native_reported:
+            return
+        self._native_reported = True
+        for _, phase in NATIVE_PHASE_LINES:
+            if phase not in self._native_stamps:
+                continue
+            stamp_s, read_s = self._native_stamps[phase]
+            t_s = read_s
+            if stamp_s is not None and math.isfinite(self._native_log_start_s):
+                t_s = self._native_log_start_s + stamp_s
+            if ready_s is not None:
+                t_s = min(t_s, ready_s)
+            self.phase_times[phase] = t_s
+            if self._on_phase is not None:
+                self._on_phase(phase, t_s)
 
     def _write_log(self, line: str) -> None:
         if self._log is not None:
@@ -192,7 +306,10 @@ class InstanceProcess:
         # A custom command may print no phase markers: poll it from the start, until it
         # prints one. Once markers come, wait for `listening`: until then the port may
         # still belong to someone else (a lost race for it), whose answers mean nothing.
+        # llama-server binds its port before it loads and answers 503 until it is ready,
+        # and prints no `listening` marker: polled from the start, always.
         custom = bool(self.spec.command)
+        native = self.spec.native
         url = self.base_url + self.spec.health_path
         exited = asyncio.ensure_future(self.proc.wait())
         try:
@@ -200,6 +317,8 @@ class InstanceProcess:
                 while True:
                     if exited.done():
                         await self._drain_readers()
+                        if native:
+                            self._report_native_phases()
                         reason = self.failure_reason() or "no output"
                         raise InstanceStartError(
                             f"instance exited with code {self.proc.returncode} during start: "
@@ -207,14 +326,19 @@ class InstanceProcess:
                         )
                     remaining_s = deadline - loop.time()
                     if remaining_s <= 0:
+                        if native:
+                            self._report_native_phases()
                         raise InstanceStartError(
                             f"instance not ready after {self.spec.ready_timeout_s:g} s"
                         )
-                    if (custom and not self.phase_times) or fallback_poll or (
+                    if native or (custom and not self.phase_times) or fallback_poll or (
                         self._listening.is_set()
                     ):
                         if await self._probe(client, url, exited, remaining_s):
-                            return time.monotonic()
+                            ready_s = time.monotonic()
+                            if native:
+                                ready_s = await self._after_native_load(ready_s, exited)
+                            return ready_s
                         await asyncio.wait({exited}, timeout=self.spec.poll_interval_s / 4)
                         continue
                     listening = asyncio.ensure_future(self._listening.wait())
@@ -230,6 +354,22 @@ class InstanceProcess:
                         fallback_poll = True
         finally:
             exited.cancel()
+
+    async def _after_native_load(self, ready_s: float, exited: asyncio.Future[int]) -> float:
+        """Report llama-server's phases once it answered ready at ``ready_s``.
+
+        It marks itself ready, then logs "model loaded" through its log thread: a probe
+        can win that race by a moment. Wait that moment (at most a second) for the line;
+        only when its first phase line came (a llama-server that prints other lines is
+        not waited for).
+        """
+        if Lifecycle.RUNTIME_READY in self._native_stamps and not self._native_loaded.is_set():
+            loaded = asyncio.ensure_future(self._native_loaded.wait())
+            pending: set[asyncio.Future[Any]] = {loaded, exited}
+            await asyncio.wait(pending, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            loaded.cancel()
+        self._report_native_phases(ready_s)
+        return ready_s
 
     @staticmethod
     async def _probe(

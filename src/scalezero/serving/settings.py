@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from scalezero.serving.strategies.base import Policy
 
 DEVICES = ("cpu", "cuda")
+#: The engines an instance can run: llama-cpp-python's server, or llama.cpp's own.
+ENGINES = ("llama_cpp_python", "llama_server")
+#: What each engine answers 200 on once its model is loaded (the readiness probe).
+ENGINE_HEALTH_PATHS = {"llama_cpp_python": "/v1/models", "llama_server": "/health"}
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 SETTINGS_FILE = "gateway-settings.json"
 
@@ -33,39 +37,66 @@ class _Settings(BaseModel):
 class InstanceSettings(_Settings):
     """How each llama.cpp server instance runs (config key ``instance``)."""
 
+    engine: Literal["llama_cpp_python", "llama_server"] = Field(
+        "llama_cpp_python",
+        description="server each instance runs: llama-cpp-python's (Python) or llama.cpp's "
+        "own llama-server (native, built by tools/setup-venv.sh from the same llama.cpp)")
     n_ctx: int = Field(
         2048, ge=16,
         description="context size of each instance; also the largest max_tokens accepted")
     n_threads: int | None = Field(
-        None, ge=1, description="CPU threads per instance (unset: llama-cpp-python's default)")
+        None, ge=1, description="CPU threads per instance (unset: the engine's default)")
     n_gpu_layers: int | None = Field(
         None, ge=-1,
         description="layers to offload (-1 = all; unset: all on cuda, 0 on cpu)")
     extra_args: tuple[str, ...] = Field(
-        (), description="further arguments for llama_cpp.server")
+        (), description="further arguments for the engine's server (llama_cpp.server or "
+        "llama-server)")
     ready_timeout_s: float = Field(
         180.0, gt=0,
         description="an instance not ready after this long is killed and its waiting "
         "clients get 503")
     command: tuple[str, ...] | None = Field(
         None,
-        description="command run instead of llama-cpp-python's server; placeholders: "
+        description="command run instead of the engine's server; placeholders: "
         "{python} {model} {port} {host} {n_ctx} {alias}")
-    health_path: str = Field(
-        "/v1/models", description="path polled to decide that an instance is ready")
+    health_path: str | None = Field(
+        None,
+        description="path polled to decide that an instance is ready (unset: the engine's: "
+        "/v1/models for llama_cpp_python, /health for llama_server)")
     host: str = Field("127.0.0.1", description="address each instance binds")
     stop_grace_s: float = Field(
         5.0, gt=0, description="seconds between SIGTERM and SIGKILL when stopping an instance")
     poll_interval_s: float = Field(
         0.02, gt=0, description="interval of the readiness checks while an instance starts")
 
+    @property
+    def readiness_path(self) -> str:
+        """The path polled for readiness: ``health_path``, else the engine's."""
+        return self.health_path or ENGINE_HEALTH_PATHS[self.engine]
+
     def spec(self, model_path: Path, model_alias: str, *, device: str, gpu_index: int | None,
-             log_dir: Path | None) -> InstanceSpec:
-        """The launcher's spec; the device decides the offload and the visible GPUs."""
+             log_dir: Path | None, parallel: int = 1) -> InstanceSpec:
+        """The launcher's spec; the device decides the offload and the visible GPUs.
+
+        ``parallel`` is the pool's instance concurrency: llama-server gets that many slots.
+        Raises UserError when llama-server is wanted and not there.
+        """
         from scalezero.serving.launcher import InstanceSpec
         from scalezero.system.device import default_gpu_layers, device_env
 
+        server_binary = None
+        if self.engine == "llama_server" and not self.command:
+            from scalezero.errors import UserError
+            from scalezero.system.engine_build import native_server
+
+            found = native_server()
+            if found.path is None:
+                raise UserError(f"instance.engine is llama_server, but llama-server is "
+                                f"{found.reason}")
+            server_binary = found.path
         return InstanceSpec(
+            engine=self.engine,
             model_path=model_path,
             model_alias=model_alias,
             n_ctx=self.n_ctx,
@@ -75,12 +106,14 @@ class InstanceSettings(_Settings):
             host=self.host,
             ready_timeout_s=self.ready_timeout_s,
             stop_grace_s=self.stop_grace_s,
-            health_path=self.health_path,
+            health_path=self.readiness_path,
             poll_interval_s=self.poll_interval_s,
             log_dir=log_dir,
             env=device_env(device, gpu_index),
             command=tuple(self.command) if self.command else None,
             python=sys.executable,
+            parallel=parallel,
+            server_binary=server_binary,
         )
 
 
@@ -182,6 +215,7 @@ class GatewaySettings(_Settings):
         return self.instance.spec(
             self.model_path.resolve(), self.model_alias, device=self.device,
             gpu_index=self.gpu_index, log_dir=self.log_dir,
+            parallel=self.gateway.instance_concurrency,
         )
 
     def pool_limits(self) -> PoolLimits:
@@ -245,6 +279,8 @@ def config_schema_of(model: type[BaseModel]) -> dict[str, Any]:
 
 __all__ = [
     "DEVICES",
+    "ENGINES",
+    "ENGINE_HEALTH_PATHS",
     "LOG_LEVELS",
     "SETTINGS_FILE",
     "GatewaySettings",

@@ -126,6 +126,7 @@ class VirtualProcess:
 def _spec() -> InstanceSpec:
     """An instance spec for the pool's records; the virtual process reads none of it."""
     return InstanceSpec(
+        engine="llama_cpp_python", parallel=1, server_binary=None,
         model_path=Path("simulated"), model_alias=DEPLOYMENT, n_ctx=0, n_threads=None,
         n_gpu_layers=0, extra_args=(), host="127.0.0.1", ready_timeout_s=math.inf,
         stop_grace_s=0.0, health_path="/", poll_interval_s=0.0, log_dir=None, env={},

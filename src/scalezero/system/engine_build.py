@@ -15,24 +15,38 @@ the CMake arguments), and writes the build record (`engine-build.json`) into the
 virtualenv, where `installed_build` finds it for run.json, the report and
 `scalezero doctor`.
 
+The second engine, llama.cpp's own server (`llama-server`), is built from the llama.cpp
+source the same llama-cpp-python sdist vendors (`vendor/llama.cpp`), with the same CPU
+and CUDA arguments plus `SERVER_ARGS`, as one static binary. It is cached beside the
+wheel, in `<build key>-server/`, copied into the virtualenv's `bin/` and recorded in
+`engine-server-build.json`; `native_server` finds it. The build is opt-in
+(`SCALEZERO_NATIVE_ENGINE=1`); without it the record says it was switched off.
+
 Only the standard library is used: the setup script runs this file as a script before
 the package is installed:
 
     python3 src/scalezero/system/engine_build.py plan --version 0.3.36 --cuda 0
+    python3 src/scalezero/system/engine_build.py server --version 0.3.36 --cuda 0 \
+        --cache ~/.cache/scalezero/engine --venv .venv
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +82,44 @@ _X86_OPTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )  # fmt: skip
 #: Never on: the AMX path is what crashes (see the module docstring).
 _AMX_OPTIONS = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
+
+#: "0" switches the native server build off (tools/setup-venv.sh); anything else: on.
+NATIVE_ENGINE_ENV = "SCALEZERO_NATIVE_ENGINE"
+#: A llama-server binary to use instead of the one setup built (a path).
+SERVER_PATH_ENV = "SCALEZERO_LLAMA_SERVER"
+#: The record of the native server build: in the virtualenv and beside the cached binary.
+SERVER_RECORD_NAME = "engine-server-build.json"
+SERVER_BINARY = "llama-server"
+#: CMake arguments the server build adds to the engine's (which come after, so that
+#: SCALEZERO_ENGINE_CMAKE_ARGS still wins). One static binary: libllama and ggml linked
+#: in, nothing to find at run time but the C/C++ runtime (and CUDA's, in a CUDA build).
+#: Only the server and what it links are configured: no tests, examples or unified app;
+#: no OpenSSL (loopback HTTP only); no web UI, and no download of a prebuilt one.
+SERVER_ARGS = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_BUILD_TOOLS=ON",
+    "-DLLAMA_BUILD_SERVER=ON",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+)
+#: Files of the vendored llama.cpp tree the server build needs (a trimmed sdist lacking
+#: one fails here, with its name, instead of deep inside CMake).
+SERVER_SOURCE_FILES = (
+    "CMakeLists.txt",
+    "tools/CMakeLists.txt",
+    "tools/server/CMakeLists.txt",
+    "tools/server/server.cpp",
+    "tools/ui/CMakeLists.txt",
+    "scripts/ui-assets.cmake",
+    "vendor/cpp-httplib/CMakeLists.txt",
+    "common/CMakeLists.txt",
+    "tools/mtmd/CMakeLists.txt",
+)
 
 
 def read_cpu_flags(cpuinfo: Path | str = "/proc/cpuinfo") -> set[str]:
@@ -161,6 +213,227 @@ def installed_build(prefix: Path | str | None = None) -> dict[str, Any] | None:
         return None
 
 
+# ------------------------------------------------------------ the native server
+
+
+def native_engine_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """Whether setup builds llama-server: only with SCALEZERO_NATIVE_ENGINE=1.
+
+    Off by default because the build (about 1,070 CPU-seconds, 9-10 minutes on two idle
+    cores) on top of the Python engine's would take a fresh two-core setup plus the tests
+    past their 25-minute budget."""
+    env = os.environ if env is None else env
+    return env.get(NATIVE_ENGINE_ENV, "0").strip() == "1"
+
+
+def server_cmake_args(engine_args: Sequence[str]) -> list[str]:
+    """The server build's CMake arguments: SERVER_ARGS, then the engine's."""
+    return [*SERVER_ARGS, *engine_args]
+
+
+def server_plan(engine_plan: Mapping[str, Any]) -> dict[str, Any]:
+    """The record of the server build that goes with the engine build `engine_plan`.
+
+    Its key is the engine's plus "-server": the cached binary sits beside the wheel and
+    is rebuilt whenever the wheel would be. The arguments are recorded too, and a cached
+    binary built with others is not reused.
+    """
+    return {
+        "package": "llama-server",
+        "source": f"llama-cpp-python {engine_plan['version']} sdist, vendor/llama.cpp",
+        "version": engine_plan["version"],
+        "cuda": engine_plan["cuda"],
+        "target": SERVER_BINARY,
+        "cmake_args": server_cmake_args(engine_plan["cmake_args"]),
+        "engine_key": engine_plan["key"],
+        "key": f"{engine_plan['key']}-server",
+        "build_cpu": engine_plan["build_cpu"],
+        "build_cpu_features": list(engine_plan["build_cpu_features"]),
+    }
+
+
+def missing_server_sources(source: Path) -> list[str]:
+    """The files of SERVER_SOURCE_FILES a vendored llama.cpp tree lacks."""
+    return [name for name in SERVER_SOURCE_FILES if not (source / name).is_file()]
+
+
+def build_commands(source: Path, build_dir: Path, cmake_args: Sequence[str],
+                   jobs: int) -> list[list[str]]:
+    """CMake's configure and build commands for the llama-server target only."""
+    return [
+        ["cmake", "-S", str(source), "-B", str(build_dir), *cmake_args],
+        ["cmake", "--build", str(build_dir), "--target", SERVER_BINARY, "-j", str(jobs)],
+    ]
+
+
+def _sdist_source(version: str, work: Path, python: str, sdist: Path | None) -> Path:
+    """The vendored llama.cpp tree of the llama-cpp-python sdist (downloaded unless given)."""
+    if sdist is None:
+        download = work / "sdist"
+        subprocess.run([python, "-m", "pip", "download", "--disable-pip-version-check", "-q",
+                        "--no-binary", ":all:", "--no-deps", "-d", str(download),
+                        f"llama-cpp-python=={version}"], check=True)
+        found = sorted(download.glob("llama_cpp_python-*.tar.gz"))
+        if not found:
+            raise RuntimeError(f"pip downloaded no llama-cpp-python {version} sdist")
+        sdist = found[0]
+    with tarfile.open(sdist) as archive:
+        archive.extractall(work / "src", filter="data")
+    roots = [p for p in (work / "src").iterdir() if p.is_dir()]
+    if len(roots) != 1:
+        raise RuntimeError(f"unexpected sdist layout: {sorted(p.name for p in roots)}")
+    source = roots[0] / "vendor" / "llama.cpp"
+    missing = missing_server_sources(source)
+    if missing:
+        raise RuntimeError(f"the sdist's vendor/llama.cpp lacks what the server build needs: "
+                           f"{', '.join(missing)}")
+    return source
+
+
+def build_server(plan: Mapping[str, Any], out_dir: Path, *, python: str | None = None,
+                 jobs: int | None = None, sdist: Path | None = None,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build llama-server as `plan` says into `out_dir` (replaced whole, atomically);
+    return the record written beside it (the plan plus the build's duration)."""
+    jobs = jobs or os.cpu_count() or 1
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="scalezero-server.") as tmp:
+        work = Path(tmp)
+        source = _sdist_source(plan["version"], work, python or sys.executable, sdist)
+        build_log = work / "build.log"
+        for command in build_commands(source, work / "build", plan["cmake_args"], jobs):
+            with build_log.open("a", encoding="utf-8") as out:
+                code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL).returncode
+            if code != 0:
+                tail = build_log.read_text(encoding="utf-8", errors="replace")[-3000:]
+                raise RuntimeError(f"{' '.join(command[:3])} ... failed "
+                                   f"({describe_exit(code)}); the end of its output:\n{tail}")
+        binary = work / "build" / "bin" / SERVER_BINARY
+        if not binary.is_file():
+            raise RuntimeError(f"the build produced no {binary}")
+        record = {**plan, "build_s": round(time.monotonic() - started, 1), "jobs": jobs}
+        partial = out_dir.with_name(out_dir.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        shutil.copy2(binary, partial / SERVER_BINARY)
+        (partial / SERVER_RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n",
+                                                  encoding="utf-8")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        partial.rename(out_dir)
+    log(f"setup: llama-server built in {record['build_s']:.0f} s ({jobs} jobs)")
+    return record
+
+
+def cached_server(plan: Mapping[str, Any], out_dir: Path) -> dict[str, Any] | None:
+    """The record of the binary cached in `out_dir` if it was built as `plan` says."""
+    try:
+        record = json.loads((out_dir / SERVER_RECORD_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = all(record.get(k) == plan[k] for k in ("key", "version", "cuda", "cmake_args"))
+    return dict(record) if same and (out_dir / SERVER_BINARY).is_file() else None
+
+
+def install_server(out_dir: Path | None, venv: Path, record: Mapping[str, Any]) -> None:
+    """Put the cached binary into `venv`/bin and its record into `venv`; with no
+    `out_dir`, remove any binary there and record why there is none."""
+    target = venv / "bin" / SERVER_BINARY
+    if out_dir is None:
+        target.unlink(missing_ok=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(SERVER_BINARY + ".partial")
+        shutil.copy2(out_dir / SERVER_BINARY, partial)
+        partial.replace(target)
+    (venv / SERVER_RECORD_NAME).write_text(json.dumps(dict(record), indent=2) + "\n",
+                                           encoding="utf-8")
+
+
+def setup_server(version: str, cuda: bool, cache: Path, venv: Path,
+                 env: Mapping[str, str] | None = None, **build: Any) -> dict[str, Any]:
+    """What tools/setup-venv.sh does for the native server: build it unless switched off
+    or cached, then install it into `venv`. Returns the record installed."""
+    env = os.environ if env is None else env
+    if not native_engine_enabled(env):
+        off: dict[str, Any] = {"package": "llama-server", "enabled": False,
+                               "reason": f"{NATIVE_ENGINE_ENV} was not 1 when tools/setup-venv.sh "
+                                         "ran (the build is opt-in)"}
+        install_server(None, venv, off)
+        print(f"setup: llama-server not built (opt-in: {NATIVE_ENGINE_ENV}=1 builds it)")
+        return off
+    plan = server_plan(build_plan(version, cuda, env=env))
+    out_dir = cache / plan["key"]
+    record = cached_server(plan, out_dir)
+    if record is None:
+        print(f"setup: building llama-server from the llama-cpp-python {version} sdist "
+              f"(build {plan['key']}: {' '.join(plan['cmake_args'])})")
+        record = build_server(plan, out_dir, **build)
+    else:
+        print(f"setup: reusing llama-server build {plan['key']}")
+    install_server(out_dir, venv, {**record, "enabled": True})
+    return record
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeServer:
+    """Where llama-server is: `path`, or None and `reason` says why."""
+
+    path: Path | None
+    reason: str
+    #: True when setup did not build it because the build is switched off (the default;
+    #: SCALEZERO_NATIVE_ENGINE=1 switches it on).
+    switched_off: bool = False
+    record: dict[str, Any] | None = None
+
+
+def native_server(prefix: Path | str | None = None,
+                  env: Mapping[str, str] | None = None) -> NativeServer:
+    """The llama-server binary: SCALEZERO_LLAMA_SERVER if set, else the one setup put in
+    the virtualenv (`prefix`, default sys.prefix), with its build record."""
+    env = os.environ if env is None else env
+    override = env.get(SERVER_PATH_ENV, "").strip()
+    if override:
+        path = Path(override)
+        if path.is_file() and os.access(path, os.X_OK):
+            return NativeServer(path.resolve(), f"from {SERVER_PATH_ENV}")
+        return NativeServer(None, f"{SERVER_PATH_ENV}={override} is not an executable file")
+    root = Path(prefix or sys.prefix)
+    try:
+        record: dict[str, Any] | None = dict(
+            json.loads((root / SERVER_RECORD_NAME).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        record = None
+    if record is not None and record.get("enabled") is False:
+        return NativeServer(None, f"not built: {record.get('reason', 'switched off')}",
+                            switched_off=True, record=record)
+    path = root / "bin" / SERVER_BINARY
+    if path.is_file() and os.access(path, os.X_OK):
+        return NativeServer(path, f"built by tools/setup-venv.sh (build "
+                                  f"{(record or {}).get('key', 'not recorded')})", record=record)
+    return NativeServer(None, f"not built: no {path} (run tools/setup-venv.sh; "
+                              f"with {NATIVE_ENGINE_ENV}=1)", record=record)
+
+
+def native_server_version(path: Path, timeout_s: float = 30.0) -> str:
+    """What `llama-server --version` says (its first line), or why it says nothing: a
+    binary that cannot run here (a missing library, an instruction the CPU lacks) fails
+    this already."""
+    try:
+        proc = subprocess.run([str(path), "--version"], capture_output=True, text=True,
+                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"error: {type(exc).__name__}: {exc}"
+    lines = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    if proc.returncode != 0:
+        return f"error: {describe_exit(proc.returncode)}: {' | '.join(lines[-2:])[:300]}"
+    found = [line for line in lines if line.startswith("version")]
+    return (found or lines or ["(no output)"])[0]
+
+
+# ------------------------------------------------------------- engine reports
+
+
 def parse_system_info(text: str) -> dict[str, dict[str, str]]:
     """llama.cpp's `llama_print_system_info()` as {backend: {feature: value}}.
 
@@ -231,7 +504,28 @@ def _main(argv: Sequence[str] | None = None) -> int:
     plan = sub.add_parser("plan", help="print the build record (JSON) for this machine")
     plan.add_argument("--version", required=True, help="llama-cpp-python version")
     plan.add_argument("--cuda", type=int, choices=(0, 1), default=0)
+    server = sub.add_parser(
+        "server", help=f"build llama-server (when {NATIVE_ENGINE_ENV}=1; unless cached) and "
+                       "install it into a virtualenv")
+    server.add_argument("--version", required=True, help="llama-cpp-python version")
+    server.add_argument("--cuda", type=int, choices=(0, 1), default=0)
+    server.add_argument("--cache", type=Path, required=True,
+                        help="the wheelhouse root (the binary goes to <key>-server/ in it)")
+    server.add_argument("--venv", type=Path, required=True)
+    server.add_argument("--sdist", type=Path, default=None,
+                        help="a llama-cpp-python sdist to build from (default: pip downloads)")
+    server.add_argument("--jobs", type=int, default=None, help="default: the CPU count")
     args = parser.parse_args(argv)
+    if args.command == "server":
+        try:
+            setup_server(args.version, bool(args.cuda), args.cache, args.venv,
+                         python=str(args.venv / "bin" / "python"), jobs=args.jobs,
+                         sdist=args.sdist)
+        except (RuntimeError, OSError, subprocess.CalledProcessError, tarfile.TarError) as exc:
+            print(f"setup: the llama-server build failed: {exc}\n(unset {NATIVE_ENGINE_ENV} "
+                  "to set up without it)", file=sys.stderr)
+            return 1
+        return 0
     print(json.dumps(build_plan(args.version, bool(args.cuda)), indent=2))
     return 0
 

@@ -25,6 +25,8 @@ from scalezero.system.engine_build import (
     cpu_model_name,
     describe_exit,
     installed_build,
+    native_server,
+    native_server_version,
     read_cpu_flags,
 )
 from scalezero.system.layout import default_model
@@ -144,6 +146,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(failure_message(result, args.model, args.python), file=sys.stderr)
         return 1
     print(f"engine self-check: {result.summary()}")
+    # The native engine (llama-server), where there is one: it must at least run here.
+    found = native_server(Path(args.python).parent.parent if args.python else None)
+    if found.path is None:
+        print(f"engine self-check: llama-server {found.reason}")
+        return 0
+    version = native_server_version(found.path)
+    if version.startswith("error"):
+        print(f"engine self-check FAILED: {found.path} does not run: {version}\n"
+              f"  remedy: {REMEDY}", file=sys.stderr)
+        return 1
+    print(f"engine self-check: llama-server {found.path} runs ({version})")
     return 0
 
 
