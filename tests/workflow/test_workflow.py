@@ -33,7 +33,7 @@ from workflow_helpers import (
 pytestmark = pytest.mark.slow
 
 SMOKE = ".test/config.yaml"
-STRATEGIES = ("always_on", "naive", "keep_warm-4", "keep_warm-30")
+STRATEGIES = ("always_on", "naive", "keep_warm-2", "keep_warm-30")
 # The smoke configuration's trace slice runs on a subset of the strategies.
 AZURE_STRATEGIES = ("naive",)
 
@@ -63,16 +63,19 @@ def test_smoke_dag_produces_report_with_expected_ordering(smoke_run: dict) -> No
     for strategy in STRATEGIES:
         assert strategy in html
     # The Setup section says how the workload's trace was made.
-    assert "The workload is generated (kind bursty, seed 7): 3 bursts of 5 s" in \
+    assert "The workload is generated (kind bursty, seed 7): 3 bursts of 2 s" in \
         " ".join(html.split())
     summary = pd.read_csv(workdir / "results" / "summary" / "smoke.csv").set_index("strategy")
     cold = summary["cold_starts"]
-    # By construction of the smoke trace (three bursts of 5 s at 1 req/s, 7 s of silence
-    # between them, 29 s in all): naive stops after every request, so it starts more
-    # often than once per burst; keep_warm-4 outlives the gaps inside a burst but not the
-    # 7 s between bursts (one start per burst); keep_warm-30 outlives the whole replay
-    # (only the first request starts one); always_on starts before the replay.
-    assert cold["naive"] > cold["keep_warm-4"] > cold["keep_warm-30"] > \
+    # By construction of the smoke trace (three bursts of 2 s at 1 req/s, 4 s of silence
+    # between them, 7 requests in 14 s): keep_warm-2 outlives the gaps inside a burst but
+    # not the silence between bursts (one start per burst); keep_warm-30 outlives the
+    # whole replay (only the first request starts one); always_on starts before the
+    # replay. naive stops after every request, so it starts at least as often as
+    # keep_warm-2; whether a gap inside a burst outlasts naive's cold start and service
+    # depends on the machine's speed, so it is not asserted here (the pool's and the
+    # simulator's tests pin naive's rule with fake instances).
+    assert cold["naive"] >= cold["keep_warm-2"] > cold["keep_warm-30"] > \
         cold["always_on"] == 0, cold.to_dict()
     assert (summary["errors"] == 0).all()
     # The requested output length is produced: the model is kept from stopping early.
@@ -107,7 +110,7 @@ def test_the_trace_slice_runs_its_strategies_and_every_request_succeeds(
 
 
 def test_run_files_and_provenance(smoke_run: dict) -> None:
-    run_dir = smoke_run["workdir"] / "results" / "runs" / "smoke" / "keep_warm-4" / "1"
+    run_dir = smoke_run["workdir"] / "results" / "runs" / "smoke" / "keep_warm-2" / "1"
     for name in ("requests.csv", "tokens.csv", "events.csv", "telemetry.csv", "run.json"):
         assert (run_dir / name).stat().st_size > 0, name
     run = json.loads((run_dir / "run.json").read_text())
@@ -180,7 +183,7 @@ def test_telemetry_lines_up_with_events(smoke_run: dict) -> None:
 
 def test_forcerun_one_strategy_lists_only_it_and_downstream(smoke_run: dict) -> None:
     tag = new_tag()
-    target = "results/runs/smoke/keep_warm-4/1/run.json"
+    target = "results/runs/smoke/keep_warm-2/1/run.json"
     result = snakemake(smoke_run["workdir"], "-n", "--cores", "3", "--configfile", SMOKE,
                        "--forcerun", target, tag=tag)
     out = result.stdout + result.stderr
@@ -189,7 +192,7 @@ def test_forcerun_one_strategy_lists_only_it_and_downstream(smoke_run: dict) -> 
     assert "threads: 3" in run_block, run_block
     jobs = planned_jobs(out)
     assert jobs.get("run") == 1, jobs
-    assert planned_wildcards(out, "run") == ["workload=smoke, strategy=keep_warm-4, rep=1"]
+    assert planned_wildcards(out, "run") == ["workload=smoke, strategy=keep_warm-2, rep=1"]
     assert "fetch_model" not in jobs and "workload" not in jobs, jobs
     assert jobs.get("aggregate") == 1 and "report" in jobs, jobs
     # The simulator is checked against the runs again, downstream of them.
@@ -208,7 +211,7 @@ def test_changing_a_policy_parameter_reruns_only_that_strategy(smoke_run: dict) 
                        tag=new_tag())
     out = result.stdout + result.stderr
     assert sorted(planned_wildcards(out, "run")) == sorted(
-        f"workload=smoke, strategy=keep_warm-{ttl}, rep=1" for ttl in (4, 30))
+        f"workload=smoke, strategy=keep_warm-{ttl}, rep=1" for ttl in (2, 30))
 
 
 def test_a_ttl_list_plans_one_strategy_per_value_and_leaves_the_others(
@@ -216,7 +219,7 @@ def test_a_ttl_list_plans_one_strategy_per_value_and_leaves_the_others(
     workdir = smoke_run["workdir"]
     config = yaml.safe_load((workdir / SMOKE).read_text())
     ttls = config["strategies"]["keep_warm"]["keep_warm_ttl_s"]
-    assert ttls == [4, 30]  # the smoke configuration is already a sweep
+    assert ttls == [2, 30]  # the smoke configuration is already a sweep
     config["strategies"]["keep_warm"]["keep_warm_ttl_s"] = [*ttls, 60]
     swept = workdir / ".test" / "swept-ttl.yaml"
     swept.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -263,9 +266,11 @@ def test_changing_a_constant_reruns_only_projections_figures_and_report(
     dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(changed),
                     tag=new_tag())
     jobs = planned_jobs(dry.stdout + dry.stderr)
-    # The profile's power is estimated with the constants where no counter measured it;
-    # the simulated projections price and weigh their instance time with them.
+    # The profile's power is estimated with the constants where no counter measured it,
+    # so the scenarios simulated on that profile follow; the simulated projections price
+    # and weigh their instance time with the constants.
     assert set(jobs) <= {"projections", "figure_energy", "figure_projections", "fit_profile",
+                         "simulate_hour", "simulate_grid", "figure_scenario_heatmap",
                          "simulate_projections", "report", "all"}, jobs
     assert {"projections", "report"} <= set(jobs), jobs
     snakemake(workdir, "--cores", "2", "--configfile", str(changed), tag=new_tag())

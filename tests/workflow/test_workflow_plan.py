@@ -35,19 +35,19 @@ def test_a_workload_plans_runs_of_its_strategies_only(workdir: Path) -> None:
     config["workloads"]["smoke"]["strategies"] = ["always_on", "keep_warm"]
     config["workloads"]["azure_slice"]["strategies"] = ["keep_warm"]
     out = _dry_run(workdir, config, "subset")
-    assert _runs_of(out, "smoke") == ["always_on, rep=1", "keep_warm-30, rep=1",
-                                      "keep_warm-4, rep=1"]
-    assert _runs_of(out, "azure_slice") == ["keep_warm-30, rep=1", "keep_warm-4, rep=1"]
+    assert _runs_of(out, "smoke") == ["always_on, rep=1", "keep_warm-2, rep=1",
+                                      "keep_warm-30, rep=1"]
+    assert _runs_of(out, "azure_slice") == ["keep_warm-2, rep=1", "keep_warm-30, rep=1"]
     # The report's workload draws a timeline of its own strategies only.
     assert sorted(planned_wildcards(out, "figure_timeline")) == [
-        "workload=smoke, strategy=always_on", "workload=smoke, strategy=keep_warm-30",
-        "workload=smoke, strategy=keep_warm-4"]
+        "workload=smoke, strategy=always_on", "workload=smoke, strategy=keep_warm-2",
+        "workload=smoke, strategy=keep_warm-30"]
 
 
 def test_without_a_list_a_workload_runs_every_strategy(workdir: Path) -> None:
     config = yaml.safe_load((workdir / SMOKE).read_text())
     out = _dry_run(workdir, config, "shipped")
-    every = ["always_on, rep=1", "keep_warm-30, rep=1", "keep_warm-4, rep=1", "naive, rep=1"]
+    every = ["always_on, rep=1", "keep_warm-2, rep=1", "keep_warm-30, rep=1", "naive, rep=1"]
     assert _runs_of(out, "smoke") == every
     # The shipped smoke configuration gives its trace slice a subset.
     assert _runs_of(out, "azure_slice") == ["naive, rep=1"]
