@@ -51,3 +51,8 @@ def test_one_row_per_platform_with_means_and_ratios(tmp_path: Path) -> None:
     assert text.startswith("## Platforms")
     assert "| h100 | cuda, h100, gpu |" in text and "| cpu | cpu |" in text
     assert platforms_md(None) == ""
+
+
+def test_platform_columns_documented() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text(encoding="utf-8")
+    assert [c for c in PLATFORM_COLUMNS if f"`{c}`" not in doc] == []
