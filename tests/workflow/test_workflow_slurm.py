@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -117,6 +119,57 @@ def test_a_cuda_platform_asks_for_one_gpu_of_its_model(tmp_path: Path) -> None:
     assert runs["platform=cpu-a"]["gpu_model"] == "h100", runs
     assert runs["platform=cpu-a"]["slurm_extra"] == "--nodelist=gpu-node-1", runs
     assert "gpu" not in runs["platform=cpu-b"], runs
+
+
+def _slurm(env: dict[str, str], *command: str, stdin: str | None = None
+           ) -> subprocess.CompletedProcess:
+    return subprocess.run(list(command), env={**os.environ, **env}, input=stdin,
+                          capture_output=True, text=True, timeout=30)
+
+
+def _wait_state(env: dict[str, str], name: str, job_id: str, timeout_s: float = 20) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = _slurm(env, "sacct", "-X", "--parsable2", "--noheader",
+                     "--format=JobIdRaw,State", "--name", name).stdout
+        state = dict(line.split("|") for line in out.splitlines()).get(job_id, "")
+        if state in ("COMPLETED", "FAILED", "CANCELLED") or time.monotonic() > deadline:
+            return state
+        time.sleep(0.1)
+
+
+def test_the_stand_in_slurm_answers_as_the_plugin_expects(tmp_path: Path) -> None:
+    env = _slurm_env(tmp_path / "state")
+    assert _slurm(env, "sinfo", "-o", "%P").stdout.split() == ["PARTITION", "part-a*",
+                                                               "part-b"]
+    assert "MaxArraySize" in _slurm(env, "scontrol", "show", "config").stdout
+    out = tmp_path / "logs" / "%j.log"
+    submitted = _slurm(env, "sbatch", "--parsable", "--job-name", "r1", "--output", str(out),
+                       "-p", "part-b", "--cpus-per-task=3", "-D", str(tmp_path),
+                       "--wrap=srun -n1 --cpu-bind=q --nodes=1 sh -c "
+                       "'echo $SLURM_JOB_PARTITION $SLURMD_NODENAME $SLURM_CPUS_PER_TASK'")
+    job_id = submitted.stdout.strip()
+    assert submitted.returncode == 0 and job_id.isdigit(), submitted
+    assert _wait_state(env, "r1", job_id) == "COMPLETED"
+    assert (tmp_path / "logs" / f"{job_id}.log").read_text().split() == [
+        "part-b", "node-part-b", "3"]
+    failing = _slurm(env, "sbatch", "--parsable", "--job-name", "r1", "-D", str(tmp_path),
+                     "/dev/stdin", stdin="#!/bin/sh\nexit 3\n").stdout.strip()
+    assert _wait_state(env, "r1", failing) == "FAILED"
+    sleeping = _slurm(env, "sbatch", "--parsable", "--job-name", "r2", "-D", str(tmp_path),
+                      "--wrap=sleep 60").stdout.strip()
+    assert _slurm(env, "scancel", sleeping).returncode == 0
+    assert _wait_state(env, "r2", sleeping) == "CANCELLED"
+    squeue = _slurm(env, "squeue", "--format=%i|%T", "--states=all", "--noheader",
+                    "--name", "r2").stdout
+    assert squeue == f"{sleeping}|CANCELLED\n"
+    refused = _slurm(env, "sbatch", "-p", "nowhere", "--wrap=true")
+    assert refused.returncode != 0 and "invalid partition" in refused.stderr
+    assert _slurm(env, "sbatch", "--gpus=1", "--wrap=true").returncode != 0  # no GPU here
+    deadline = time.monotonic() + 10
+    while _job_processes(tmp_path / "state") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _job_processes(tmp_path / "state")
 
 
 def _job_processes(state: Path) -> list[psutil.Process]:
