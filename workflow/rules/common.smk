@@ -68,13 +68,6 @@ LOCK_FILE = str(LAYOUT.lock_file)
 # whatever --cores says. (workflow.cores would do the same but is undefined in
 # `snakemake --report` and `--lint`.)
 MEASUREMENT_THREADS = 1024
-# Rules that start llama.cpp servers need its CUDA build on a cuda host.
-SERVING_ENV = (
-    "../../envs/scalezero-cuda.yaml"
-    if config.get("device", "cpu") == "cuda"
-    else "../../envs/scalezero.yaml"
-)
-
 #: Platforms the runs are measured on (`platforms:`); empty: one unnamed platform, and
 #: every path is the same as without the key.
 PLATFORMS = platform_names(config)
@@ -82,6 +75,19 @@ PLATFORMS = platform_names(config)
 MAIN_PLATFORM = PLATFORMS[0] if PLATFORMS else None
 #: The platform's part of the run, summary and log patterns (none without platforms).
 PLATFORM_PARTS = ("{platform}",) if PLATFORMS else ()
+
+
+def serving_env(device):
+    """Rules that start llama.cpp servers need its CUDA build on a cuda host."""
+    return "../../envs/scalezero-cuda.yaml" if device == "cuda" else "../../envs/scalezero.yaml"
+
+
+# With platforms, each job's platform says which device (and so which build) it uses.
+SERVING_ENV = (
+    (lambda wildcards: serving_env(platform_spec(config, platform_of(wildcards))["device"]))
+    if PLATFORMS
+    else serving_env(config.get("device", "cpu"))
+)
 
 #: (strategy, rep) in the order the runs are meant to happen; rep counts from 1.
 RUN_ORDER = run_order(
