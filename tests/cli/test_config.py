@@ -233,3 +233,25 @@ def test_the_workload_step_ignores_the_strategy_list() -> None:
 
     spec = {"kind": "poisson", "seed": 1, "rate_rps": 1, "duration_s": 5}
     assert validate_spec("w", {**spec, "strategies": ["naive"]}) == validate_spec("w", spec)
+
+
+def test_measured_resources_come_from_cluster_and_platform() -> None:
+    from scalezero.cli.config import MEASURED_RESOURCE_KEYS, measured_resources, platform_spec
+
+    config = {"device": "cpu", "gpu_index": 1,
+              "cluster": {"partition": "batch", "exclusive": True, "runtime_min": 45,
+                          "mem_mb": 4000, "cpus": 8},
+              "platforms": {"h100": {"partition": "gpu", "device": "cuda",
+                                     "gpu_model": "h100", "host": "n7"},
+                            "cpu": {}}}
+    h100 = measured_resources(config, "h100")
+    assert list(h100) == list(MEASURED_RESOURCE_KEYS)
+    assert h100 == {"slurm_partition": "gpu", "slurm_extra": "--exclusive --nodelist=n7",
+                    "runtime": 45, "mem_mb": 4000, "cpus_per_task": 8, "gpu": 1,
+                    "gpu_model": "h100"}
+    cpu = measured_resources(config, "cpu")
+    assert (cpu["slurm_partition"], cpu["gpu"], cpu["gpu_model"]) == ("batch", None, None)
+    assert platform_spec(config, "cpu") == {"device": "cpu", "gpu_index": 1}
+    # Without cluster: and platforms:, a cpu run asks for nothing, a cuda run for its GPU.
+    assert set(measured_resources({"device": "cpu"}, None).values()) == {None}
+    assert measured_resources({"device": "cuda"}, None)["gpu"] == 1

@@ -119,3 +119,41 @@ def test_scenario_paths_sit_beside_the_simulation_files() -> None:
     assert lay.scenario_files_in("x", "w")["grid"] == Path("x/w_grid.csv")
     assert str(lay.simulation("bursty")["profile"]) == \
         "results/simulation/bursty_profile.json"
+
+
+def test_platforms_put_runs_and_summaries_one_folder_deeper() -> None:
+    lay = Layout()
+    assert str(lay.run_dir("smoke", "naive", 1, "a100")) == "results/runs/a100/smoke/naive/1"
+    assert str(lay.run_dir("smoke", "naive", 1, None)) == "results/runs/smoke/naive/1"
+    assert str(lay.summary("smoke", "a100")["summary"]) == "results/summary/a100/smoke.csv"
+    assert str(lay.summary("smoke")["ci"]) == "results/summary/smoke_ci.csv"
+    assert str(lay.platform_comparison) == "results/summary/platforms.csv"
+    assert str(lay.run_dir("{workload}", "{strategy}", "{rep}", "{platform}")) == \
+        "results/runs/{platform}/{workload}/{strategy}/{rep}"
+
+
+def test_parse_run_dir_reads_the_platform_where_there_is_one() -> None:
+    lay = Layout.at(Path("/tmp/project"))
+    with_platform = lay.run_dir("smoke", "naive", 2, "h100")
+    assert lay.parse_run_dir(with_platform) == RunKey("smoke", "naive", "2", "h100")
+    assert lay.parse_run_dir(lay.run_dir("smoke", "naive", 2)) == RunKey("smoke", "naive", "2")
+    assert lay.parse_run_dir(lay.run_dir("smoke", "naive", 2)).platform is None
+    # A workload named like the runs folder is still a workload.
+    assert lay.parse_run_dir(lay.run_dir("runs", "naive", 1)) == RunKey("runs", "naive", "1")
+    # Outside results/runs/ only the last three names count.
+    assert lay.parse_run_dir("x/y/smoke/naive/1") == RunKey("smoke", "naive", "1")
+    assert lay.parse_run_dir("smoke/naive/1").platform is None
+
+
+def test_find_run_dirs_of_a_platform(tmp_path: Path) -> None:
+    lay = Layout.at(tmp_path)
+    run_json = lay.run_files(lay.run_dir("w", "naive", 1, "p1"))["run_json"]
+    run_json.parent.mkdir(parents=True)
+    run_json.write_text("{}")
+    assert lay.find_run_dirs("w", "p1") == [lay.run_dir("w", "naive", 1, "p1")]
+    assert lay.find_run_dirs("w") == []
+
+
+def test_node_lock_file_sits_beside_the_lock() -> None:
+    assert Layout.node_lock_file(Layout().lock_file, "gpu07") == \
+        Path("results/.measurement.gpu07.lock")

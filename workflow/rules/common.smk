@@ -17,8 +17,12 @@ validate(config, "../../config/config.schema.json", set_default=False)
 
 try:
     from scalezero.cli.config import (
+        MEASURED_RESOURCE_KEYS,
         check_config,
         expand_strategies,
+        measured_resources,
+        platform_names,
+        platform_spec,
         run_order,
         workload_strategies,
     )
@@ -64,11 +68,25 @@ LOCK_FILE = str(LAYOUT.lock_file)
 # whatever --cores says. (workflow.cores would do the same but is undefined in
 # `snakemake --report` and `--lint`.)
 MEASUREMENT_THREADS = 1024
-# Rules that start llama.cpp servers need its CUDA build on a cuda host.
+#: Platforms the runs are measured on (`platforms:`); empty: one unnamed platform, and
+#: every path is the same as without the key.
+PLATFORMS = platform_names(config)
+#: The report's platform: figures, projections and simulation are of its runs.
+MAIN_PLATFORM = PLATFORMS[0] if PLATFORMS else None
+#: The platform's part of the run, summary and log patterns (none without platforms).
+PLATFORM_PARTS = ("{platform}",) if PLATFORMS else ()
+
+
+def serving_env(device):
+    """Rules that start llama.cpp servers need its CUDA build on a cuda host."""
+    return "../../envs/scalezero-cuda.yaml" if device == "cuda" else "../../envs/scalezero.yaml"
+
+
+# With platforms, each job's platform says which device (and so which build) it uses.
 SERVING_ENV = (
-    "../../envs/scalezero-cuda.yaml"
-    if config.get("device", "cpu") == "cuda"
-    else "../../envs/scalezero.yaml"
+    (lambda wildcards: serving_env(platform_spec(config, platform_of(wildcards))["device"]))
+    if PLATFORMS
+    else serving_env(config.get("device", "cpu"))
 )
 
 #: (strategy, rep) in the order the runs are meant to happen; rep counts from 1.
@@ -86,6 +104,34 @@ wildcard_constraints:
     strategy=_names(STRATEGIES),
     model=_names(config["models"]),
     rep=r"\d+",
+    platform=_names(PLATFORMS) or r"[^/]+",
+
+
+# On a cluster only measured runs are submitted; everything else is light and runs on
+# the submitting host (which also reaches the package index for model files).
+localrules:
+    fetch_model,
+    workload,
+    aggregate,
+    platform_comparison,
+    projections,
+    figure_latency,
+    figure_cold_starts,
+    figure_frontier,
+    figure_timeline,
+    figure_energy,
+    figure_projections,
+    report,
+    fit_profile,
+    validate_simulation,
+    figure_simulation,
+    simulate_hour,
+    simulate_grid,
+    simulate_projections,
+    figure_scenario_heatmap,
+    sweep_trace,
+    sweep_summary,
+    sweep_figure,
 
 
 # Snakemake takes paths as strings: these wrap the layout's for rules and input functions.
@@ -111,8 +157,27 @@ def trace_history_file(workload):
     return str(LAYOUT.trace_history(workload))
 
 
-def run_dir(workload, strategy, rep):
-    return str(LAYOUT.run_dir(workload, strategy, rep))
+def run_dir(workload, strategy, rep, platform=None):
+    return str(LAYOUT.run_dir(workload, strategy, rep, platform))
+
+
+def platform_of(wildcards):
+    """The platform of a job: its wildcard, else the report's platform (None without
+    platforms)."""
+    return wildcards.get("platform", MAIN_PLATFORM) if PLATFORMS else None
+
+
+def measured_rule_resources():
+    """Resources of a measured rule, by platform: what the configuration asks a cluster
+    for. A key no platform sets is left out, so the profile's default applies (and a
+    local run's jobs are as before); a job whose platform leaves it out gets None (unset).
+    """
+    given = [measured_resources(config, p) for p in PLATFORMS or [None]]
+    return {
+        key: lambda wildcards, key=key: measured_resources(config, platform_of(wildcards))[key]
+        for key in MEASURED_RESOURCE_KEYS
+        if any(r[key] is not None for r in given)
+    }
 
 
 def workload_runs(workload):
@@ -121,13 +186,18 @@ def workload_runs(workload):
     return [(s, r) for s, r in RUN_ORDER if s in mine]
 
 
-def run_dirs(workload):
-    """Every run folder of a workload, in the planned order."""
-    return [run_dir(workload, s, r) for s, r in workload_runs(workload)]
+def run_dirs(workload, platform=MAIN_PLATFORM):
+    """Every run folder of a workload (on a platform), in the planned order."""
+    return [run_dir(workload, s, r, platform) for s, r in workload_runs(workload)]
 
 
-def summary_files(workload):
-    return _strs(LAYOUT.summary(workload))
+def aggregate_inputs(wildcards):
+    """The run files an aggregate job summarizes: its workload's, on its platform."""
+    return run_files(run_dirs(wildcards.workload, platform_of(wildcards)))
+
+
+def summary_files(workload, platform=MAIN_PLATFORM):
+    return _strs(LAYOUT.summary(workload, platform))
 
 
 def log_file(step, *parts):
@@ -173,15 +243,22 @@ def _canonical(value):
     return value
 
 
-def _measured_run_settings(*, workload, strategy, rep, order, strategy_spec, model_name, seed):
+def _measured_run_settings(
+    *, workload, strategy, rep, order, strategy_spec, model_name, seed, platform=None
+):
     """What a measured run needs besides its input files; a change reruns that run.
 
     Strategy runs and size-sweep runs differ only in these arguments: the device,
-    instance, gateway and telemetry settings are the same for both.
+    instance, gateway and telemetry settings are the same for both. A platform's entry
+    names its device and GPU; the key `platform` is there only with platforms, so a run
+    without them has the settings it always had.
     """
     spec = dict(strategy_spec)
+    device = platform_spec(config, platform)
+    identity = {"platform": platform} if platform else {}
     return _canonical(
         {
+            **identity,
             "workload": workload,
             "strategy": strategy,
             "rep": rep,
@@ -189,8 +266,8 @@ def _measured_run_settings(*, workload, strategy, rep, order, strategy_spec, mod
             "policy": spec.pop("policy"),
             "policy_params": spec,
             "model_name": model_name,
-            "device": config.get("device", "cpu"),
-            "gpu_index": config.get("gpu_index", 0),
+            "device": device["device"],
+            "gpu_index": device["gpu_index"],
             "instance": config.get("instance", {}),
             "gateway": config.get("gateway", {}),
             "telemetry": config.get("telemetry", {}),
@@ -210,6 +287,7 @@ def run_settings(wildcards):
         strategy_spec=config["strategies"][wildcards.strategy],
         model_name=MODEL,
         seed=config["workloads"][wildcards.workload].get("seed"),
+        platform=platform_of(wildcards),
     )
 
 
@@ -223,6 +301,7 @@ def sweep_settings(wildcards):
         strategy_spec=SWEEP_STRATEGY,
         model_name=wildcards.model,
         seed=None,
+        platform=MAIN_PLATFORM,
     )
 
 
@@ -309,6 +388,8 @@ def report_inputs(wildcards):
     inputs.update({f"fig_{k}": v for k, v in report_figures(workload).items()})
     inputs.update({f"sim_{k}": v for k, v in simulation_files(workload).items()})
     inputs["sim_figure"] = figure_file(workload, "simulation")
+    if PLATFORMS:
+        inputs["platforms"] = str(LAYOUT.platform_comparison)
     return inputs
 
 
@@ -350,9 +431,14 @@ def sweep_inputs():
     }
 
 
+def platform_summaries(workload):
+    """The summary file of a workload on every platform, by platform."""
+    return {p: summary_files(workload, p)["summary"] for p in PLATFORMS}
+
+
 def final_outputs():
     outputs = [str(LAYOUT.report_html)]
-    outputs += [summary_files(w)["summary"] for w in WORKLOADS]
+    outputs += [summary_files(w, p)["summary"] for w in WORKLOADS for p in PLATFORMS or [None]]
     if SWEEP_MODELS:
         outputs += [str(LAYOUT.sweep_summary), str(LAYOUT.sweep_figure)]
     return outputs

@@ -1,5 +1,6 @@
 # Size sweep: cold-start phases of several models (real or synthetic) against their
-# file size, beside the lower bound "bytes / read bandwidth" measured on this host.
+# file size, beside the lower bound "bytes / read bandwidth" measured on this host
+# (with `platforms:`, on the first platform).
 
 
 rule sweep_trace:
@@ -27,6 +28,8 @@ rule read_bandwidth:
     conda:
         "../../envs/scalezero.yaml"
     threads: MEASUREMENT_THREADS  # a measurement: nothing else may read the disk meanwhile
+    resources:
+        **measured_rule_resources(),
     script:
         "../scripts/read_bandwidth.py"
 
@@ -44,6 +47,8 @@ rule sweep_run:
     conda:
         SERVING_ENV
     threads: MEASUREMENT_THREADS
+    resources:
+        **measured_rule_resources(),
     params:
         settings=sweep_settings,
         failed_dir=lambda wildcards: log_dir("sweep", "runs", wildcards.model),

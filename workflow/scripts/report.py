@@ -39,5 +39,6 @@ with logged(snakemake.log[0]):
                      "profile": Path(inputs["sim_profile"]),
                      "figure": Path(inputs["sim_figure"])}
                     if "sim_validation" in inputs else None),
+        platforms=Path(inputs["platforms"]) if "platforms" in inputs else None,
     )
     print(f"{result.html} ({result.renderer})")

@@ -136,6 +136,102 @@ def _workload_entry_schema(workload_schema: Mapping[str, Any]) -> dict[str, Any]
     return entry
 
 
+#: What a measured run asks a cluster scheduler for (config key `cluster`).
+CLUSTER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "what a measured run (rules run, sweep_run, read_bandwidth) asks a "
+                   "cluster scheduler for (workflow/profiles/slurm)",
+    "properties": {
+        "partition": {"type": "string", "description": "SLURM partition of measured runs "
+                                                       "(a platform's own partition wins)"},
+        "exclusive": {"type": "boolean", "default": False,
+                      "description": "a whole node per measured run (sbatch --exclusive)"},
+        "runtime_min": {"type": "integer", "minimum": 1,
+                        "description": "wall-time limit of a measured run, minutes"},
+        "mem_mb": {"type": "integer", "minimum": 1,
+                   "description": "memory of a measured run, MB"},
+        "cpus": {"type": "integer", "minimum": 1, "description": "cores of a measured run"},
+        "gpus": {"type": "integer", "minimum": 0, "default": 1,
+                 "description": "GPUs of a measured run on cuda"},
+    },
+}
+
+#: The same runs on several platforms (config key `platforms`): name -> where.
+PLATFORMS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "minProperties": 1,
+    "propertyNames": _NAME,
+    "description": "optional: the runs on several platforms; runs then go to "
+                   "results/runs/<platform>/ and the report compares the platforms (the "
+                   "first one is the report's main platform)",
+    "additionalProperties": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "partition": {"type": "string", "description": "SLURM partition"},
+            "host": {"type": "string", "description": "node to run on (sbatch --nodelist)"},
+            "device": {"enum": list(DEVICES), "description": "default: device"},
+            "gpu_model": {"type": "string", "description": "GPU model to request "
+                          "(sbatch --gpus=<model>:N) and to name in the report"},
+            "gpu_index": {"type": "integer", "minimum": 0,
+                          "description": "GPU outside a SLURM allocation; default: gpu_index"},
+        },
+    },
+}
+
+#: The resources a measured rule declares (SLURM executor plugin names); None: unset.
+MEASURED_RESOURCE_KEYS: tuple[str, ...] = (
+    "slurm_partition", "slurm_extra", "runtime", "mem_mb", "cpus_per_task", "gpu",
+    "gpu_model",
+)
+
+
+def platform_names(config: Mapping[str, Any]) -> list[str]:
+    """The configured platforms, in config order; empty without `platforms:`."""
+    return list(config.get("platforms") or {})
+
+
+def platform_spec(config: Mapping[str, Any], platform: str | None) -> dict[str, Any]:
+    """Device, GPU and placement of a platform, the top-level keys filling the gaps.
+
+    `platform` None (no `platforms:` configured) gives the top-level device and GPU.
+    """
+    spec = dict((config.get("platforms") or {}).get(platform) or {}) if platform else {}
+    spec.setdefault("device", config.get("device", "cpu"))
+    spec.setdefault("gpu_index", config.get("gpu_index", 0))
+    return spec
+
+
+def measured_resources(config: Mapping[str, Any], platform: str | None
+                       ) -> dict[str, int | str | None]:
+    """What one measured run asks a cluster scheduler for (MEASURED_RESOURCE_KEYS).
+
+    From `cluster:` and the platform's entry: its partition (else cluster.partition),
+    its host, a whole node when cluster.exclusive, wall time, memory and cores, and
+    cluster.gpus GPUs (default 1, of the platform's gpu_model) on cuda. Without
+    `cluster:` and `platforms:` only a cuda run asks for anything (its GPU), so a local
+    run's jobs are the same as ever.
+    """
+    cluster = config.get("cluster") or {}
+    spec = platform_spec(config, platform)
+    extra = []
+    if cluster.get("exclusive"):
+        extra.append("--exclusive")
+    if spec.get("host"):
+        extra.append(f"--nodelist={spec['host']}")
+    gpus = int(cluster.get("gpus", 1)) if spec["device"] == "cuda" else 0
+    return {
+        "slurm_partition": spec.get("partition") or cluster.get("partition"),
+        "slurm_extra": " ".join(extra) or None,
+        "runtime": cluster.get("runtime_min"),
+        "mem_mb": cluster.get("mem_mb"),
+        "cpus_per_task": cluster.get("cpus"),
+        "gpu": gpus or None,
+        "gpu_model": spec.get("gpu_model") if gpus else None,
+    }
+
+
 def config_schema() -> dict[str, Any]:
     """The JSON schema (draft 2020-12) of config/config.yaml."""
     from scalezero.measure.settings import TelemetrySettings
@@ -168,6 +264,8 @@ def config_schema() -> dict[str, Any]:
         },
         "device": {"enum": list(DEVICES), "default": "cpu"},
         "gpu_index": {"type": "integer", "minimum": 0, "default": 0},
+        "cluster": CLUSTER_SCHEMA,
+        "platforms": PLATFORMS_SCHEMA,
         # The gateway's and the sampler's settings state their keys and defaults once,
         # in their models.
         "instance": config_schema_of(InstanceSettings),
@@ -270,5 +368,6 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["check_config", "config_schema", "expand_strategies", "run_order",
-           "strategies_by_entry", "workload_strategies"]
+__all__ = ["CLUSTER_SCHEMA", "MEASURED_RESOURCE_KEYS", "PLATFORMS_SCHEMA", "check_config",
+           "config_schema", "expand_strategies", "measured_resources", "platform_names",
+           "platform_spec", "run_order", "strategies_by_entry", "workload_strategies"]

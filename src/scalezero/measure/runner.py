@@ -56,6 +56,7 @@ from scalezero.serving.settings import (
     serve_command,
 )
 from scalezero.serving.strategies import policies
+from scalezero.system import slurm
 from scalezero.system.layout import RUN_FILE_NAMES, Layout
 from scalezero.system.procs import (
     free_tcp_port,
@@ -274,7 +275,12 @@ def _measured_run_locked(
         "windows": {"baseline_bare": None, "baseline_context": None, "replay": None},
         "status": "running",
     }
+    if plan.platform:
+        run["platform"] = plan.platform
     run["env"] = environment_info(gw.device)
+    slurm_job = slurm.job_record()
+    if slurm_job is not None:
+        run["slurm"] = slurm_job
     from scalezero.models.files import sha256_file
 
     run["model"] = {

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scalezero.errors import UserError
 from scalezero.serving.settings import GatewaySettings, field_default
+from scalezero.system import slurm
+from scalezero.system.layout import Layout
 
 
 class TelemetrySettings(BaseModel):
@@ -48,6 +50,8 @@ class RunSettings(BaseModel):
     #: The run's logs: gateway.log, telemetry.log, the gateway's settings, instances/.
     log_dir: Path
     workload: str = ""
+    #: The `platforms:` entry the run belongs to ("" without platforms).
+    platform: str = ""
     strategy: str = ""
     rep: int = 1
     order_index: int = 0
@@ -63,8 +67,20 @@ class RunSettings(BaseModel):
     def from_workflow(cls, settings: Mapping[str, Any], model_path: Path, trace_path: Path,
                       out_dir: Path, log_dir: Path,
                       history_path: Path | None = None) -> RunSettings:
-        """A run as the workflow describes it; keys it leaves out take the models' defaults."""
+        """A run as the workflow describes it; keys it leaves out take the models' defaults.
+
+        Inside a SLURM job the run uses the GPU SLURM assigned (whatever `gpu_index`
+        says) and the lock of its node (runs on other nodes do not wait for it).
+        """
         device = settings.get("device") or field_default(GatewaySettings, "device")
+        gpu_index = settings.get("gpu_index")
+        if device == "cuda":
+            allocated = slurm.allocated_gpu_index()
+            gpu_index = allocated if allocated is not None else gpu_index
+        lock_path = Path(settings["lock_file"]) if settings.get("lock_file") else None
+        node = slurm.job_node()
+        if lock_path is not None and node:
+            lock_path = Layout.node_lock_file(lock_path, node)
         gateway: dict[str, Any] = {
             "model_path": model_path,
             "model_name": settings.get("model_name") or model_path.stem,
@@ -72,12 +88,13 @@ class RunSettings(BaseModel):
             "policy_params": dict(settings.get("policy_params") or {}),
             "device": device,
             # Only a cuda run picks a GPU; a cpu run sees none whatever the config says.
-            "gpu_index": settings.get("gpu_index") if device == "cuda" else None,
+            "gpu_index": gpu_index if device == "cuda" else None,
             "instance": dict(settings.get("instance") or {}),
             "gateway": dict(settings.get("gateway") or {}),
         }
-        identity = {k: settings[k] for k in ("workload", "strategy", "rep", "order_index",
-                                             "seed") if settings.get(k) is not None}
+        identity = {k: settings[k] for k in ("workload", "platform", "strategy", "rep",
+                                             "order_index", "seed")
+                    if settings.get(k) is not None}
         try:
             return cls(
                 gateway=GatewaySettings.model_validate(gateway),
@@ -86,7 +103,7 @@ class RunSettings(BaseModel):
                 out_dir=out_dir,
                 log_dir=log_dir,
                 telemetry=TelemetrySettings.model_validate(settings.get("telemetry") or {}),
-                lock_path=Path(settings["lock_file"]) if settings.get("lock_file") else None,
+                lock_path=lock_path,
                 config_sha256=config_sha256(settings),
                 **identity,
             )

@@ -23,6 +23,7 @@ from scalezero.errors import UserError
 from scalezero.report.config import ReportSettings
 from scalezero.report.figure_list import figure_numbers, timeline_key
 from scalezero.report.inputs import collect_inputs
+from scalezero.report.platforms import platforms_md
 from scalezero.report.render import (
     ANY_SHORTCODE,
     choose_renderer,
@@ -180,6 +181,7 @@ def build_report(
     scenarios: Mapping[str, Path] | None = None,
     size_sweep: Mapping[str, Path] | None = None,
     simulation: Mapping[str, Path] | None = None,
+    platforms: Path | None = None,
 ) -> ReportResult:
     """Render the report of one workload into `out_html`.
 
@@ -192,7 +194,8 @@ def build_report(
     configuration entry) describe where the trace came from. The variables are also
     written to `variables_out` when given. `simulation` holds the simulation step's
     files (validation, figure and, optionally, profile); without it the report says that
-    no simulation was validated.
+    no simulation was validated. `platforms` is the table comparing the platforms
+    (results/summary/platforms.csv), when several were measured.
     """
     source_dir = Path(source_dir or DEFAULT_SOURCE_DIR)
     if not (source_dir / MAIN_FILE).is_file():
@@ -254,6 +257,7 @@ def build_report(
             sweep_md = ("No size sweep was configured (`size_sweep.models` in the "
                         "configuration), so cold start is not related to model size here.\n")
         (generated / "size_sweep.md").write_text(sweep_md, encoding="utf-8")
+        (generated / "platforms.md").write_text(platforms_md(platforms), encoding="utf-8")
         (generated / "simulation.md").write_text(simulation_md(
             validation, variables["sim"], numbers.get("simulation"),
             variables["fig"].get("simulation_file")), encoding="utf-8")

@@ -8,6 +8,9 @@ import it before any rule runs.
     results/traces/<workload>.csv
     results/runs/<workload>/<strategy>/<rep>/{requests,tokens,events,telemetry}.csv, run.json
     results/summary/<workload>{,_ci,_requests,_energy,_cold_starts}.csv
+    with `platforms:` configured, runs and summaries one folder deeper:
+        results/runs/<platform>/<workload>/<strategy>/<rep>/, results/summary/<platform>/,
+        and results/summary/platforms.csv compares the platforms
     results/projections/<workload>{,_model,_runs,_phases}.csv, <workload>_constants.json
     results/simulation/<workload>_profile.json, <workload>_validation.csv
     results/figures/<workload>/<figure>.png, results/figures/size_sweep.png
@@ -15,7 +18,7 @@ import it before any rule runs.
     results/sweep/trace.csv, size_sweep.csv, runs/<model>/, bandwidth/<model>.json,
         page_cache/<model>.json
     results/simulation/<workload>_{scenarios,grid,sim_projections}.csv (scenarios)
-    results/.measurement.lock
+    results/.measurement.lock (results/.measurement.<node>.lock in a SLURM job)
     resources/models/<model>.gguf
     logs/<step>/.../<name>.log
 
@@ -66,6 +69,7 @@ SIMULATION_SUFFIXES: dict[str, str] = {
     "profile": "_profile.json",
     "validation": "_validation.csv",
 }
+RUNS_NAME = "runs"
 # Next to a strategy's run folders, not inside one (those hold only the run's outputs);
 # the strategy's repeats share it.
 CONTEXT_PROBE_NAME = ".context-probe.gguf"
@@ -80,11 +84,13 @@ SCENARIO_SUFFIXES: dict[str, str] = {
 
 
 class RunKey(NamedTuple):
-    """What a run folder's names say: results/runs/<workload>/<strategy>/<rep>."""
+    """What a run folder's names say: results/runs/[<platform>/]<workload>/<strategy>/<rep>."""
 
     workload: str
     strategy: str
     rep: str
+    #: None for a folder outside results/runs/<platform>/ (no platforms configured).
+    platform: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,14 +131,26 @@ class Layout:
         """Held by every measured run: runs never overlap, whichever Snakemake started them."""
         return self.results / ".measurement.lock"
 
+    @staticmethod
+    def node_lock_file(lock_file: Path | str, node: str) -> Path:
+        """The lock of one cluster node beside `lock_file`: runs on one node never
+        overlap, runs on different nodes do not wait for each other."""
+        path = Path(lock_file)
+        return path.with_name(f"{path.stem}.{node}{path.suffix}")
+
     # Measured runs ----------------------------------------------------------------------
 
     @property
     def runs_dir(self) -> Path:
-        return self.results / "runs"
+        return self.results / RUNS_NAME
 
-    def run_dir(self, workload: str, strategy: str, rep: int | str) -> Path:
-        return self.runs_dir / workload / strategy / str(rep)
+    def platform_runs_dir(self, platform: str | None = None) -> Path:
+        """results/runs/, or results/runs/<platform>/ when platforms are configured."""
+        return self.runs_dir / platform if platform else self.runs_dir
+
+    def run_dir(self, workload: str, strategy: str, rep: int | str,
+                platform: str | None = None) -> Path:
+        return self.platform_runs_dir(platform) / workload / strategy / str(rep)
 
     @staticmethod
     def run_files(run_dir: Path | str) -> dict[str, Path]:
@@ -141,12 +159,19 @@ class Layout:
 
     @staticmethod
     def parse_run_dir(run_dir: Path | str) -> RunKey:
-        """Workload, strategy and repeat from a run folder's names (run_dir's inverse).
+        """Workload, strategy, repeat and platform from a run folder's names (run_dir's
+        inverse).
 
-        Only the last three names are read, so a run folder anywhere parses the same way.
+        The last three names are workload, strategy and repeat, so a run folder anywhere
+        parses the same way. The platform is the name above them when the one above that
+        is `runs` (results/runs/<platform>/<workload>/...); None otherwise.
         """
         path = Path(run_dir)
-        return RunKey(path.parent.parent.name, path.parent.name, path.name)
+        key = RunKey(path.parent.parent.name, path.parent.name, path.name)
+        above = path.parent.parent.parent
+        if above.name and above.name != RUNS_NAME and above.parent.name == RUNS_NAME:
+            return key._replace(platform=above.name)
+        return key
 
     @staticmethod
     def first_run(run_dirs: Iterable[Path | str], strategy: str) -> Path:
@@ -161,9 +186,9 @@ class Layout:
 
         return min(mine, key=rep_order)
 
-    def find_run_dirs(self, workload: str) -> list[Path]:
-        """The run folders of a workload that hold a run.json, sorted."""
-        root = self.runs_dir / workload
+    def find_run_dirs(self, workload: str, platform: str | None = None) -> list[Path]:
+        """The run folders of a workload (on a platform) that hold a run.json, sorted."""
+        root = self.platform_runs_dir(platform) / workload
         return sorted(p.parent for p in root.glob(f"*/*/{RUN_FILE_NAMES['run_json']}"))
 
     @staticmethod
@@ -177,8 +202,14 @@ class Layout:
     def summary_dir(self) -> Path:
         return self.results / "summary"
 
-    def summary(self, workload: str) -> dict[str, Path]:
-        return self.summary_files_in(self.summary_dir, workload)
+    def summary(self, workload: str, platform: str | None = None) -> dict[str, Path]:
+        folder = self.summary_dir / platform if platform else self.summary_dir
+        return self.summary_files_in(folder, workload)
+
+    @property
+    def platform_comparison(self) -> Path:
+        """The platforms side by side (only with `platforms:` configured)."""
+        return self.summary_dir / "platforms.csv"
 
     @staticmethod
     def summary_files_in(summary_dir: Path | str, workload: str) -> dict[str, Path]:
