@@ -33,7 +33,7 @@ import enum
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from scalezero.serving.events import EventLog, Lifecycle, Reason
@@ -67,6 +67,17 @@ class InstanceHandle(Protocol):
     async def stop(self) -> int | None: ...
 
     def failure_reason(self) -> str: ...
+
+
+class Admission(Protocol):
+    """Admission control shared by pools (``budget.MemoryBudget``): asked before every
+    start, told of arrivals and of instances that went idle, became ready or stopped."""
+
+    def admit(self, pool: Pool, inst: Instance) -> Awaitable[None]: ...
+
+    def arrival(self, pool: Pool, t_s: float) -> None: ...
+
+    def changed(self, pool: Pool, inst: Instance | None = None) -> None: ...
 
 
 #: Makes the process of a new instance: (instance id, spec) -> handle.
@@ -233,6 +244,7 @@ class Pool:
         self.instances: list[Instance] = []
         self.cold_starts = 0
         self.start_failures = 0
+        self.evictions = 0
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._next_id = 1
         self._closing = False
@@ -242,6 +254,8 @@ class Pool:
         self._initial_instances = 0
         #: The one pending pre-warm start the policy asked for (``Policy.prewarm_at_s``).
         self._prewarm_handle: asyncio.TimerHandle | None = None
+        #: Asked before each start when set (a memory budget shared with other pools).
+        self.admission: Admission | None = None
 
     # ----------------------------------------------------------------- queries
     def _in_state(self, *states: InstanceState) -> list[Instance]:
@@ -272,6 +286,7 @@ class Pool:
             "in_flight": self.in_flight,
             "cold_starts": self.cold_starts,
             "start_failures": self.start_failures,
+            "evictions": self.evictions,
             "limits": dataclasses.asdict(self.limits),
         }
 
@@ -309,6 +324,8 @@ class Pool:
             raise ShuttingDown("the gateway is shutting down")
         now = self._clock()
         self.policy.on_arrival(now)
+        if self.admission is not None:
+            self.admission.arrival(self, now)
         self._cancel_prewarm()  # the request itself decides whether to start one now
         inst = self._free_instance()
         if inst is not None and not self._waiters:
@@ -348,6 +365,8 @@ class Pool:
             inst.idle_since_s = self._clock()
             if self.in_flight == 0 and not self._waiters:
                 self.policy.on_idle(inst.idle_since_s)
+            if self.admission is not None:
+                self.admission.changed(self, inst)
         if inst.state is InstanceState.DRAINING and inst.in_flight == 0:
             self._spawn_task(self._stop(inst, Reason.DRAINED))
         elif inst.state is InstanceState.READY:
@@ -448,6 +467,14 @@ class Pool:
             inst.idle_handle.cancel()
             inst.idle_handle = None
 
+    def evict(self, inst: Instance) -> None:
+        """Stop an idle ready instance to free its memory for another deployment."""
+        if inst.state is not InstanceState.READY or inst.in_flight:
+            raise ValueError(f"{inst.instance_id} is not idle: it cannot be evicted")
+        self._cancel_idle(inst)
+        self.evictions += 1
+        self._drain(inst, Reason.EVICTED)
+
     def _drain(self, inst: Instance, reason: Reason) -> None:
         self._transition(inst, InstanceState.DRAINING, Lifecycle.DRAIN, reason)
         if inst.in_flight == 0:
@@ -510,6 +537,14 @@ class Pool:
             else:
                 self._record(inst, phase, t_s=t_s)
 
+        if self.admission is not None:
+            try:
+                await self.admission.admit(self, inst)
+            except PoolError as exc:
+                self._admission_refused(inst, exc)
+                return
+            if inst.state is not InstanceState.STARTING:
+                return  # shut down while waiting: nothing was spawned
         try:
             await inst.process.spawn(on_phase)
             self._spawn_task(self._watch_exit(inst))
@@ -529,6 +564,8 @@ class Pool:
         self._min_start_failed = False
         self.cold_starts += 1
         self._transition(inst, InstanceState.READY, Lifecycle.READY, t_s=ready_at_s)
+        if self.admission is not None:
+            self.admission.changed(self, inst)
         if self.on_cold_start is not None and inst.spawned_at_s is not None:
             self.on_cold_start(ready_at_s - inst.spawned_at_s)
         self._dispatch()
@@ -553,6 +590,21 @@ class Pool:
         await inst.process.stop()
         self._remove(inst)
 
+    def _admission_refused(self, inst: Instance, exc: PoolError) -> None:
+        """No memory for the start: no process was made, so no lifecycle event; the
+        waiters hear why unless another instance can serve them."""
+        if inst.state is not InstanceState.STARTING:
+            return
+        log.info("%s %s: start refused: %s", self.deployment, inst.instance_id, exc.message)
+        if inst.start_reason == Reason.MIN_INSTANCES:
+            self._min_start_failed = True
+        self._remove(inst)
+        if not self._in_state(InstanceState.STARTING, InstanceState.READY):
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.future.done():
+                    waiter.future.set_exception(exc)
+
     async def _watch_exit(self, inst: Instance) -> None:
         code = await inst.process.wait_exit()
         self._instance_died(inst, code)
@@ -574,6 +626,8 @@ class Pool:
     def _remove(self, inst: Instance) -> None:
         with contextlib.suppress(ValueError):
             self.instances.remove(inst)
+        if self.admission is not None:
+            self.admission.changed(self)
 
     def _transition(
         self, inst: Instance, to_state: InstanceState, event: Lifecycle | None = None,
