@@ -76,9 +76,9 @@ class GatewayConfig:
     vocab_size: int | None
     upstream_timeout_s: float
     #: Deployments beside the first (``deployment``), each with its own model and policy.
-    extra: tuple[DeploymentConfig, ...] = ()
+    extra: tuple[DeploymentConfig, ...]
     #: The memory budget all deployments share; None: unlimited.
-    budget: BudgetConfig | None = None
+    budget: BudgetConfig | None
 
 
 @dataclasses.dataclass

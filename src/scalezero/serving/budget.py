@@ -282,6 +282,11 @@ class MemoryBudget:
                                if inst.state in _HOLDING and inst not in self._pending)
         return used
 
+    def _draining_mib(self) -> float:
+        return sum(self.stats[name].need_mib * sum(
+            1 for inst in pool.instances if inst.state is InstanceState.DRAINING)
+            for name, pool in self.pools.items())
+
     def candidates(self) -> list[Candidate]:
         """Idle instances that may be evicted (never below a policy's minimum)."""
         found = []
@@ -328,8 +333,10 @@ class MemoryBudget:
                 used = self.used_mib()
                 if used + need <= self.budget_mib:
                     return
-                if self._evict_one():
-                    continue  # count what the drain frees only once it has stopped
+                # Draining instances free their memory once stopped: evict more only when
+                # that will not be enough.
+                if used - self._draining_mib() + need > self.budget_mib and self._evict_one():
+                    continue
                 left_s = deadline - loop.time()
                 if left_s <= 0:
                     raise InsufficientMemory(
