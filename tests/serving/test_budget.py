@@ -142,6 +142,17 @@ def test_the_measured_memory_replaces_the_estimate() -> None:
     assert stats.need_mib == 420.0
 
 
+def test_unmeasured_deployments_get_the_overhead_measured_ones_showed() -> None:
+    budget, _, _ = shared(1000.0, sizes_mib={"a": 100.0, "b": 40.0, "c": 10.0})
+    assert budget.need_mib("b") == 40.0
+    budget.stats["a"].measured_mib = 250.0  # 150 beyond its estimate
+    assert budget.overhead_mib() == pytest.approx(150.0)
+    assert budget.need_mib("a") == 250.0
+    assert budget.need_mib("b") == pytest.approx(190.0)
+    budget.stats["b"].measured_mib = 90.0  # 50 beyond
+    assert budget.need_mib("c") == pytest.approx(10.0 + 100.0)
+
+
 def test_used_memory_counts_live_instances_and_ignores_those_waiting() -> None:
     async def scenario() -> None:
         budget, pools, _ = shared(1000.0, sizes_mib={"a": 300.0, "b": 200.0})

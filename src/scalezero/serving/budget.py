@@ -2,7 +2,8 @@
 
 Each deployment has a memory estimate: its GGUF file's size plus the KV cache for its
 context (from the GGUF's metadata), replaced by the largest memory an instance of it was
-measured to hold once one has run. A pool asks :meth:`MemoryBudget.admit` before it
+measured to hold once one has run; until then, what measured instances held beyond their
+estimates (the runtime, compute buffers) is added to it. A pool asks :meth:`MemoryBudget.admit` before it
 starts an instance; when the start would exceed the budget, idle instances of any
 deployment are stopped (drained with reason ``evicted``), chosen by the eviction policy,
 until it fits. Instances serving requests, starting or draining are never chosen. When
@@ -274,16 +275,29 @@ class MemoryBudget:
             stats.measured_mib = max(mib, stats.measured_mib or 0.0)
 
     # ----------------------------------------------------------------- accounting
+    def overhead_mib(self) -> float:
+        """What measured instances held beyond their estimate, on average (the runtime,
+        the compute buffers): added to the estimate of deployments not yet measured."""
+        extra = [stats.measured_mib - stats.estimate_mib for stats in self.stats.values()
+                 if stats.measured_mib is not None]
+        return max(0.0, sum(extra) / len(extra)) if extra else 0.0
+
+    def need_mib(self, deployment: str) -> float:
+        stats = self.stats[deployment]
+        if stats.measured_mib is not None:
+            return stats.measured_mib
+        return stats.estimate_mib + self.overhead_mib()
+
     def used_mib(self) -> float:
         used = 0.0
         for name, pool in self.pools.items():
-            need = self.stats[name].need_mib
+            need = self.need_mib(name)
             used += need * sum(1 for inst in pool.instances
                                if inst.state in _HOLDING and inst not in self._pending)
         return used
 
     def _draining_mib(self) -> float:
-        return sum(self.stats[name].need_mib * sum(
+        return sum(self.need_mib(name) * sum(
             1 for inst in pool.instances if inst.state is InstanceState.DRAINING)
             for name, pool in self.pools.items())
 
@@ -306,7 +320,8 @@ class MemoryBudget:
             "eviction": self.eviction.name,
             "evictions": self.evictions,
             "deployments": {
-                name: {"estimate_mib": stats.estimate_mib, "measured_mib": stats.measured_mib}
+                name: {"estimate_mib": stats.estimate_mib, "measured_mib": stats.measured_mib,
+                       "need_mib": self.need_mib(name)}
                 for name, stats in self.stats.items()
             },
         }
@@ -318,7 +333,7 @@ class MemoryBudget:
         Raises :class:`InsufficientMemory` when the deployment can never fit, or when no
         room came free within ``wait_s``.
         """
-        need = self.stats[pool.deployment].need_mib
+        need = self.need_mib(pool.deployment)
         if need > self.budget_mib:
             raise InsufficientMemory(
                 f"{pool.deployment!r} needs {need:.0f} MiB; the memory budget is "
@@ -331,6 +346,7 @@ class MemoryBudget:
         try:
             while True:
                 used = self.used_mib()
+                need = self.need_mib(pool.deployment)  # measurements may have come in
                 if used + need <= self.budget_mib:
                     return
                 # Draining instances free their memory once stopped: evict more only when
