@@ -89,7 +89,7 @@ def test_a_budget_for_two_evicts_the_least_recently_used(make_gateway: GatewayFa
     gw.wait_for(lambda: gw.client.get("/state").json()["deployments"]["fake"]["instances"]
                 == [], what="the evicted instance to stop")
     drains = [e for e in gw.events if e.event == "drain"]
-    assert [(e.reason) for e in drains] == ["evicted"]
+    assert [(e.instance_id, e.reason) for e in drains] == [("fake-i1", "evicted")]
     metrics = gw.client.get("/metrics").text
     assert 'scalezero_evictions_total{deployment="fake"} 1.0' in metrics
     assert 'scalezero_evictions_total{deployment="beta"} 0.0' in metrics

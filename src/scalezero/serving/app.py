@@ -186,6 +186,8 @@ class Gateway:
                 config.limits,
                 self.events,
                 on_cold_start=self._cold_start_observer(deployment.name),
+                # One events log for all: instance ids must tell deployments apart.
+                id_prefix=f"{deployment.name}-" if config.extra else "",
             )
             self.limits[deployment.name] = (
                 config.max_tokens_limit or deployment.spec.n_ctx, deployment.vocab_size)

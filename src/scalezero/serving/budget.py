@@ -3,12 +3,14 @@
 Each deployment has a memory estimate: its GGUF file's size plus the KV cache for its
 context (from the GGUF's metadata), replaced by the largest memory an instance of it was
 measured to hold once one has run; until then, what measured instances held beyond their
-estimates (the runtime, compute buffers) is added to it. A pool asks :meth:`MemoryBudget.admit` before it
-starts an instance; when the start would exceed the budget, idle instances of any
-deployment are stopped (drained with reason ``evicted``), chosen by the eviction policy,
-until it fits. Instances serving requests, starting or draining are never chosen. When
-nothing can be evicted, the start waits (up to ``wait_s``) for instances to go idle or
-stop, then fails with :class:`InsufficientMemory` (503 with the reason).
+estimates (the runtime, compute buffers) is added to it.
+
+A pool asks :meth:`MemoryBudget.admit` before it starts an instance; when the start would
+exceed the budget, idle instances of any deployment are stopped (drained with reason
+``evicted``), chosen by the eviction policy, until it fits. Instances serving requests,
+starting or draining are never chosen. When nothing can be evicted, the start waits (up
+to ``wait_s``) for instances to go idle or stop, then fails with
+:class:`InsufficientMemory` (503 with the reason).
 
 Eviction policies (``EVICTION_POLICIES``), each a function of the candidates:
 
@@ -16,7 +18,7 @@ Eviction policies (``EVICTION_POLICIES``), each a function of the candidates:
 * ``longest_idle``: the instance idle the longest goes first.
 * ``cost_aware``: Greedy-Dual keep-alive (FaasCache, ASPLOS 2021): each deployment's
   priority is ``clock + frequency * cost / size`` (frequency: its recent arrival rate;
-  cost: its measured cold-start time; size: its memory estimate); the lowest goes first,
+  cost: its measured cold-start time; size: its memory need); the lowest goes first,
   and the clock rises to the evicted priority so that long-unused deployments age out.
 """
 

@@ -228,10 +228,12 @@ class Pool:
         *,
         clock: Callable[[], float] | None = None,
         process_factory: ProcessFactory | None = None,
+        id_prefix: str = "",
     ) -> None:
         """``clock`` (default ``time.monotonic``) is the time of every decision and event;
         it must run with the event loop's timers (the simulator passes its virtual loop's
-        ``time``). ``process_factory`` (default ``InstanceProcess``) makes instance processes."""
+        ``time``). ``process_factory`` (default ``InstanceProcess``) makes instance processes.
+        ``id_prefix`` goes before each instance id (several pools share one events log)."""
         self.deployment = deployment
         self.spec = spec
         self.policy = policy
@@ -241,6 +243,7 @@ class Pool:
         # Not the event loop's time(): uvloop's has millisecond resolution.
         self._clock = time.monotonic if clock is None else clock
         self._process_factory = process_factory
+        self._id_prefix = id_prefix
         self.instances: list[Instance] = []
         self.cold_starts = 0
         self.start_failures = 0
@@ -521,7 +524,7 @@ class Pool:
             self._start_instance(Reason.MIN_INSTANCES)
 
     def _start_instance(self, reason: Reason) -> Instance:
-        instance_id = f"i{self._next_id}"
+        instance_id = f"{self._id_prefix}i{self._next_id}"
         self._next_id += 1
         factory = self._process_factory or InstanceProcess
         inst = Instance(instance_id, factory(instance_id, self.spec), start_reason=reason)
