@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import json
@@ -213,6 +214,10 @@ def measured_run(plan: RunSettings) -> dict[str, Any]:
     policy = plan.gateway.make_policy()  # fail early on a bad config
     require_device(plan.gateway.device)
     items = requests_from_trace(read_trace(plan.trace_path))
+    if not plan.gateway.deployments:
+        # One deployment serves the whole trace; a model column names the deployments of
+        # a shared gateway only.
+        items = [dataclasses.replace(item, model=None) for item in items]
     if not plan.gateway.model_path.is_file():
         raise UserError(f"model not found: {plan.gateway.model_path}")
     plan.out_dir.mkdir(parents=True, exist_ok=True)
