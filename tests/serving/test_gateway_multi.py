@@ -159,3 +159,33 @@ def test_a_name_used_twice_is_refused(fake_model: Path) -> None:
         deployments={"same": DeploymentSettings(model_path=fake_model, policy="naive")})
     with pytest.raises(ValueError, match="used twice"):
         settings.gateway_config()
+
+
+def test_serve_takes_a_deployments_file_and_budget_flags(
+        tmp_path: Path, real_model: Path) -> None:
+    from scalezero.cli import build_parser
+    from scalezero.serving.cli import build_config
+
+    path = tmp_path / "deployments.yaml"
+    path.write_text(
+        "deployments:\n"
+        f"  alpha: {{model: {real_model}, policy: keep_warm}}\n"
+        f"  beta: {{model: {real_model}, policy: naive, instance: {{n_ctx: 64}}}}\n",
+        encoding="utf-8")
+    args = build_parser(only="serve").parse_args([
+        "serve", "--deployments", str(path), "--memory-budget-mib", "700",
+        "--eviction", "longest_idle", "--n-ctx", "128", "--instance-command", "true"])
+    config = build_config(args)
+    assert config.deployment == "alpha" and config.spec.n_ctx == 128
+    assert [(d.name, d.spec.n_ctx) for d in config.extra] == [("beta", 64)]
+    # The keys a deployment sets go over the gateway's instance settings.
+    assert config.extra[0].spec.command == config.spec.command == ("true",)
+    assert config.extra[0].vocab_size == config.vocab_size  # read from the file
+    assert config.budget is not None
+    assert config.budget.budget_mib == 700 and config.budget.eviction == "longest_idle"
+    # File size plus the KV cache of each deployment's own context.
+    assert config.budget.estimates_mib["alpha"] > config.budget.estimates_mib["beta"]
+    single = build_config(build_parser(only="serve").parse_args([
+        "serve", "--model", str(real_model), "--strategy", "naive",
+        "--instance-command", "true"]))
+    assert single.extra == () and single.budget is None

@@ -125,7 +125,8 @@ class DeploymentSettings(_Settings):
     history_s: tuple[float, ...] = Field(
         (), description="arrival times recorded before the run (as the gateway's history_s)")
     instance: InstanceSettings | None = Field(
-        None, description="how its instances run (unset: the gateway's instance settings)")
+        None, description="how its instances run: the keys given here over the gateway's "
+        "instance settings (unset: those)")
     vocab_size: int | None = Field(
         None, ge=1, description="vocabulary size for the logit_bias check (unset: none)")
 
@@ -226,6 +227,14 @@ class GatewaySettings(_Settings):
     def pool_limits(self) -> PoolLimits:
         return self.gateway.pool_limits()
 
+    def instance_of(self, deployment: DeploymentSettings) -> InstanceSettings:
+        """A deployment's instance settings: the keys it sets over the gateway's."""
+        own = deployment.instance
+        if own is None:
+            return self.instance
+        return self.instance.model_copy(
+            update={name: getattr(own, name) for name in own.model_fields_set})
+
     def extra_deployments(self) -> tuple[DeploymentConfig, ...]:
         """The deployments beside the first, ready for the app."""
         from scalezero.serving.app import DeploymentConfig
@@ -236,7 +245,7 @@ class GatewaySettings(_Settings):
             if name in names:
                 raise ValueError(f"deployment name {name!r} is used twice")
             names.add(name)
-            instance = deployment.instance or self.instance
+            instance = self.instance_of(deployment)
             spec = instance.spec(
                 deployment.model_path.resolve(), name, device=self.device,
                 gpu_index=self.gpu_index, log_dir=self.log_dir)
@@ -255,7 +264,7 @@ class GatewaySettings(_Settings):
         make_eviction_policy(self.eviction)  # a bad name fails here
         estimates = {self.model_alias: gguf_estimate_mib(self.model_path, self.instance.n_ctx)}
         for name, deployment in self.deployments.items():
-            n_ctx = (deployment.instance or self.instance).n_ctx
+            n_ctx = self.instance_of(deployment).n_ctx
             estimates[name] = gguf_estimate_mib(deployment.model_path, n_ctx)
         return BudgetConfig(
             budget_mib=self.memory_budget_mib, eviction=self.eviction,
