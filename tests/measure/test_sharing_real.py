@@ -66,6 +66,8 @@ def test_three_models_share_a_budget_for_two(
         left = wait_no_servers(tag, 20.0)
     assert not left, f"processes left behind: {[p.pid for p in left]}"
     assert run["status"] == "ok"
+    assert set(run["deployments"]) == {"beta", "tiny"} and run["model"]["name"] == "alpha"
+    assert run["memory"] == {"budget_mib": BUDGET_MIB, "eviction": "lru"}
     requests = pd.read_csv(tmp_path / "run" / "requests.csv")
     assert requests["status"].tolist() == [200] * len(trace), requests.to_string()
     events = pd.read_csv(tmp_path / "run" / "events.csv", keep_default_na=False)

@@ -287,6 +287,12 @@ def _measured_run_locked(
         "bytes": model_path.stat().st_size,
         "sha256": sha256_file(model_path),
     }
+    if gw.deployments:
+        # A shared gateway: the model above is its first deployment.
+        run["deployments"] = {
+            name: {"path": str(d.model_path), "policy": d.policy, **d.policy_params}
+            for name, d in gw.deployments.items()}
+        run["memory"] = {"budget_mib": gw.memory_budget_mib, "eviction": gw.eviction}
     suppressed: list[int] = []
     if plan.suppress_eog:
         with contextlib.suppress(Exception):
