@@ -64,3 +64,19 @@ def test_cross_references_are_checked(change, message: str) -> None:  # type: ig
     change(config)
     with pytest.raises(UserError, match=message):
         check_config(config)
+
+
+def test_the_command_writes_a_file_run_takes(tmp_path: Path) -> None:
+    from scalezero.cli import main
+    from scalezero.serving.cli import read_deployments
+
+    out = tmp_path / "d.yaml"
+    assert main(["sharing-deployments", "--config", str(SHARING), "--eviction", "lru",
+                 "--models-dir", str(tmp_path), "--out", str(out)]) == 0
+    data = read_deployments(out)
+    assert data["model_name"] == "smollm2" and data["eviction"] == "lru"
+    assert data["model_path"] == str(tmp_path / "smollm2-135m.gguf")
+    assert list(data["deployments"]) == ["synth-smollm2", "synth-tiny"]
+    assert main(["sharing-deployments", "--config", str(SHARING), "--eviction", "none",
+                 "--out", str(out)]) == 0
+    assert "memory_budget_mib" not in read_deployments(out)

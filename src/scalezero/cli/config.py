@@ -340,6 +340,41 @@ def run_order(strategies: list[str], repeats: int, order: str, order_seed: int
     return plan
 
 
+def sharing_cli(args: Any) -> int:
+    """Write the deployments file of a configuration's ``sharing:`` for one eviction."""
+    from pathlib import Path
+
+    import yaml
+
+    config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+    if not isinstance(config, dict) or "sharing" not in config:
+        raise UserError(f"{args.config}: no 'sharing:' key")
+    check_config(config)
+    eviction = None if args.eviction == "none" else args.eviction
+    # Absolute: the file's relative paths would be read against its own folder.
+    data = sharing_deployments(config, eviction, str(Path(args.models_dir).resolve()))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return 0
+
+
+def add_cli(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sharing-deployments",
+        help="write the deployments file of a configuration's sharing: key",
+        description="Write the YAML file that 'scalezero run/serve --deployments' take, for "
+        "the sharing: key of a configuration and one eviction policy ('none': no budget, "
+        "every model with memory of its own).",
+    )
+    parser.add_argument("--config", required=True, help="configuration with a sharing: key")
+    parser.add_argument("--eviction", required=True, choices=(*EVICTIONS, "none"))
+    parser.add_argument("--models-dir", default="resources/models",
+                        help="folder of the fetched models (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="deployments file to write")
+    parser.set_defaults(func=sharing_cli)
+
+
 def main() -> None:
     """Print the schema (python -m scalezero.cli.config > config/config.schema.json)."""
     print(json.dumps(config_schema(), indent=2))
