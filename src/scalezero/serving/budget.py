@@ -250,6 +250,8 @@ class MemoryBudget:
     def _now(self) -> float:
         if self._clock is not None:
             return self._clock()
+        for pool in self.pools.values():
+            return pool.now()  # the clock arrivals were recorded with
         return asyncio.get_running_loop().time()
 
     # ---------------------------------------------------------- what the pools tell

@@ -261,6 +261,10 @@ class Pool:
         self.admission: Admission | None = None
 
     # ----------------------------------------------------------------- queries
+    def now(self) -> float:
+        """The pool's clock (the time of its decisions and events)."""
+        return self._clock()
+
     def _in_state(self, *states: InstanceState) -> list[Instance]:
         return [inst for inst in self.instances if inst.state in states]
 
