@@ -70,6 +70,8 @@ def summary_columns(
         "errors": "failed requests",
         "cold_starts": "instances spawned inside the replay window",
         "failed_starts": "of those, starts that never became ready",
+        "evictions": "idle instances stopped inside the replay window to free memory for "
+                     "another deployment (events.csv drain, reason evicted)",
         "cold_requests": "requests flagged cold by the gateway (any outcome)",
         "cold_share": "cold_requests / requests, 0-1",
     }
@@ -147,6 +149,16 @@ COLD_START_FILE_COLUMNS: tuple[str, ...] = (
 CI_FILE_COLUMNS: tuple[str, ...] = (
     "workload", "strategy", "metric", "n", "mean", "sd", "ci95_low", "ci95_high",
 )
+
+
+def count_evictions(events: pd.DataFrame, window: tuple[float, float]) -> int:
+    """Drains with reason ``evicted`` inside the window."""
+    if events.empty or "reason" not in events.columns:
+        return 0
+    t_s = events["t_s"].astype(float)
+    hit = ((events["event"] == "drain") & (events["reason"].astype(str) == "evicted")
+           & (t_s >= window[0]) & (t_s <= window[1]))
+    return int(hit.sum())
 
 
 def request_file_columns(
@@ -347,6 +359,7 @@ def summarize_run(
         in_replay = starts[starts["in_replay"]]
         row["cold_starts"] = len(in_replay)
         row["failed_starts"] = int((in_replay["outcome"] != "ready").sum())
+        row["evictions"] = count_evictions(data.events, window)
         done = in_replay[in_replay["outcome"] == "ready"]
         row["cold_start_mean_s"] = mean(done["cold_start_s"])
         for column in ("spawn_to_runtime_ready_s", "runtime_ready_to_model_loaded_s",

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "simulate": "scalezero.simulate.cli",
     "report": "scalezero.report.cli",
     "doctor": "scalezero.cli.doctor",
+    "sharing-deployments": "scalezero.cli.config",
 }
 
 

@@ -232,6 +232,83 @@ def measured_resources(config: Mapping[str, Any], platform: str | None
     }
 
 
+EVICTIONS = ("lru", "longest_idle", "cost_aware")
+
+#: Several models sharing one device under a memory budget (config/sharing.yaml).
+SHARING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "several models behind one gateway under a memory budget, against each "
+    "model on its own",
+    "required": ["deployments", "budget_mib", "workload"],
+    "additionalProperties": False,
+    "properties": {
+        "deployments": {
+            "type": "object",
+            "minProperties": 2,
+            "propertyNames": _NAME,
+            "additionalProperties": {
+                "type": "object",
+                "required": ["model", "strategy"],
+                "additionalProperties": False,
+                "properties": {
+                    "model": {**_NAME, "description": "models: entry"},
+                    "strategy": {**_NAME, "description": "strategies: entry (its policy)"},
+                },
+            },
+        },
+        "budget_mib": {**_POSITIVE, "description": "memory all instances may hold, MiB"},
+        "memory_wait_s": {**_POSITIVE, "default": 30,
+                          "description": "longest wait of a start for memory before 503"},
+        "evictions": {"type": "array", "items": {"enum": list(EVICTIONS)},
+                      "uniqueItems": True, "minItems": 1, "default": list(EVICTIONS),
+                      "description": "eviction policies compared"},
+        "workload": {**_NAME, "description": "workloads: entry whose models: mix names "
+                     "the deployments"},
+    },
+}
+
+
+def sharing_deployments(config: Mapping[str, Any], eviction: str | None,
+                        models_dir: str = "resources/models") -> dict[str, Any]:
+    """The deployments file (``scalezero serve/run --deployments``) of ``sharing:`` with
+    one eviction policy; ``eviction`` None: no budget (every model as if on its own)."""
+    sharing = config["sharing"]
+    strategies = expand_strategies(config.get("strategies", {}))
+    deployments: dict[str, Any] = {}
+    for name, entry in sharing["deployments"].items():
+        spec = strategies[entry["strategy"]]
+        deployments[name] = {"model": f"{models_dir}/{entry['model']}.gguf",
+                             **{k: v for k, v in spec.items()}}
+    data: dict[str, Any] = {"deployments": deployments}
+    if eviction is not None:
+        data.update(memory_budget_mib=sharing["budget_mib"], eviction=eviction,
+                    memory_wait_s=sharing.get("memory_wait_s", 30))
+    return data
+
+
+def _check_sharing(config: Mapping[str, Any], strategies: Mapping[str, Any]) -> None:
+    sharing = config.get("sharing")
+    if sharing is None:
+        return
+    for name, entry in sharing["deployments"].items():
+        if entry["model"] not in config.get("models", {}):
+            raise UserError(f"config: sharing.deployments.{name}.model {entry['model']!r} is "
+                            "not a key of models:")
+        if entry["strategy"] not in strategies:
+            raise UserError(f"config: sharing.deployments.{name}.strategy "
+                            f"{entry['strategy']!r} is not a strategy")
+    workload = config.get("workloads", {}).get(sharing["workload"])
+    if workload is None:
+        raise UserError(f"config: sharing.workload {sharing['workload']!r} is not a key of "
+                        "workloads:")
+    mix = workload.get("models") or {}
+    named = mix.get("models", []) if "popularity" in mix else list(mix)
+    unknown = [name for name in named if name not in sharing["deployments"]]
+    if not named or unknown:
+        raise UserError(f"config: workloads.{sharing['workload']}.models must name "
+                        f"sharing.deployments (unknown: {unknown or 'none given'})")
+
+
 def config_schema() -> dict[str, Any]:
     """The JSON schema (draft 2020-12) of config/config.yaml."""
     from scalezero.measure.settings import TelemetrySettings
@@ -298,6 +375,7 @@ def config_schema() -> dict[str, Any]:
         },
         **REPORT_CONFIG_SCHEMA["properties"],
         "simulation": SIMULATION_SCHEMA,
+        "sharing": SHARING_SCHEMA,
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -332,6 +410,7 @@ def check_config(config: Mapping[str, Any]) -> None:
             make_policy(spec["policy"], params)
         except UserError as exc:
             raise UserError(f"config: strategies.{name}: {exc}") from None
+    _check_sharing(config, strategies)
     sweep_strategy = config.get("size_sweep", {}).get("strategy")
     if sweep_strategy is not None and sweep_strategy not in strategies:
         raise UserError(f"config: size_sweep.strategy {sweep_strategy!r} is not a strategy "
@@ -359,6 +438,41 @@ def run_order(strategies: list[str], repeats: int, order: str, order_seed: int
     return plan
 
 
+def sharing_cli(args: Any) -> int:
+    """Write the deployments file of a configuration's ``sharing:`` for one eviction."""
+    from pathlib import Path
+
+    import yaml
+
+    config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+    if not isinstance(config, dict) or "sharing" not in config:
+        raise UserError(f"{args.config}: no 'sharing:' key")
+    check_config(config)
+    eviction = None if args.eviction == "none" else args.eviction
+    # Absolute: the file's relative paths would be read against its own folder.
+    data = sharing_deployments(config, eviction, str(Path(args.models_dir).resolve()))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return 0
+
+
+def add_cli(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sharing-deployments",
+        help="write the deployments file of a configuration's sharing: key",
+        description="Write the YAML file that 'scalezero run/serve --deployments' take, for "
+        "the sharing: key of a configuration and one eviction policy ('none': no budget, "
+        "every model with memory of its own).",
+    )
+    parser.add_argument("--config", required=True, help="configuration with a sharing: key")
+    parser.add_argument("--eviction", required=True, choices=(*EVICTIONS, "none"))
+    parser.add_argument("--models-dir", default="resources/models",
+                        help="folder of the fetched models (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="deployments file to write")
+    parser.set_defaults(func=sharing_cli)
+
+
 def main() -> None:
     """Print the schema (python -m scalezero.cli.config > config/config.schema.json)."""
     print(json.dumps(config_schema(), indent=2))
@@ -370,4 +484,5 @@ if __name__ == "__main__":
 
 __all__ = ["CLUSTER_SCHEMA", "MEASURED_RESOURCE_KEYS", "PLATFORMS_SCHEMA", "check_config",
            "config_schema", "expand_strategies", "measured_resources", "platform_names",
-           "platform_spec", "run_order", "strategies_by_entry", "workload_strategies"]
+           "platform_spec", "run_order", "sharing_deployments", "strategies_by_entry",
+           "workload_strategies"]

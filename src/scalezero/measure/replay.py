@@ -67,14 +67,18 @@ class ReplayRequest:
     t_sched_s: float
     prompt: str
     max_tokens: int
+    #: The deployment asked for (a trace's model column); None: the replay's model.
+    model: str | None = None
 
 
 def requests_from_trace(trace: pd.DataFrame) -> list[ReplayRequest]:
     """The requests of a trace frame (`scalezero.workload.trace.read_trace`), in its order."""
+    models = (trace["model"].astype(str).tolist() if "model" in trace.columns
+              else [None] * len(trace))
     return [
         ReplayRequest(int(row.request_id), float(row.t_sched_s), str(row.prompt),
-                      int(row.max_tokens))
-        for row in trace.itertuples(index=False)
+                      int(row.max_tokens), model or None)
+        for row, model in zip(trace.itertuples(index=False), models, strict=True)
     ]
 
 
@@ -88,7 +92,7 @@ def completion_payload(
     with a logit bias, its server ends some completions at once with no token.)
     """
     payload: dict[str, Any] = {
-        "model": model,
+        "model": item.model or model,
         "prompt": item.prompt,
         "max_tokens": item.max_tokens,
         "temperature": 0.0,

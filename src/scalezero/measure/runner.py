@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import json
@@ -215,6 +216,10 @@ def measured_run(plan: RunSettings) -> dict[str, Any]:
     policy = plan.gateway.make_policy()  # fail early on a bad config
     require_device(plan.gateway.device)
     items = requests_from_trace(read_trace(plan.trace_path))
+    if not plan.gateway.deployments:
+        # One deployment serves the whole trace; a model column names the deployments of
+        # a shared gateway only.
+        items = [dataclasses.replace(item, model=None) for item in items]
     if not plan.gateway.model_path.is_file():
         raise UserError(f"model not found: {plan.gateway.model_path}")
     plan.out_dir.mkdir(parents=True, exist_ok=True)
@@ -289,6 +294,12 @@ def _measured_run_locked(
         "bytes": model_path.stat().st_size,
         "sha256": sha256_file(model_path),
     }
+    if gw.deployments:
+        # A shared gateway: the model above is its first deployment.
+        run["deployments"] = {
+            name: {"path": str(d.model_path), "policy": d.policy, **d.policy_params}
+            for name, d in gw.deployments.items()}
+        run["memory"] = {"budget_mib": gw.memory_budget_mib, "eviction": gw.eviction}
     suppressed: list[int] = []
     if plan.suppress_eog:
         with contextlib.suppress(Exception):
@@ -455,25 +466,50 @@ def _count_prompt_tokens(model_path: Path, prompts: list[str]) -> list[int]:
     return count_tokens_isolated(model_path, prompts)
 
 
+def _run_gateway_settings(args: argparse.Namespace, params: dict[str, Any]) -> GatewaySettings:
+    """The gateway of ``scalezero run``: one model (--model, --strategy) or a deployments
+    file (--deployments), whose first deployment --strategy and --param then override."""
+    instance = InstanceSettings(n_ctx=args.n_ctx, n_threads=args.n_threads)
+    if args.deployments:
+        from pydantic import ValidationError
+
+        from scalezero.serving.cli import read_deployments
+
+        data: dict[str, Any] = {"device": args.device, "gpu_index": args.gpu_index,
+                                "instance": instance.model_dump(),
+                                **read_deployments(Path(args.deployments))}
+        if args.strategy:
+            data["policy"] = args.strategy
+        data["policy_params"] = {**data.get("policy_params", {}), **params}
+        try:
+            return GatewaySettings.model_validate(data)
+        except ValidationError as exc:
+            raise UserError(f"--deployments: {exc}") from None
+    if not args.model or not args.strategy:
+        raise UserError("run: --model and --strategy are required (or --deployments)")
+    model_path = Path(args.model)
+    return GatewaySettings(
+        model_path=model_path,
+        model_name=args.model_name or model_path.stem,
+        policy=args.strategy,
+        policy_params=params,
+        device=args.device,
+        gpu_index=args.gpu_index,
+        instance=instance,
+    )
+
+
 def run_cli(args: argparse.Namespace) -> int:
     from scalezero.serving.strategies import parse_param_pairs
 
-    model_path = Path(args.model)
+    gateway = _run_gateway_settings(args, parse_param_pairs(args.param))
     plan = RunSettings(
-        gateway=GatewaySettings(
-            model_path=model_path,
-            model_name=args.model_name or model_path.stem,
-            policy=args.strategy,
-            policy_params=parse_param_pairs(args.param),
-            device=args.device,
-            gpu_index=args.gpu_index,
-            instance=InstanceSettings(n_ctx=args.n_ctx, n_threads=args.n_threads),
-        ),
+        gateway=gateway,
         trace_path=Path(args.trace),
         history_path=Path(args.history) if args.history else None,
         out_dir=Path(args.out_dir),
         log_dir=Path(args.out_dir) / "logs",
-        strategy=args.strategy,
+        strategy=args.strategy or gateway.policy,
         telemetry=TelemetrySettings(
             rate_hz=args.rate_hz, backend=args.telemetry_backend, baseline_s=args.baseline_s,
             context_baseline_s=args.context_baseline_s,
@@ -496,14 +532,19 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         description="Start the gateway with one strategy, sample telemetry, replay a trace "
         "open-loop and write requests.csv, tokens.csv, events.csv, telemetry.csv and run.json.",
     )
-    parser.add_argument("--model", required=True, help="GGUF model file")
+    parser.add_argument("--model", default=None, help="GGUF model file")
+    parser.add_argument("--deployments", default=None, metavar="FILE",
+                        help="YAML file of several deployments (as scalezero serve takes; "
+                        "docs/api.md), instead of --model and --strategy; a trace's model "
+                        "column picks each request's deployment")
     parser.add_argument("--model-name", default=None, help="name used in requests")
     parser.add_argument("--trace", required=True, help="trace CSV (scalezero workload)")
     parser.add_argument("--history", default=None, metavar="FILE",
                         help="arrivals before the trace (scalezero workload's "
                         "<workload>.history.csv), learned by the policy before the run "
                         "(default: none)")
-    parser.add_argument("--strategy", required=True, choices=policies(), help="policy")
+    parser.add_argument("--strategy", default=None, choices=policies(),
+                        help="policy (required unless --deployments)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="policy parameter, e.g. keep_warm_ttl_s=10 (repeatable)")
     parser.add_argument("--out-dir", required=True, help="folder for the run files")

@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scalezero import __version__
+from scalezero.serving.budget import MemoryBudget, memory_meter
 from scalezero.serving.events import EventLog
 from scalezero.serving.launcher import InstanceSpec
 from scalezero.serving.pool import Lease, Pool, PoolError, PoolLimits
@@ -74,6 +75,33 @@ class GatewayConfig:
     #: Token ids at or above this are rejected in logit_bias (the model's vocabulary size).
     vocab_size: int | None
     upstream_timeout_s: float
+    #: Deployments beside the first (``deployment``), each with its own model and policy.
+    extra: tuple[DeploymentConfig, ...]
+    #: The memory budget all deployments share; None: unlimited.
+    budget: BudgetConfig | None
+
+
+@dataclasses.dataclass
+class DeploymentConfig:
+    """One more deployment; built by ``GatewaySettings.extra_deployments``."""
+
+    name: str
+    spec: InstanceSpec
+    policy: Policy
+    vocab_size: int | None = None
+
+
+@dataclasses.dataclass
+class BudgetConfig:
+    """The shared memory budget; built by ``GatewaySettings.budget_config``."""
+
+    budget_mib: float
+    eviction: str
+    wait_s: float
+    #: "cuda" counts GPU memory, "cpu" resident host memory.
+    device: str
+    #: Memory one instance of each deployment is expected to hold, by deployment name.
+    estimates_mib: dict[str, float]
 
 
 class ApiError(Exception):
@@ -143,19 +171,41 @@ class Gateway:
         self.config = config
         self.events = EventLog(config.events_path)
         self.metrics = GatewayMetrics(lambda: self.pools.values())
-        pool = Pool(
-            config.deployment,
-            # llama-server serves as many requests at once as it has slots: as many as
-            # the pool sends to one instance.
-            dataclasses.replace(config.spec, parallel=config.limits.instance_concurrency),
-            config.policy,
-            config.limits,
-            self.events,
-            on_cold_start=lambda s: self.metrics.observe_cold_start(config.deployment, s),
-        )
-        self.pools: dict[str, Pool] = {config.deployment: pool}
+        deployments = (DeploymentConfig(config.deployment, config.spec, config.policy,
+                                        config.vocab_size), *config.extra)
+        self.pools: dict[str, Pool] = {}
+        #: Per deployment: largest max_tokens accepted and the vocabulary size.
+        self.limits: dict[str, tuple[int, int | None]] = {}
+        for deployment in deployments:
+            if deployment.name in self.pools:
+                raise ValueError(f"deployment name {deployment.name!r} is used twice")
+            self.pools[deployment.name] = Pool(
+                deployment.name,
+                # llama-server serves as many requests at once as it has slots: as many as
+                # the pool sends to one instance.
+                dataclasses.replace(deployment.spec,
+                                    parallel=config.limits.instance_concurrency),
+                deployment.policy,
+                config.limits,
+                self.events,
+                on_cold_start=self._cold_start_observer(deployment.name),
+                # One events log for all: instance ids must tell deployments apart.
+                id_prefix=f"{deployment.name}-" if config.extra else "",
+            )
+            self.limits[deployment.name] = (
+                config.max_tokens_limit or deployment.spec.n_ctx, deployment.vocab_size)
+        self.budget: MemoryBudget | None = None
+        if config.budget is not None:
+            budget = config.budget
+            self.budget = MemoryBudget(budget.budget_mib, budget.eviction, wait_s=budget.wait_s,
+                                       meter=memory_meter(budget.device))
+            for name, pool in self.pools.items():
+                self.budget.add(pool, budget.estimates_mib[name])
         self.upstream = UpstreamClient(read_timeout_s=config.upstream_timeout_s)
         self.max_tokens_limit = config.max_tokens_limit or config.spec.n_ctx
+
+    def _cold_start_observer(self, name: str) -> Callable[[float], None]:
+        return lambda s: self.metrics.observe_cold_start(name, s)
 
     async def start(self) -> None:
         for pool in self.pools.values():
@@ -698,10 +748,13 @@ def create_app(config: GatewayConfig) -> GatewayApp:
     @app.get("/state", summary="Pools, instances, queue depth, as JSON",
              response_model=GatewayState, responses=_error_responses(401, 500))
     async def state() -> dict[str, Any]:
-        return {
+        answer: dict[str, Any] = {
             "t_s": time.monotonic(),
             "deployments": {name: pool.snapshot() for name, pool in gateway.pools.items()},
         }
+        if gateway.budget is not None:
+            answer["memory"] = gateway.budget.snapshot()
+        return answer
 
     async def handle(
         scope: Scope, receive: Receive, request_id: str, model: RequestModel, path: str
@@ -716,28 +769,29 @@ def create_app(config: GatewayConfig) -> GatewayApp:
             body = model.model_validate_json(raw)
         except ValidationError as exc:
             raise _validation_error(exc) from None
+        pool = gateway.pool_for(body.model)
+        max_tokens, vocab_size = gateway.limits[pool.deployment]
         limit = body.output_limit
-        if limit is not None and limit[1] > gateway.max_tokens_limit:
+        if limit is not None and limit[1] > max_tokens:
             raise ApiError(
                 400,
-                f"Invalid value for '{limit[0]}': at most {gateway.max_tokens_limit} (the "
+                f"Invalid value for '{limit[0]}': at most {max_tokens} (the "
                 "context size)",
                 param=limit[0],
                 code="invalid_value",
             )
-        if body.logit_bias and config.vocab_size is not None:
-            bad = [key for key in body.logit_bias if int(key) >= config.vocab_size]
+        if body.logit_bias and vocab_size is not None:
+            bad = [key for key in body.logit_bias if int(key) >= vocab_size]
             if bad:
                 raise ApiError(
                     400,
                     f"Invalid value for 'logit_bias': token id {bad[0]} is outside the "
-                    f"vocabulary (size {config.vocab_size})",
+                    f"vocabulary (size {vocab_size})",
                     param="logit_bias",
                     code="invalid_value",
                 )
-        if config.spec.native:
+        if pool.spec.native:
             _refuse_for_llama_server(body)
-        pool = gateway.pool_for(body.model)
         content = json.dumps(body.to_engine(pool.deployment)).encode()
         try:
             lease = await pool.acquire()

@@ -81,6 +81,11 @@ _GROUPS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
             "{model} {port} {host} {n_ctx} {alias}")}),
         "--health-path": ("instance.health_path", {"metavar": "PATH"}),
     },
+    "memory": {
+        "--memory-budget-mib": ("memory_budget_mib", {"type": float, "metavar": "MIB"}),
+        "--memory-wait-s": ("memory_wait_s", {"type": float, "metavar": "S"}),
+        "--eviction": ("eviction", {"choices": ("lru", "longest_idle", "cost_aware")}),
+    },
     "records": {
         "--events-csv": ("events_csv", {"metavar": "PATH"}),
         "--log-dir": ("log_dir", {"metavar": "DIR"}),
@@ -147,6 +152,63 @@ def _validation_message(error: ValidationError) -> str:
     )
 
 
+#: Keys of one entry of a deployments file that are not policy parameters.
+_DEPLOYMENT_KEYS = ("model", "policy", "policy_params", "instance", "history_s", "vocab_size")
+#: Top-level keys of a deployments file besides ``deployments``.
+_FILE_KEYS = ("memory_budget_mib", "memory_wait_s", "eviction")
+
+
+def read_deployments(path: Path) -> dict[str, Any]:
+    """A deployments file (YAML) as settings data: the first deployment is the gateway's
+    own (``model_path``, ``model_name``, ``policy``), the rest go into ``deployments``.
+
+    Shape: ``deployments: {NAME: {model: PATH, policy: NAME, KEY: VALUE...}}``, where any
+    key but ``model``, ``policy``, ``policy_params``, ``instance``, ``history_s`` and
+    ``vocab_size`` is a policy parameter; relative paths are against the file's folder.
+    Top level may also set ``memory_budget_mib``, ``memory_wait_s`` and ``eviction``.
+    """
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"--deployments: file not found: {path}") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"--deployments: cannot read {path}: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("deployments"), dict) or not (
+            raw["deployments"]):
+        raise UserError(f"--deployments: {path} has no 'deployments' mapping")
+    unknown = set(raw) - {"deployments", *_FILE_KEYS}
+    if unknown:
+        raise UserError(f"--deployments: unknown keys in {path}: {', '.join(sorted(unknown))}")
+    entries = []
+    for name, entry in raw["deployments"].items():
+        if not isinstance(entry, dict) or "model" not in entry or "policy" not in entry:
+            raise UserError(f"--deployments: {name!r} needs 'model' and 'policy'")
+        params = dict(entry.get("policy_params") or {})
+        params.update({k: v for k, v in entry.items() if k not in _DEPLOYMENT_KEYS})
+        item: dict[str, Any] = {
+            "model_path": str(path.parent / Path(str(entry["model"]))),
+            "policy": entry["policy"],
+            "policy_params": params,
+        }
+        for key in ("instance", "history_s", "vocab_size"):
+            if key in entry:
+                item[key] = entry[key]
+        entries.append((str(name), item))
+    (first_name, first), *rest = entries
+    data: dict[str, Any] = {key: raw[key] for key in _FILE_KEYS if key in raw}
+    data.update(model_path=first["model_path"], model_name=first_name, policy=first["policy"],
+                policy_params=first["policy_params"])
+    for key in ("history_s", "vocab_size"):
+        if key in first:
+            data[key] = first[key]
+    if "instance" in first:
+        data["instance"] = first["instance"]
+    data["deployments"] = dict(rest)
+    return data
+
+
 def load_settings(args: argparse.Namespace) -> GatewaySettings:
     """The --settings file (if any) with the options given on the command line over it."""
     from scalezero.serving.strategies import parse_param_pairs
@@ -162,6 +224,8 @@ def load_settings(args: argparse.Namespace) -> GatewaySettings:
             raise UserError(f"--settings: cannot read {path}: {exc}") from None
         if not isinstance(data, dict):
             raise UserError(f"--settings: {path} does not hold a JSON object")
+    if getattr(args, "deployments", None):
+        data.update(read_deployments(Path(args.deployments)))
     for options in _GROUPS.values():
         for field_path, _ in options.values():
             if hasattr(args, _dest(field_path)):
@@ -190,16 +254,30 @@ def config_from_settings(settings: GatewaySettings) -> GatewayConfig:
     model_path = settings.model_path
     if not model_path.is_file():
         raise UserError(f"--model: file not found: {model_path}")
+    for name, deployment in settings.deployments.items():
+        if not deployment.model_path.is_file():
+            raise UserError(f"deployment {name!r}: file not found: {deployment.model_path}")
+        deployment.make_policy()
     policy = settings.make_policy()  # a bad name or parameter fails before the device check
     if not settings.instance.command:  # a custom command brings its own runtime
         require_device(settings.device)
     from scalezero.models.gguf import vocab_size
 
+    deployments = {
+        name: deployment.model_copy(update={
+            "vocab_size": deployment.vocab_size or vocab_size(deployment.model_path)})
+        for name, deployment in settings.deployments.items()
+    }
     settings = settings.model_copy(update={
         "api_key": settings.api_key or os.environ.get("SCALEZERO_API_KEY") or None,
         "vocab_size": settings.vocab_size or vocab_size(model_path),
+        "deployments": deployments,
     })
-    return dataclasses.replace(settings.gateway_config(), policy=policy)
+    try:
+        config = settings.gateway_config()
+    except ValueError as exc:
+        raise UserError(f"settings: {exc}") from None
+    return dataclasses.replace(config, policy=policy)
 
 
 def build_config(args: argparse.Namespace) -> GatewayConfig:
@@ -275,6 +353,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--settings", default=None, metavar="FILE",
                        help="JSON file of the settings (as measured runs write them); the "
                        "options given here override it")
+    model.add_argument("--deployments", default=None, metavar="FILE",
+                       help="YAML file of several deployments: 'deployments: {NAME: {model: "
+                       "PATH, policy: NAME, PARAM: VALUE...}}' (and optionally "
+                       "memory_budget_mib, memory_wait_s, eviction); replaces --model and "
+                       "--strategy")
     for title, options in _GROUPS.items():
         for option, (path, keywords) in options.items():
             keywords = dict(keywords)

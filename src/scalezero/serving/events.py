@@ -50,6 +50,7 @@ class Reason(enum.StrEnum):
     DRAINED = "drained"  # a draining instance finished its last request
     SHUTDOWN = "shutdown"  # the gateway is shutting down
     CRASH = "crash"  # the process exited unasked
+    EVICTED = "evicted"  # stopped while idle to free memory for another deployment
 
 
 def marker_line(phase: str, t_s: float | None = None) -> str:

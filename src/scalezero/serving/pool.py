@@ -33,7 +33,7 @@ import enum
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from scalezero.serving.events import EventLog, Lifecycle, Reason
@@ -67,6 +67,17 @@ class InstanceHandle(Protocol):
     async def stop(self) -> int | None: ...
 
     def failure_reason(self) -> str: ...
+
+
+class Admission(Protocol):
+    """Admission control shared by pools (``budget.MemoryBudget``): asked before every
+    start, told of arrivals and of instances that went idle, became ready or stopped."""
+
+    def admit(self, pool: Pool, inst: Instance) -> Awaitable[None]: ...
+
+    def arrival(self, pool: Pool, t_s: float) -> None: ...
+
+    def changed(self, pool: Pool, inst: Instance | None = None) -> None: ...
 
 
 #: Makes the process of a new instance: (instance id, spec) -> handle.
@@ -217,10 +228,12 @@ class Pool:
         *,
         clock: Callable[[], float] | None = None,
         process_factory: ProcessFactory | None = None,
+        id_prefix: str = "",
     ) -> None:
         """``clock`` (default ``time.monotonic``) is the time of every decision and event;
         it must run with the event loop's timers (the simulator passes its virtual loop's
-        ``time``). ``process_factory`` (default ``InstanceProcess``) makes instance processes."""
+        ``time``). ``process_factory`` (default ``InstanceProcess``) makes instance processes.
+        ``id_prefix`` goes before each instance id (several pools share one events log)."""
         self.deployment = deployment
         self.spec = spec
         self.policy = policy
@@ -230,9 +243,11 @@ class Pool:
         # Not the event loop's time(): uvloop's has millisecond resolution.
         self._clock = time.monotonic if clock is None else clock
         self._process_factory = process_factory
+        self._id_prefix = id_prefix
         self.instances: list[Instance] = []
         self.cold_starts = 0
         self.start_failures = 0
+        self.evictions = 0
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._next_id = 1
         self._closing = False
@@ -242,8 +257,14 @@ class Pool:
         self._initial_instances = 0
         #: The one pending pre-warm start the policy asked for (``Policy.prewarm_at_s``).
         self._prewarm_handle: asyncio.TimerHandle | None = None
+        #: Asked before each start when set (a memory budget shared with other pools).
+        self.admission: Admission | None = None
 
     # ----------------------------------------------------------------- queries
+    def now(self) -> float:
+        """The pool's clock (the time of its decisions and events)."""
+        return self._clock()
+
     def _in_state(self, *states: InstanceState) -> list[Instance]:
         return [inst for inst in self.instances if inst.state in states]
 
@@ -272,6 +293,7 @@ class Pool:
             "in_flight": self.in_flight,
             "cold_starts": self.cold_starts,
             "start_failures": self.start_failures,
+            "evictions": self.evictions,
             "limits": dataclasses.asdict(self.limits),
         }
 
@@ -309,6 +331,8 @@ class Pool:
             raise ShuttingDown("the gateway is shutting down")
         now = self._clock()
         self.policy.on_arrival(now)
+        if self.admission is not None:
+            self.admission.arrival(self, now)
         self._cancel_prewarm()  # the request itself decides whether to start one now
         inst = self._free_instance()
         if inst is not None and not self._waiters:
@@ -348,6 +372,8 @@ class Pool:
             inst.idle_since_s = self._clock()
             if self.in_flight == 0 and not self._waiters:
                 self.policy.on_idle(inst.idle_since_s)
+            if self.admission is not None:
+                self.admission.changed(self, inst)
         if inst.state is InstanceState.DRAINING and inst.in_flight == 0:
             self._spawn_task(self._stop(inst, Reason.DRAINED))
         elif inst.state is InstanceState.READY:
@@ -448,6 +474,14 @@ class Pool:
             inst.idle_handle.cancel()
             inst.idle_handle = None
 
+    def evict(self, inst: Instance) -> None:
+        """Stop an idle ready instance to free its memory for another deployment."""
+        if inst.state is not InstanceState.READY or inst.in_flight:
+            raise ValueError(f"{inst.instance_id} is not idle: it cannot be evicted")
+        self._cancel_idle(inst)
+        self.evictions += 1
+        self._drain(inst, Reason.EVICTED)
+
     def _drain(self, inst: Instance, reason: Reason) -> None:
         self._transition(inst, InstanceState.DRAINING, Lifecycle.DRAIN, reason)
         if inst.in_flight == 0:
@@ -494,7 +528,7 @@ class Pool:
             self._start_instance(Reason.MIN_INSTANCES)
 
     def _start_instance(self, reason: Reason) -> Instance:
-        instance_id = f"i{self._next_id}"
+        instance_id = f"{self._id_prefix}i{self._next_id}"
         self._next_id += 1
         factory = self._process_factory or InstanceProcess
         inst = Instance(instance_id, factory(instance_id, self.spec), start_reason=reason)
@@ -510,6 +544,14 @@ class Pool:
             else:
                 self._record(inst, phase, t_s=t_s)
 
+        if self.admission is not None:
+            try:
+                await self.admission.admit(self, inst)
+            except PoolError as exc:
+                self._admission_refused(inst, exc)
+                return
+            if inst.state is not InstanceState.STARTING:
+                return  # shut down while waiting: nothing was spawned
         try:
             await inst.process.spawn(on_phase)
             self._spawn_task(self._watch_exit(inst))
@@ -529,6 +571,8 @@ class Pool:
         self._min_start_failed = False
         self.cold_starts += 1
         self._transition(inst, InstanceState.READY, Lifecycle.READY, t_s=ready_at_s)
+        if self.admission is not None:
+            self.admission.changed(self, inst)
         if self.on_cold_start is not None and inst.spawned_at_s is not None:
             self.on_cold_start(ready_at_s - inst.spawned_at_s)
         self._dispatch()
@@ -553,6 +597,21 @@ class Pool:
         await inst.process.stop()
         self._remove(inst)
 
+    def _admission_refused(self, inst: Instance, exc: PoolError) -> None:
+        """No memory for the start: no process was made, so no lifecycle event; the
+        waiters hear why unless another instance can serve them."""
+        if inst.state is not InstanceState.STARTING:
+            return
+        log.info("%s %s: start refused: %s", self.deployment, inst.instance_id, exc.message)
+        if inst.start_reason == Reason.MIN_INSTANCES:
+            self._min_start_failed = True
+        self._remove(inst)
+        if not self._in_state(InstanceState.STARTING, InstanceState.READY):
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.future.done():
+                    waiter.future.set_exception(exc)
+
     async def _watch_exit(self, inst: Instance) -> None:
         code = await inst.process.wait_exit()
         self._instance_died(inst, code)
@@ -574,6 +633,8 @@ class Pool:
     def _remove(self, inst: Instance) -> None:
         with contextlib.suppress(ValueError):
             self.instances.remove(inst)
+        if self.admission is not None:
+            self.admission.changed(self)
 
     def _transition(
         self, inst: Instance, to_state: InstanceState, event: Lifecycle | None = None,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from scalezero.serving.pool import InstanceState, Pool
@@ -30,7 +30,12 @@ class _PoolCollector(Collector):
         in_flight = GaugeMetricFamily(
             "scalezero_in_flight", "Requests being served by instances", labels=["deployment"]
         )
+        evictions = CounterMetricFamily(
+            "scalezero_evictions", "Idle instances stopped to free memory for another "
+            "deployment", labels=["deployment"]
+        )
         for pool in self._pools():
+            evictions.add_metric([pool.deployment], pool.evictions)
             for state in InstanceState:
                 count = sum(1 for inst in pool.instances if inst.state is state)
                 instances.add_metric([pool.deployment, str(state)], count)
@@ -39,6 +44,7 @@ class _PoolCollector(Collector):
         yield instances
         yield queue
         yield in_flight
+        yield evictions
 
 
 class GatewayMetrics:

@@ -829,3 +829,6 @@ class GatewayState(BaseModel):
 
     t_s: float = Field(description="The gateway's monotonic clock, in seconds.")
     deployments: dict[str, dict[str, Any]]
+    memory: dict[str, Any] | None = Field(
+        None, description="The memory budget, when one is set: budget, use, evictions and "
+        "each deployment's estimate.")

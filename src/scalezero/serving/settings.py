@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from scalezero.serving.app import GatewayConfig
+    from scalezero.serving.app import BudgetConfig, DeploymentConfig, GatewayConfig
     from scalezero.serving.launcher import InstanceSpec
     from scalezero.serving.pool import PoolLimits
     from scalezero.serving.strategies.base import Policy
@@ -148,6 +148,29 @@ class QueueSettings(_Settings):
         )
 
 
+class DeploymentSettings(_Settings):
+    """One more model behind the gateway, beside the first (``model_path``)."""
+
+    model_path: Path = Field(description="path to the GGUF model file")
+    policy: str = Field(description="registry name of the scaling policy")
+    policy_params: dict[str, int | float | str | bool] = Field(
+        default_factory=dict, description="parameters of the policy (unset: its defaults)")
+    history_s: tuple[float, ...] = Field(
+        (), description="arrival times recorded before the run (as the gateway's history_s)")
+    instance: InstanceSettings | None = Field(
+        None, description="how its instances run: the keys given here over the gateway's "
+        "instance settings (unset: those)")
+    vocab_size: int | None = Field(
+        None, ge=1, description="vocabulary size for the logit_bias check (unset: none)")
+
+    def make_policy(self) -> Policy:
+        from scalezero.serving.strategies import make_policy
+
+        policy = make_policy(self.policy, dict(self.policy_params))
+        policy.learn_history(self.history_s)
+        return policy
+
+
 class GatewaySettings(_Settings):
     """Everything ``scalezero serve`` runs with."""
 
@@ -173,6 +196,23 @@ class GatewaySettings(_Settings):
         "pool starts (unset: none)")
     instance: InstanceSettings = Field(default_factory=InstanceSettings)
     gateway: QueueSettings = Field(default_factory=QueueSettings)
+    deployments: dict[str, DeploymentSettings] = Field(
+        default_factory=dict,
+        description="further deployments, by the name clients use in the 'model' field, "
+        "each with its own model, policy and (optionally) instance settings (unset: only "
+        "the one of model_path)")
+    memory_budget_mib: float | None = Field(
+        None, gt=0,
+        description="memory all instances together may hold, MiB: GPU memory with device "
+        "cuda, host memory on cpu; a start that would exceed it first evicts idle instances "
+        "(unset: unlimited)")
+    memory_wait_s: float = Field(
+        30.0, gt=0,
+        description="longest wait of a start for memory under the budget before its "
+        "requests get 503")
+    eviction: str = Field(
+        "lru", description="which idle instance the budget evicts first: lru, longest_idle "
+        "or cost_aware")
     max_body_bytes: int = Field(1 << 20, ge=1, description="larger request bodies get 413")
     max_tokens_limit: int | None = Field(
         None, ge=1, description="largest max_tokens accepted (unset: the instance's n_ctx)")
@@ -221,6 +261,49 @@ class GatewaySettings(_Settings):
     def pool_limits(self) -> PoolLimits:
         return self.gateway.pool_limits()
 
+    def instance_of(self, deployment: DeploymentSettings) -> InstanceSettings:
+        """A deployment's instance settings: the keys it sets over the gateway's."""
+        own = deployment.instance
+        if own is None:
+            return self.instance
+        return self.instance.model_copy(
+            update={name: getattr(own, name) for name in own.model_fields_set})
+
+    def extra_deployments(self) -> tuple[DeploymentConfig, ...]:
+        """The deployments beside the first, ready for the app."""
+        from scalezero.serving.app import DeploymentConfig
+
+        names = {self.model_alias}
+        found = []
+        for name, deployment in self.deployments.items():
+            if name in names:
+                raise ValueError(f"deployment name {name!r} is used twice")
+            names.add(name)
+            instance = self.instance_of(deployment)
+            spec = instance.spec(
+                deployment.model_path.resolve(), name, device=self.device,
+                gpu_index=self.gpu_index, log_dir=self.log_dir)
+            found.append(DeploymentConfig(
+                name=name, spec=spec, policy=deployment.make_policy(),
+                vocab_size=deployment.vocab_size))
+        return tuple(found)
+
+    def budget_config(self) -> BudgetConfig | None:
+        """The memory budget with each deployment's estimate (None: unlimited)."""
+        if self.memory_budget_mib is None:
+            return None
+        from scalezero.serving.app import BudgetConfig
+        from scalezero.serving.budget import gguf_estimate_mib, make_eviction_policy
+
+        make_eviction_policy(self.eviction)  # a bad name fails here
+        estimates = {self.model_alias: gguf_estimate_mib(self.model_path, self.instance.n_ctx)}
+        for name, deployment in self.deployments.items():
+            n_ctx = self.instance_of(deployment).n_ctx
+            estimates[name] = gguf_estimate_mib(deployment.model_path, n_ctx)
+        return BudgetConfig(
+            budget_mib=self.memory_budget_mib, eviction=self.eviction,
+            wait_s=self.memory_wait_s, device=self.device, estimates_mib=estimates)
+
     def gateway_config(self) -> GatewayConfig:
         from scalezero.serving.app import GatewayConfig
 
@@ -236,6 +319,8 @@ class GatewaySettings(_Settings):
             max_tokens_limit=self.max_tokens_limit,
             vocab_size=self.vocab_size,
             upstream_timeout_s=self.gateway.upstream_timeout_s,
+            extra=self.extra_deployments(),
+            budget=self.budget_config(),
         )
 
     def write(self, path: Path) -> Path:
@@ -283,6 +368,7 @@ __all__ = [
     "ENGINE_HEALTH_PATHS",
     "LOG_LEVELS",
     "SETTINGS_FILE",
+    "DeploymentSettings",
     "GatewaySettings",
     "InstanceSettings",
     "QueueSettings",

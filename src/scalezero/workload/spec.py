@@ -384,7 +384,7 @@ def validate_spec(workload: str, spec: Any) -> dict[str, Any]:
     for first, second in EXCLUSIVE_KEYS.get(kind, ()):
         if first in spec and second in spec:
             raise _fail(workload, second, f"cannot be set together with {first!r}; choose one")
-    known = {key.name for key in keys} | {"kind", "strategies"}
+    known = {key.name for key in keys} | {"kind", "strategies", "models"}
     unknown = sorted(str(name) for name in spec if name not in known)
     if unknown:
         raise _fail(workload, unknown[0], f"is not a {kind} setting; allowed: {sorted(known)}")
@@ -437,6 +437,16 @@ def _key_schema(key: Key) -> dict[str, Any]:
     return schema
 
 
+#: The optional model mix of a workload (checked in detail by generate_trace).
+MODELS_SCHEMA: dict[str, Any] = {
+    "description": "a mix of models: {popularity: zipf|uniform, s: exponent, models: "
+    "[names]} over this workload's arrivals, or {name: {keys over this workload's}} for "
+    "one arrival process per model; each request's model goes into the trace's model column",
+    "type": "object",
+    "minProperties": 1,
+}
+
+
 def build_schema() -> dict[str, Any]:
     """JSON schema (draft 2020-12) for one entry of the `workloads:` mapping.
 
@@ -447,6 +457,7 @@ def build_schema() -> dict[str, Any]:
         keys = kind_keys(kind)
         properties: dict[str, Any] = {"kind": {"const": kind}}
         properties.update({key.name: _key_schema(key) for key in keys})
+        properties["models"] = MODELS_SCHEMA
         then: dict[str, Any] = {
             "required": ["kind", *(key.name for key in keys if key.required)],
             "properties": properties,

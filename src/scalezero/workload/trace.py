@@ -22,6 +22,11 @@ from scalezero.workload.spec import validate_spec
 from scalezero.workload.text import draw_lengths, make_prompts, make_prompts_of_lengths
 
 TRACE_COLUMNS: tuple[str, ...] = ("request_id", "t_sched_s", "max_tokens", "prompt")
+#: Optional last column of a trace with a model mix: the deployment each request asks for.
+#: Traces without it replay to the gateway's one deployment.
+MODEL_COLUMN = "model"
+#: Popularity laws of ``models: {popularity: ..., models: [...]}``.
+POPULARITIES = ("zipf", "uniform")
 #: The history file (results/traces/<workload>.history.csv): arrivals before the replay.
 HISTORY_COLUMNS: tuple[str, ...] = ("t_sched_s",)
 
@@ -40,6 +45,12 @@ def _streams(seed: int) -> tuple[Generator, Generator, Generator]:
     # length, say, leaves the arrival times of the same seed untouched.
     arrivals_ss, tokens_ss, prompts_ss = SeedSequence(seed).spawn(3)
     return Generator(PCG64(arrivals_ss)), Generator(PCG64(tokens_ss)), Generator(PCG64(prompts_ss))
+
+
+def _models_stream(seed: int) -> Generator:
+    # A fifth stream picks each request's model; spawn(5)'s first four children are
+    # spawn(4)'s, so a model mix leaves the arrivals, lengths and prompts unchanged.
+    return Generator(PCG64(SeedSequence(seed).spawn(5)[4]))
 
 
 def _history_stream(seed: int) -> Generator:
@@ -202,6 +213,8 @@ def generate_trace(
     microseconds, ascending; empty unless an azure_llm workload sets training_s) in
     `df.attrs["history_s"]`.
     """
+    if isinstance(spec, Mapping) and "models" in spec:
+        return _model_mix(name, spec, base_dir)
     p = validate_spec(name, spec)
     kind = p["kind"]
     arrivals_rng, tokens_rng, prompts_rng = _streams(p["seed"])
@@ -286,6 +299,76 @@ def generate_trace(
     return df
 
 
+def _model_mix(name: str, spec: Mapping[str, Any], base_dir: Path | None) -> pd.DataFrame:
+    """A trace whose requests ask for several models (``models:`` key).
+
+    Either ``{popularity: zipf, s: S, models: [A, B, ...]}``: one arrival process, each
+    request's model drawn independently, the k-th model with weight 1/k^s (``uniform``:
+    equal weights); or ``{A: {...}, B: {...}}``: one arrival process per model, each the
+    workload's keys with the model's entry over them (a model without ``seed`` gets the
+    workload's seed plus its position), merged in time order (ties: model order).
+    """
+    base = {key: value for key, value in spec.items() if key != "models"}
+    mix = spec["models"]
+    if not isinstance(mix, Mapping) or not mix:
+        raise UserError(f"workload {name!r}: key 'models' must be a non-empty mapping")
+    if "popularity" in mix:
+        return _popularity_mix(name, base, mix, base_dir)
+    frames = []
+    histories: list[float] = []
+    infos = {}
+    for index, (model, entry) in enumerate(mix.items()):
+        if entry is None:
+            entry = {}
+        if not isinstance(entry, Mapping):
+            raise UserError(f"workload {name!r}: models.{model} must be a mapping")
+        sub = {**base, **entry}
+        if "seed" not in entry and isinstance(base.get("seed"), int):
+            sub["seed"] = base["seed"] + index
+        df = generate_trace(f"{name}.{model}", sub, base_dir)
+        df[MODEL_COLUMN] = str(model)
+        df["_order"] = index
+        frames.append(df)
+        histories += df.attrs.get("history_s", [])
+        infos[str(model)] = df.attrs.get("workload", {})
+    merged = pd.concat(frames, ignore_index=True)
+    merged = merged.sort_values(["t_sched_s", "_order", "request_id"], kind="mergesort")
+    merged = merged.drop(columns="_order").reset_index(drop=True)
+    merged["request_id"] = np.arange(len(merged), dtype=np.int64)
+    merged["prompt"] = merged["prompt"].astype("str")
+    merged.attrs["workload"] = {"name": name, "kind": "model_mix", "models": infos}
+    merged.attrs["history_s"] = sorted(histories)
+    return merged
+
+
+def _popularity_mix(
+    name: str, base: dict[str, Any], mix: Mapping[str, Any], base_dir: Path | None
+) -> pd.DataFrame:
+    law = mix["popularity"]
+    models = mix.get("models")
+    unknown = sorted(set(mix) - {"popularity", "s", "models"})
+    if unknown:
+        raise UserError(f"workload {name!r}: models.{unknown[0]} is not a popularity setting; "
+                        "allowed: popularity, s, models")
+    if law not in POPULARITIES:
+        raise UserError(f"workload {name!r}: models.popularity must be one of "
+                        f"{list(POPULARITIES)}, got {law!r}")
+    if not isinstance(models, list) or not models or len(set(map(str, models))) != len(models):
+        raise UserError(f"workload {name!r}: models.models must be a list of distinct names")
+    exponent = mix.get("s", 1.0)
+    if isinstance(exponent, bool) or not isinstance(exponent, int | float) or exponent < 0:
+        raise UserError(f"workload {name!r}: models.s must be a number >= 0")
+    df = generate_trace(name, base, base_dir)
+    p = validate_spec(name, base)
+    ranks = np.arange(1, len(models) + 1, dtype=float)
+    weights = ranks ** -float(exponent) if law == "zipf" else np.ones_like(ranks)
+    picks = _models_stream(p["seed"]).choice(len(models), size=len(df), p=weights / weights.sum())
+    df[MODEL_COLUMN] = [str(models[i]) for i in picks]
+    df.attrs["workload"] = {**df.attrs.get("workload", {}), "popularity": law,
+                            "s": float(exponent), "models": [str(m) for m in models]}
+    return df
+
+
 def history_summary(history_s: Sequence[float]) -> dict[str, Any]:
     """How much history there is: requests, and span_s, the replay seconds from the
     first history arrival to the replay start (0 without history)."""
@@ -329,20 +412,24 @@ def write_trace(df: pd.DataFrame, path: Path) -> None:
         raise UserError(f"trace for {str(path)!r} lacks columns {missing}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with_model = MODEL_COLUMN in df.columns
+    models = df[MODEL_COLUMN].astype(str).tolist() if with_model else [None] * len(df)
     rows = zip(
         df["request_id"].astype("int64").tolist(),
         df["t_sched_s"].astype("float64").tolist(),
         df["max_tokens"].astype("int64").tolist(),
         df["prompt"].astype(str).tolist(),
+        models,
         strict=True,
     )
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(TRACE_COLUMNS)
-            for request_id, t_s, max_tokens, prompt in rows:
-                writer.writerow((request_id, f"{t_s:.6f}", max_tokens, prompt))
+            writer.writerow((*TRACE_COLUMNS, MODEL_COLUMN) if with_model else TRACE_COLUMNS)
+            for request_id, t_s, max_tokens, prompt, model in rows:
+                row = (request_id, f"{t_s:.6f}", max_tokens, prompt)
+                writer.writerow((*row, model) if with_model else row)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -390,7 +477,8 @@ def read_history(path: Path) -> list[float]:
 
 
 def read_trace(path: Path) -> pd.DataFrame:
-    """Read a trace CSV written by write_trace (prompts stay text, even 'NA')."""
+    """Read a trace CSV written by write_trace (prompts stay text, even 'NA'); the
+    ``model`` column, when there, is kept as the last column."""
     try:
         df = pd.read_csv(
             path,
@@ -399,6 +487,7 @@ def read_trace(path: Path) -> pd.DataFrame:
                 "t_sched_s": "float64",
                 "max_tokens": "int64",
                 "prompt": "str",
+                MODEL_COLUMN: "str",
             },
             keep_default_na=False,
         )
@@ -406,7 +495,7 @@ def read_trace(path: Path) -> pd.DataFrame:
         raise UserError(f"no such trace file {str(path)!r}") from None
     except (ValueError, pd.errors.ParserError) as exc:
         raise UserError(f"{str(path)!r} is not a trace CSV: {exc}") from exc
-    if tuple(df.columns) != TRACE_COLUMNS:
+    if tuple(df.columns) not in (TRACE_COLUMNS, (*TRACE_COLUMNS, MODEL_COLUMN)):
         raise UserError(
             f"{str(path)!r} has columns {list(df.columns)}, expected {list(TRACE_COLUMNS)}"
         )
