@@ -12,6 +12,7 @@ from simulation_fixtures import always_on_run, naive_run
 from scalezero.errors import UserError
 from scalezero.serving.settings import QueueSettings
 from scalezero.simulate.fit import read_run
+from scalezero.simulate.profile import PlatformProfile
 from scalezero.simulate.validate import (
     FIT_ALL,
     TARGETS,
@@ -21,6 +22,7 @@ from scalezero.simulate.validate import (
     run_limits,
     run_policy,
     run_requests,
+    simulate_run,
     validate_workload,
 )
 
@@ -96,3 +98,34 @@ def test_leave_one_out_table(tmp_path: Path) -> None:
     assert [None if pd.isna(v) else bool(v) for v in met] == in_target
     single = validate_workload(dirs[:1], "hand")
     assert set(single["fit"]) == {FIT_ALL}
+
+
+def test_a_run_whose_gateway_learned_a_history_is_simulated_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scalezero.simulate import engine
+
+    run = read_run(naive_run(tmp_path))
+    seen: list[tuple[float, ...]] = []
+    real = engine.simulate
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(tuple(kwargs["history_s"]))  # type: ignore[call-overload]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "simulate", spy)
+    history = (-30.0, -20.0, -10.0)
+    # run.json without a history record: the run's gateway learned nothing.
+    simulate_run(run, PROFILE_FOR_HISTORY, history_s=history)
+    run.data.meta["history"] = {"requests": 3, "span_s": 30.0}
+    simulate_run(run, PROFILE_FOR_HISTORY, history_s=history)
+    assert seen == [(), history]
+    # A history file that no longer matches the run is an error, not a silent mismatch.
+    with pytest.raises(UserError, match="history of 3 arrivals"):
+        simulate_run(run, PROFILE_FOR_HISTORY, history_s=history[:2])
+
+
+PROFILE_FOR_HISTORY = PlatformProfile(
+    name="hand", model="m", device="cpu", basis="assumed",
+    spawn_to_runtime_ready_s=0.5, runtime_ready_to_model_loaded_s=0.5,
+    model_loaded_to_ready_s=0.5, ttft_base_s=0.1, tpot_s=0.01)

@@ -23,6 +23,7 @@ rule validate_simulation:
     input:
         unpack(simulation_run_inputs),
         summary=lambda wildcards: summary_files(wildcards.workload)["summary"],
+        history=trace_history_file("{workload}"),
     output:
         validation=simulation_files("{workload}")["validation"],
     log:

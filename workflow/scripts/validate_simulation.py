@@ -10,6 +10,7 @@ import pandas as pd
 
 from scalezero.simulate.validate import validate_workload, write_validation
 from scalezero.system.workflow_io import logged
+from scalezero.workload import read_history
 
 with logged(snakemake.log[0]):
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
@@ -18,5 +19,6 @@ with logged(snakemake.log[0]):
         snakemake.wildcards.workload,
         summary=pd.read_csv(snakemake.input.summary),
         gateway=snakemake.params.gateway,
+        history_s=read_history(Path(snakemake.input.history)),
     )
     print(write_validation(table, Path(snakemake.output.validation)))

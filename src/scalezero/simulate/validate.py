@@ -164,13 +164,30 @@ def run_limits(meta: Mapping[str, Any], gateway: Mapping[str, Any] | None = None
                                          if k in known}).pool_limits()
 
 
+def run_history_s(meta: Mapping[str, Any], history_s: Sequence[float]) -> tuple[float, ...]:
+    """The history the run's gateway gave its policy: the workload's (`history_s`) when
+    run.json records one (a run made before histories existed, or of a workload without a
+    training part, got none)."""
+    record = meta.get("history")
+    requests = record.get("requests") if isinstance(record, Mapping) else None
+    if not requests:
+        return ()
+    if int(requests) != len(history_s):
+        raise UserError(f"run.json records a history of {requests} arrivals, the workload's "
+                        f"history file has {len(history_s)}: the trace changed since the run")
+    return tuple(history_s)
+
+
 def simulate_run(run: FitRun, profile: PlatformProfile,
-                 gateway: Mapping[str, Any] | None = None) -> SimResult:
-    """Simulate one measured run's requests under its policy on `profile`."""
+                 gateway: Mapping[str, Any] | None = None,
+                 history_s: Sequence[float] = ()) -> SimResult:
+    """Simulate one measured run's requests under its policy on `profile`; the policy
+    learns `history_s` first when the run's did (``run_history_s``)."""
     from scalezero.simulate.engine import simulate
 
     return simulate(run_requests(run), run_policy(run.data.meta), profile,
                     run_limits(run.data.meta, gateway),
+                    history_s=run_history_s(run.data.meta, history_s),
                     until_s=run.window[1] - run.window[0])
 
 
@@ -196,12 +213,15 @@ def _measured_rows(summary: pd.DataFrame | None, runs: Sequence[FitRun]
 def validate_workload(
     run_dirs: Sequence[Path], workload: str, *, summary: pd.DataFrame | None = None,
     gateway: Mapping[str, Any] | None = None, settings: ProjectionSettings | None = None,
+    history_s: Sequence[float] = (),
 ) -> pd.DataFrame:
     """The validation table (VALIDATION_COLUMNS) of a workload's runs, leaving one out.
 
     `summary` is the workload's summary file (the measured side; default: each run read
     here), `gateway` the configuration's gateway section the runs were made with,
-    `settings` the constants of the power estimate for runs without an energy counter."""
+    `settings` the constants of the power estimate for runs without an energy counter,
+    `history_s` the workload's history (arrivals before the replay), which each run's
+    policy learns as its gateway's did."""
     from scalezero.simulate import engine
 
     if not run_dirs:
@@ -219,7 +239,7 @@ def validate_workload(
             fit = FIT_ALL
         profile = profile_from_runs(others or [run], settings=settings,
                                     instance_concurrency=limits[i].instance_concurrency)
-        result = simulate_run(run, profile, gateway)
+        result = simulate_run(run, profile, gateway, history_s)
         simulated = engine.summarize(result, profile)
         key = _key(run)
         if key not in measured:
