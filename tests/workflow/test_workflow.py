@@ -119,9 +119,9 @@ def test_run_files_and_provenance(smoke_run: dict) -> None:
     assert windows["baseline_bare"][0] < windows["baseline_bare"][1] <= \
         windows["baseline_context"][0] < windows["baseline_context"][1] <= windows["replay"][0]
     assert run["model"]["sha256"].startswith("b179c952")
-    assert run["policy"] == {"name": "keep_warm", "keep_warm_ttl_s": 4, "min_instances": 0,
+    assert run["policy"] == {"name": "keep_warm", "keep_warm_ttl_s": 2, "min_instances": 0,
                              "max_instances": 1,
-                             "accounting": {"always_on": False, "idle_ttl_s": 4.0}}
+                             "accounting": {"always_on": False, "idle_ttl_s": 2.0}}
     events = pd.read_csv(run_dir / "events.csv")
     assert {"spawn", "model_loaded", "ready", "first_token", "stopped"} <= set(events["event"])
 
