@@ -66,11 +66,16 @@ def test_a_scaled_azure_slice_gives_its_factors_and_raised_counts() -> None:
 
 
 def test_a_training_part_is_stated_and_none_when_zero() -> None:
-    trained = _azure_record(training_s=600.0, training_requests=31, training_span_s=200.0)
+    # The workload step writes the training part's figures beside the "workload" part
+    # (which keeps the file's own training_s, training_rows and training_length_s).
+    trained = {**_azure_record(training_s=600.0, training_rows=1482,
+                               training_length_s=600.0),
+               "training_s": 600.0, "training_requests": 31, "training_span_s": 200.0}
     text = trace_paragraph("azure_code", trained, AZURE_SPEC)
     assert text.endswith("A training part of 600 s before the window (31 requests) was "
                          "given to adaptive policies to learn from.\n")
-    untrained = _azure_record(training_s=0.0, training_requests=0, training_span_s=0.0)
+    untrained = {**_azure_record(training_s=0.0),
+                 "training_s": 0.0, "training_requests": 0, "training_span_s": 0.0}
     assert "training" not in trace_paragraph("azure_code", untrained, AZURE_SPEC)
 
 

@@ -170,10 +170,15 @@ def trace_paragraph(name: str, info: Mapping[str, Any] | None,
                     spec: Mapping[str, Any] | None = None) -> str:
     """One Markdown paragraph: which trace the workload replays, or how it was generated.
 
-    `info` is the workload step's record (its "workload" part is read; None when the
-    record is absent), `spec` the workload's configuration entry (may be empty).
+    `info` is the workload step's record (its "workload" part and the training part's
+    `training_*` keys beside it are read; None when the record is absent), `spec` the
+    workload's configuration entry (may be empty).
     """
-    record: Mapping[str, Any] = dict((info or {}).get("workload") or {})
+    info = info or {}
+    record: Mapping[str, Any] = {
+        **(info.get("workload") or {}),
+        **{key: value for key, value in info.items() if key.startswith("training_")},
+    }
     spec = dict(spec or {})
     kind = str(record.get("kind") or spec.get("kind") or "")
     if not kind:
