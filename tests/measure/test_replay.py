@@ -50,6 +50,8 @@ def test_requested_length_is_produced_even_where_the_model_would_stop(
     assert list(requests["status"]) == [200, 200]
     assert list(requests["tokens_out"]) == [8, 12]
     assert list(requests["finish_reason"]) == ["length", "length"]
+    # The always-on instance was up before the replay: both found it loaded.
+    assert list(requests["start_tier"]) == ["loaded", "loaded"]
     # Counted by the model's own tokenizer (SmolLM2 adds no BOS): 7 and 4 tokens.
     assert list(requests["tokens_in"]) == [7, 4]
     tokens = pd.read_csv(tmp_path / "run" / "tokens.csv")

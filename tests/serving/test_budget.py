@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from fake_pool_process import FakeProcess as SharedFakeProcess
 
 from scalezero.models.gguf import gguf_info
 from scalezero.serving.budget import (
@@ -35,40 +35,11 @@ from scalezero.serving.strategies import make_policy
 MIB = 1 << 20
 
 
-class FakeProcess:
-    """Starts when the test says so (or at once when ``auto`` is set); stops at once."""
+class FakeProcess(SharedFakeProcess):
+    """Starts at once unless ``auto`` is switched off; no pid unless given one."""
 
     auto = True
-
-    def __init__(self, instance_id: str, spec: InstanceSpec) -> None:
-        loop = asyncio.get_running_loop()
-        self.spec = spec
-        self.port = 0
-        self.pid: int | None = None
-        self.proc = None
-        self.phase_times: dict[str, float] = {}
-        self.started: asyncio.Future[None] = loop.create_future()
-        self.exited: asyncio.Future[int] = loop.create_future()
-        if self.auto:
-            self.started.set_result(None)
-
-    async def spawn(self, on_phase: Callable[[str, float], None]) -> None:
-        on_phase(Lifecycle.SPAWN, time.monotonic())
-
-    async def wait_ready(self) -> float:
-        await self.started
-        return time.monotonic()
-
-    async def wait_exit(self) -> int:
-        return await asyncio.shield(self.exited)
-
-    async def stop(self) -> int:
-        if not self.exited.done():
-            self.exited.set_result(-15)
-        return self.exited.result()
-
-    def failure_reason(self) -> str:
-        return "simulated"
+    numbered_pids = False
 
 
 def make_pool(name: str, events: EventLog, policy: str = "keep_warm",
@@ -415,5 +386,103 @@ def test_without_a_budget_the_pool_asks_nobody() -> None:
         pool.release(lease)
         assert "evictions" in pool.snapshot() and pool.snapshot()["evictions"] == 0
         await pool.shutdown()
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------ runtime-warm instances
+
+
+class SleepyProcess(FakeProcess):
+    supports_sleep = True
+
+
+def tiered_pool(name: str, events: EventLog, meter_mib: float | None = None) -> Pool:
+    spec = InstanceSettings().spec(Path(f"/models/{name}.gguf"), name, device="cpu",
+                                   gpu_index=None, log_dir=None)
+
+    def factory(instance_id: str, spec: InstanceSpec) -> FakeProcess:
+        process = SleepyProcess(instance_id, spec)
+        process.pid = 4242 if meter_mib is not None else None
+        return process
+
+    limits = QueueSettings(cold_start_timeout_s=30.0, queue_timeout_s=30.0).pool_limits()
+    policy = make_policy("tiered", {"loaded_ttl_s": 0.01, "runtime_warm_s": 3600.0})
+    return Pool(name, spec, policy, limits, events, process_factory=factory)
+
+
+async def until_sleeping(pool: Pool) -> None:
+    for _ in range(200):
+        if any(inst.state is InstanceState.SLEEPING for inst in pool.instances):
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("no instance went runtime-warm")
+
+
+def test_a_sleeping_instance_counts_only_its_runtime() -> None:
+    async def scenario() -> None:
+        events = EventLog()
+        # Measured at 180 MiB against an estimate of 100: 80 MiB is the runtime.
+        budget = MemoryBudget(1000.0, meter=lambda pid: 180.0)
+        pool = tiered_pool("a", events, meter_mib=180.0)
+        budget.add(pool, 100.0)
+        await serve_once(pool)
+        assert budget.used_mib() == pytest.approx(180.0)
+        await until_sleeping(pool)
+        assert budget.runtime_mib("a") == pytest.approx(80.0)
+        assert budget.used_mib() == pytest.approx(80.0)
+        await serve_once(pool)  # woken: its model counts again
+        assert pool.wakes == 1
+        assert budget.used_mib() == pytest.approx(180.0)
+        assert budget.stats["a"].cold_starts_s and len(budget.stats["a"].cold_starts_s) == 1
+        await pool.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_sleeping_instance_is_evicted_for_another_deployment() -> None:
+    async def scenario() -> None:
+        events = EventLog()
+        budget = MemoryBudget(150.0, "lru", wait_s=2.0)
+        sleepy = tiered_pool("a", events)
+        other = make_pool("b", events)
+        budget.add(sleepy, 100.0)
+        budget.add(other, 100.0)
+        await serve_once(sleepy)
+        await until_sleeping(sleepy)
+        # Unmeasured: the runtime counts 0, so b fits beside the sleeping instance.
+        assert budget.used_mib() == 0.0
+        await serve_once(other)
+        assert evicted(events) == []
+        # Waking a needs its 100 MiB back: b's idle instance goes.
+        await serve_once(sleepy)
+        assert (other.evictions, sleepy.evictions) == (1, 0)
+        assert evicted(events) == ["i1"] and sleepy.wakes == 1
+        await shut(sleepy, other)
+
+    asyncio.run(scenario())
+
+
+def test_a_sleeping_instance_is_a_candidate_and_a_busy_one_never() -> None:
+    async def scenario() -> None:
+        events = EventLog()
+        budget = MemoryBudget(1000.0)
+        sleepy = tiered_pool("a", events)
+        busy = make_pool("b", events)
+        budget.add(sleepy, 100.0)
+        budget.add(busy, 100.0)
+        await serve_once(sleepy)
+        await until_sleeping(sleepy)
+        lease = await busy.acquire()
+        chosen = [(c.pool.deployment, str(c.instance.state)) for c in budget.candidates()]
+        assert chosen == [("a", "sleeping")]
+        budget.eviction.choose(budget.candidates(), 0.0).pool.evict(
+            budget.candidates()[0].instance)
+        await asyncio.sleep(0.01)
+        assert sleepy.instances == []
+        assert [(e.event, e.reason) for e in events.events if e.event == "drain"] == [
+            ("drain", "evicted")]
+        busy.release(lease)
+        await shut(sleepy, busy)
 
     asyncio.run(scenario())

@@ -89,11 +89,13 @@ def test_openai_routes_json_and_stream(make_gateway: GatewayFactory) -> None:
     assert first.json()["choices"][0]["text"].split() == ["tok0", "tok1", "tok2", "tok3"]
     assert first.headers["x-scalezero-cold"] == "true"
     assert float(first.headers["x-scalezero-queue-wait-ms"]) > 0
+    assert first.headers["x-scalezero-start-tier"] == "host_cached"
 
     chat = gw.client.post("/v1/chat/completions", json={**CHAT, "model": "fake"})
     assert chat.status_code == 200
     assert chat.json()["choices"][0]["message"]["role"] == "assistant"
     assert chat.headers["x-scalezero-cold"] == "false"
+    assert chat.headers["x-scalezero-start-tier"] == "loaded"
     assert chat.headers["x-scalezero-instance"] == first.headers["x-scalezero-instance"]
 
     response, events = stream(gw.client, "/v1/completions", COMPLETION)

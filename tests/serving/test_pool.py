@@ -12,18 +12,19 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from unittest import mock
 
 import pytest
+from fake_pool_process import FakeProcess
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scalezero.serving import pool as pool_module
 from scalezero.serving.events import EventLog, Lifecycle, Reason
-from scalezero.serving.launcher import InstanceSpec, InstanceStartError
+from scalezero.serving.launcher import InstanceSpec
 from scalezero.serving.pool import (
     ALLOWED,
     InstanceState,
@@ -37,55 +38,6 @@ from scalezero.serving.strategies import Policy, make_policy, registered
 
 S = InstanceState
 LOGGER = "scalezero.serving.pool"
-
-
-class FakeProcess:
-    """An instance process that starts, fails and dies when the test says so."""
-
-    made: ClassVar[list[FakeProcess]] = []
-
-    def __init__(self, instance_id: str, spec: InstanceSpec) -> None:
-        loop = asyncio.get_running_loop()
-        self.instance_id = instance_id
-        self.port = 0
-        self.pid = 1000 + int(instance_id[1:])
-        self.proc = None
-        self.phase_times: dict[str, float] = {}
-        self.started: asyncio.Future[str | None] = loop.create_future()
-        self.exited: asyncio.Future[int] = loop.create_future()
-        FakeProcess.made.append(self)
-
-    async def spawn(self, on_phase: Callable[[str, float], None]) -> None:
-        on_phase(Lifecycle.SPAWN, time.monotonic())
-
-    async def wait_ready(self) -> float:
-        await asyncio.wait({self.started, self.exited}, return_when=asyncio.FIRST_COMPLETED)
-        if self.exited.done():
-            raise InstanceStartError("instance exited during start")
-        error = self.started.result()
-        if error is not None:
-            raise InstanceStartError(error)
-        return time.monotonic()
-
-    async def wait_exit(self) -> int:
-        return await asyncio.shield(self.exited)
-
-    async def stop(self) -> int:
-        if not self.exited.done():
-            self.exited.set_result(-15)
-        return self.exited.result()
-
-    def failure_reason(self) -> str:
-        return "simulated"
-
-    # The test's levers.
-    def finish_start(self, error: str | None = None) -> None:
-        if not self.started.done():
-            self.started.set_result(error)
-
-    def die(self, code: int = 1) -> None:
-        if not self.exited.done():
-            self.exited.set_result(code)
 
 
 class Recorder(logging.Handler):
@@ -190,11 +142,80 @@ async def _shutdown_during_start() -> None:
     await settle()
 
 
+#: tiered: runtime-warm after a few ms idle, for long enough that the test wakes it.
+TIERED = {"loaded_ttl_s": 0.005, "runtime_warm_s": 30.0}
+
+
+async def _asleep(pool: Pool) -> FakeProcess:
+    """Serve one request on a new instance and wait until it is runtime-warm."""
+    client = asyncio.ensure_future(pool.acquire())
+    await settle()
+    process = FakeProcess.made[-1]
+    process.finish_start()
+    pool.release(await client)
+    for _ in range(200):
+        if pool.instances and pool.instances[0].state is S.SLEEPING:
+            break
+        await asyncio.sleep(0.002)
+    assert pool.instances[0].state is S.SLEEPING
+    await settle()
+    return process
+
+
+async def _sleep_wake_and_expire() -> None:
+    """ready -> sleeping -> waking -> ready, then sleeping -> draining at the
+    runtime-warm TTL."""
+    pool = make_pool("tiered", loaded_ttl_s=0.005, runtime_warm_s=0.05)
+    process = await _asleep(pool)
+    client = asyncio.ensure_future(pool.acquire())
+    await settle()
+    process.finish_wake()
+    pool.release(await client)
+    await asyncio.sleep(0.2)
+    assert pool.instances == []
+    await pool.shutdown()
+
+
+async def _sleeping_instance_dies() -> None:
+    """sleeping -> failed."""
+    pool = make_pool("tiered", **TIERED)
+    process = await _asleep(pool)
+    process.die()
+    await settle()
+    assert pool.instances == []
+    await pool.shutdown()
+
+
+async def _wake_fails() -> None:
+    """waking -> failed; the waiting request hears why."""
+    pool = make_pool("tiered", **TIERED)
+    process = await _asleep(pool)
+    client = asyncio.ensure_future(pool.acquire())
+    await settle()
+    process.finish_wake("no memory for the weights")
+    with pytest.raises(PoolError, match="wake failed: no memory for the weights"):
+        await client
+    await pool.shutdown()
+
+
+async def _shutdown_while_waking() -> None:
+    """waking -> draining -> stopped; the waiter is told the gateway shuts down."""
+    pool = make_pool("tiered", **TIERED)
+    await _asleep(pool)
+    client = asyncio.ensure_future(pool.acquire())
+    await settle()
+    assert pool.instances[0].state is S.WAKING
+    await pool.shutdown()
+    with pytest.raises(PoolError, match="shutting down"):
+        await client
+
+
 def test_every_allowed_transition_is_taken_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
-    with fake_pool_world() as (tried, _):
+    with fake_pool_world() as (tried, _), mock.patch.object(FakeProcess, "supports_sleep", True):
         for scenario in (_serve_then_scale_to_zero, _start_fails, _ready_instance_dies,
-                         _shutdown_during_start):
+                         _shutdown_during_start, _sleep_wake_and_expire,
+                         _sleeping_instance_dies, _wake_fails, _shutdown_while_waking):
             asyncio.run(scenario())
     allowed = {(old, new) for old, targets in ALLOWED.items() for new in targets}
     taken = {(old, new) for _, old, new, _ in tried}
@@ -204,6 +225,10 @@ def test_every_allowed_transition_is_taken_and_logged(caplog: pytest.LogCaptureF
     assert "dep i1: starting -> ready (ready)" in logged
     assert "dep i1: ready -> draining (no_inflight)" in logged
     assert "dep i1: starting -> draining (shutdown)" in logged
+    assert "dep i1: ready -> sleeping (idle_ttl)" in logged
+    assert "dep i1: sleeping -> waking (on_demand)" in logged
+    assert "dep i1: sleeping -> draining (runtime_warm_ttl)" in logged
+    assert "dep i1: waking -> draining (shutdown)" in logged
 
 
 def test_disallowed_transition_raises_and_changes_nothing() -> None:
@@ -241,11 +266,16 @@ POLICIES = [
     ("hybrid_histogram", {"bin_width_s": 0.001, "range_s": 0.03, "min_samples": 2,
                           "head_percentile": 50, "cv_threshold": 0.5,
                           "fallback_ttl_s": 0.002}),
+    # Runtime-warm after 2 ms idle, stopped 5 ms later (its processes can sleep).
+    ("tiered", {"loaded_ttl_s": 0.002, "runtime_warm_s": 0.005, "max_instances": 2}),
+    ("tiered", {"loaded_ttl_s": 0.0, "runtime_warm_s": 0.05, "min_instances": 1}),
 ]
 ACTIONS = st.one_of(
     st.tuples(st.just("request"), st.integers(0, 3)),
     st.just(("ready",)),
     st.just(("fail",)),
+    st.just(("wake",)),
+    st.just(("wake_fail",)),
     st.tuples(st.just("die"), st.integers(0, 5)),
     st.just(("tick",)),
 )
@@ -277,8 +307,14 @@ async def _drive(policy: str, params: dict[str, Any], actions: list[tuple[Any, .
             case ("fail",):
                 if pending_starts():
                     pending_starts()[0].finish_start("simulated start failure")
+            case ("wake",) | ("wake_fail",):
+                waking = [p for p in FakeProcess.made if p.woken is not None
+                          and not p.woken.done() and not p.exited.done()]
+                if waking:
+                    waking[0].finish_wake(None if action == ("wake",) else "simulated")
             case ("die", which):
-                up = [i for i in pool.instances if i.state is S.READY]
+                up = [i for i in pool.instances
+                      if i.state in (S.READY, S.SLEEPING, S.WAKING)]
                 if up:
                     up[which % len(up)].process.die()
             case ("tick",):
@@ -313,22 +349,30 @@ def _check_run(pool: Pool, tried: list[tuple[str, S, S, str]], logged: list[str]
 def test_random_sequences_take_only_allowed_logged_transitions(
     policy: tuple[str, dict[str, Any]], actions: list[tuple[Any, ...]], start_first: bool,
 ) -> None:
-    with fake_pool_world() as (tried, handler):
+    with fake_pool_world() as (tried, handler), \
+            mock.patch.object(FakeProcess, "supports_sleep", True):
         pool = asyncio.run(_drive(*policy, actions, start_first))
     _check_run(pool, tried, handler.messages)
 
 
 def test_seeded_long_sequences() -> None:
     """Longer runs than the property test draws, from fixed seeds."""
-    kinds = [("request", 0), ("request", 2), ("ready",), ("fail",), ("die", 0), ("tick",)]
-    for seed in range(6):
+    kinds = [("request", 0), ("request", 2), ("ready",), ("fail",), ("die", 0), ("tick",),
+             ("wake",), ("wake_fail",)]
+    tiered_taken: set[tuple[S, S]] = set()
+    for seed in range(2 * len(POLICIES)):
         rng = random.Random(seed)
         actions = [rng.choice(kinds) for _ in range(120)]
         policy = POLICIES[seed % len(POLICIES)]
-        with fake_pool_world() as (tried, handler):
+        with fake_pool_world() as (tried, handler), \
+                mock.patch.object(FakeProcess, "supports_sleep", True):
             pool = asyncio.run(_drive(*policy, actions, start_first=True))
         _check_run(pool, tried, handler.messages)
         assert len(tried) > 3
+        if policy[0] == "tiered":
+            tiered_taken |= {(old, new) for _, old, new, _ in tried}
+    # The runtime-warm tier is really taken.
+    assert {(S.READY, S.SLEEPING), (S.SLEEPING, S.WAKING), (S.WAKING, S.READY)} <= tiered_taken
 
 
 # ------------------------------------------------------------------ pre-warm
@@ -522,3 +566,269 @@ def test_the_pool_reads_only_its_clock_and_makes_processes_with_its_factory() ->
     FakeProcess.made = []
     asyncio.run(scenario())
     assert made == ["i1"]
+
+
+# -------------------------------------------------------------- runtime-warm tier
+
+
+def _events(pool: Pool, *names: str) -> list[tuple[str, str, str, str]]:
+    return [(e.instance_id, e.event, e.reason, e.tier) for e in pool.events.events
+            if not names or e.event in names]
+
+
+def test_a_sleeping_instance_is_woken_instead_of_a_start() -> None:
+    async def scenario() -> None:
+        pool = make_pool("tiered", **TIERED, max_instances=2)
+        process = await _asleep(pool)
+        assert process.sleeps == 1 and pool.snapshot()["sleeping"] == 1
+        assert pool.snapshot()["instances"][0]["state"] == "sleeping"
+        client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        assert pool.snapshot()["waking"] == 1
+        assert len(FakeProcess.made) == 1  # no process start: max_instances allowed one
+        process.finish_wake()
+        lease = await client
+        assert lease.cold and lease.start_tier == "runtime_warm"
+        assert not lease.first_of_instance
+        assert (pool.wakes, pool.cold_starts) == (1, 1)
+        assert pool.snapshot()["instances"][0]["tier"] == "runtime_warm"
+        # A request that finds it ready is served "loaded".
+        pool.release(lease)
+        second = await pool.acquire()
+        assert not second.cold and second.start_tier == "loaded"
+        pool.release(second)
+        await pool.shutdown()
+        assert _events(pool, "spawn", "sleep", "wake", "ready") == [
+            ("i1", "spawn", "on_demand", "host_cached"),
+            ("i1", "ready", "", ""),
+            ("i1", "sleep", "idle_ttl", ""),
+            ("i1", "wake", "on_demand", "runtime_warm"),
+            ("i1", "ready", "", ""),
+        ]
+
+    with fake_pool_world(), mock.patch.object(FakeProcess, "supports_sleep", True):
+        asyncio.run(scenario())
+
+
+def test_the_first_lease_carries_the_start_tier_of_the_process() -> None:
+    async def scenario() -> None:
+        pool = make_pool("naive")
+        client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        FakeProcess.made[-1].finish_start()
+        lease = await client
+        assert lease.cold and lease.start_tier == "disk_cold"
+        pool.release(lease)
+        await pool.shutdown()
+        assert _events(pool, "spawn") == [("i1", "spawn", "on_demand", "disk_cold")]
+
+    with fake_pool_world(), mock.patch.object(FakeProcess, "start_tier", "disk_cold"):
+        asyncio.run(scenario())
+
+
+def test_a_start_waits_for_a_busy_instance_to_be_woken_not_started() -> None:
+    """max_instances counts the sleeping instance: with one busy and one sleeping at
+    max_instances 2, a waiter wakes the sleeping one; with none sleeping it starts one."""
+    async def scenario() -> None:
+        pool = make_pool("tiered", **TIERED, max_instances=2)
+        sleeper = await _asleep(pool)
+        busy_client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        sleeper.finish_wake()
+        busy = await busy_client  # i1 woken and busy
+        client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        assert len(FakeProcess.made) == 2  # i1 busy, nothing sleeping: a start
+        FakeProcess.made[-1].finish_start()
+        lease = await client
+        assert lease.start_tier == "host_cached"
+        pool.release(lease)
+        pool.release(busy)
+        await pool.shutdown()
+
+    with fake_pool_world(), mock.patch.object(FakeProcess, "supports_sleep", True):
+        asyncio.run(scenario())
+
+
+def test_max_instances_counts_sleeping_instances() -> None:
+    async def scenario() -> None:
+        pool = make_pool("tiered", **TIERED, max_instances=1)
+        await _asleep(pool)
+        assert len(pool._live()) == 1
+        pool._dispatch()  # no waiter: nothing happens
+        assert len(FakeProcess.made) == 1
+        await pool.shutdown()
+
+    with fake_pool_world(), mock.patch.object(FakeProcess, "supports_sleep", True):
+        asyncio.run(scenario())
+
+
+def test_min_instances_counts_only_ready_instances() -> None:
+    """Of two idle instances at min_instances 1, one goes runtime-warm, one stays ready."""
+    async def scenario() -> None:
+        pool = make_pool("tiered", loaded_ttl_s=0.005, runtime_warm_s=30.0,
+                         min_instances=1, max_instances=2)
+        await pool.start()
+        await settle()
+        FakeProcess.made[-1].finish_start()
+        await settle()
+        first = await pool.acquire()
+        client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        FakeProcess.made[-1].finish_start()
+        second = await client
+        pool.release(first)
+        pool.release(second)
+        await asyncio.sleep(0.05)
+        states = sorted(str(i.state) for i in pool.instances)
+        assert states == ["ready", "sleeping"]
+        # The ready one dies: the minimum is met again by waking the sleeping one.
+        next(i for i in pool.instances if i.state is S.READY).process.die()
+        await settle()
+        assert [str(i.state) for i in pool.instances] == ["waking"]
+        assert _events(pool, "wake")[-1][2] == "min_instances"
+        await pool.shutdown()
+
+    with fake_pool_world(), mock.patch.object(FakeProcess, "supports_sleep", True):
+        asyncio.run(scenario())
+
+
+def test_without_sleep_support_the_tier_is_skipped() -> None:
+    async def scenario() -> None:
+        pool = make_pool("tiered", **TIERED)
+        client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        FakeProcess.made[-1].finish_start()
+        pool.release(await client)
+        await asyncio.sleep(0.05)
+        assert pool.instances == []
+        assert FakeProcess.made[-1].sleeps == 0
+        assert [(e.event, e.reason) for e in pool.events.events][-2:] == [
+            ("drain", "idle_ttl"), ("stopped", "idle_ttl")]
+        await pool.shutdown()
+
+    with fake_pool_world():
+        asyncio.run(scenario())
+
+
+def test_a_failed_sleep_stops_the_instance_as_an_idle_stop(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+
+    async def scenario() -> None:
+        pool = make_pool("tiered", **TIERED)
+        client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        FakeProcess.made[-1].finish_start()
+        pool.release(await client)
+        await asyncio.sleep(0.05)
+        assert pool.instances == []
+        assert FakeProcess.made[-1].sleeps == 1
+        assert [(e.event, e.state, e.reason) for e in pool.events.events][-3:] == [
+            ("sleep", "sleeping", "idle_ttl"), ("drain", "draining", "idle_ttl"),
+            ("stopped", "stopped", "idle_ttl")]
+        await pool.shutdown()
+
+    with fake_pool_world(), mock.patch.object(FakeProcess, "supports_sleep", True), \
+            mock.patch.object(FakeProcess, "sleep_error", "cannot unload"):
+        asyncio.run(scenario())
+    assert any("cannot unload" in r.getMessage() for r in caplog.records)
+
+
+def test_a_died_sleeping_instance_is_replaced_by_a_start() -> None:
+    async def scenario() -> None:
+        pool = make_pool("tiered", **TIERED)
+        process = await _asleep(pool)
+        process.die(9)
+        await settle()
+        assert _events(pool, "died") == [("i1", "died", "crash", "")]
+        client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        assert [i.instance_id for i in pool.instances] == ["i2"]
+        FakeProcess.made[-1].finish_start()
+        pool.release(await client)
+        await pool.shutdown()
+
+    with fake_pool_world(), mock.patch.object(FakeProcess, "supports_sleep", True):
+        asyncio.run(scenario())
+
+
+def test_a_waking_instance_that_dies_fails_its_waiters() -> None:
+    async def scenario() -> None:
+        pool = make_pool("tiered", **TIERED)
+        process = await _asleep(pool)
+        client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        process.die(9)
+        with pytest.raises(PoolError, match="died while waking") as caught:
+            await client
+        assert caught.value.status_code == 503
+        await pool.shutdown()
+
+    with fake_pool_world(), mock.patch.object(FakeProcess, "supports_sleep", True):
+        asyncio.run(scenario())
+
+
+def test_the_new_states_refuse_what_is_not_allowed() -> None:
+    async def scenario() -> None:
+        pool = make_pool("tiered", **TIERED)
+        client = asyncio.ensure_future(pool.acquire())
+        await settle()
+        inst = pool.instances[0]
+        with pytest.raises(InvalidTransition, match="starting -> sleeping"):
+            pool._transition(inst, S.SLEEPING)
+        with pytest.raises(InvalidTransition, match="starting -> waking"):
+            pool._transition(inst, S.WAKING)
+        FakeProcess.made[-1].finish_start()
+        pool.release(await client)
+        for _ in range(100):
+            if inst.state is S.SLEEPING:
+                break
+            await asyncio.sleep(0.002)
+        with pytest.raises(InvalidTransition, match="sleeping -> ready"):
+            pool._transition(inst, S.READY)
+        with pytest.raises(InvalidTransition, match="sleeping -> stopped"):
+            pool._transition(inst, S.STOPPED)
+        assert inst.state is S.SLEEPING
+        waiting = asyncio.ensure_future(pool.acquire())
+        await settle()
+        with pytest.raises(InvalidTransition, match="waking -> sleeping"):
+            pool._transition(inst, S.SLEEPING)
+        with pytest.raises(InvalidTransition, match="waking -> stopped"):
+            pool._transition(inst, S.STOPPED)
+        assert inst.state is S.WAKING
+        FakeProcess.made[-1].finish_wake()
+        pool.release(await waiting)
+        await pool.shutdown()
+
+    with fake_pool_world(), mock.patch.object(FakeProcess, "supports_sleep", True):
+        asyncio.run(scenario())
+
+
+def test_eviction_of_a_sleeping_instance_drains_it() -> None:
+    async def scenario() -> None:
+        pool = make_pool("tiered", **TIERED)
+        await _asleep(pool)
+        inst = pool.instances[0]
+        pool.evict(inst)
+        await settle()
+        assert pool.instances == [] and pool.evictions == 1
+        assert _events(pool, "drain") == [("i1", "drain", "evicted", "")]
+        await pool.shutdown()
+
+    with fake_pool_world(), mock.patch.object(FakeProcess, "supports_sleep", True):
+        asyncio.run(scenario())
+
+
+def test_a_prewarm_wakes_a_sleeping_instance() -> None:
+    async def scenario() -> None:
+        pool = make_pool("tiered", **TIERED)
+        await _asleep(pool)
+        pool._schedule_prewarm(pool.now(), pool.now())
+        await asyncio.sleep(0.01)
+        assert _events(pool, "wake") == [("i1", "wake", "prewarm", "runtime_warm")]
+        assert len(FakeProcess.made) == 1
+        await pool.shutdown()
+
+    with fake_pool_world(), mock.patch.object(FakeProcess, "supports_sleep", True):
+        asyncio.run(scenario())

@@ -31,7 +31,7 @@ class ScheduledPolicy(Policy):
 
 
 def test_shipped_policies_state_their_accounting() -> None:
-    assert policies() == ["always_on", "hybrid_histogram", "keep_warm", "naive"]
+    assert policies() == ["always_on", "hybrid_histogram", "keep_warm", "naive", "tiered"]
     assert make_policy("always_on").accounting() == Accounting(True, math.inf)
     assert make_policy("naive").accounting() == Accounting(False, 0.0)
     assert make_policy("keep_warm", {"keep_warm_ttl_s": 7}).accounting() == Accounting(
@@ -46,6 +46,32 @@ def test_accounting_record_is_json_safe_and_round_trips() -> None:
         record = json.loads(json.dumps(accounting.record(), allow_nan=False))
         assert Accounting.from_record(record) == accounting
     assert Accounting(True, math.inf).record() == {"always_on": True, "idle_ttl_s": None}
+
+
+
+def test_accounting_records_the_runtime_warm_tier_and_reads_old_records() -> None:
+    for accounting in (Accounting(False, 10.0, 60.0), Accounting(False, 0.0, math.inf)):
+        record = json.loads(json.dumps(accounting.record(), allow_nan=False))
+        assert Accounting.from_record(record) == accounting
+    assert Accounting(False, 5.0, math.inf).record()["runtime_warm_ttl_s"] is None
+    # A record written before the tier existed has none.
+    assert Accounting.from_record({"always_on": False, "idle_ttl_s": 3.0}) == Accounting(
+        False, 3.0, 0.0)
+    assert make_policy("tiered", {"loaded_ttl_s": 4, "runtime_warm_s": 30}).accounting() == (
+        Accounting(False, 4.0, 30.0))
+    assert make_policy("keep_warm").accounting().runtime_warm_ttl_s == 0.0
+
+
+def test_tiered_is_naive_and_keep_warm_at_zero_runtime_warm_time() -> None:
+    tiered = make_policy("tiered", {"loaded_ttl_s": 0, "runtime_warm_s": 0})
+    naive = make_policy("naive")
+    assert (tiered.idle_ttl_s(5.0), tiered.runtime_warm_ttl_s(5.0)) == (
+        naive.idle_ttl_s(5.0), naive.runtime_warm_ttl_s(5.0))
+    assert tiered.accounting() == naive.accounting()
+    warm = make_policy("tiered", {"loaded_ttl_s": 7.5, "runtime_warm_s": 0})
+    assert warm.accounting() == make_policy("keep_warm", {"keep_warm_ttl_s": 7.5}).accounting()
+    with pytest.raises(UserError, match="runtime_warm_s must be >= 0"):
+        make_policy("tiered", {"runtime_warm_s": -1})
 
 
 def test_recorded_accounting_prefers_the_record_and_rebuilds_old_ones() -> None:
@@ -89,4 +115,6 @@ def test_parameter_schema_comes_from_the_policy_classes() -> None:
         "fallback_ttl_s": {"type": "number", "minimum": 0},
         "out_of_range_max_share": {"type": "number", "minimum": 0, "maximum": 1},
         "keep_warm_ttl_s": {"type": "number", "minimum": 0},
+        "loaded_ttl_s": {"type": "number", "minimum": 0},
+        "runtime_warm_s": {"type": "number", "minimum": 0},
     }

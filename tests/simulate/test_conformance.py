@@ -40,6 +40,11 @@ POLICY_PARAMS: dict[str, list[dict[str, Any]]] = {
     "always_on": [{}],
     "naive": [{}],
     "keep_warm": [{"keep_warm_ttl_s": 0.7}, {"keep_warm_ttl_s": 9.3}],
+    # Runtime-warm after a short loaded time, long enough that lulls end in wakes and
+    # long pauses in runtime_warm_ttl stops; or loaded not at all.
+    "tiered": [{"loaded_ttl_s": 0.7, "runtime_warm_s": 12.1},
+               {"loaded_ttl_s": 2.3, "runtime_warm_s": 4.9},
+               {"loaded_ttl_s": 0.0, "runtime_warm_s": 20.3}],
     "hybrid_histogram": [
         # Small bins and few samples: the histogram becomes representative after a few
         # idle periods and pre-warms (a head beyond the first bin) or keeps alive.
@@ -141,6 +146,11 @@ def random_case(seed: int, policy_name: str) -> Case:
     period_s = rng.uniform(5.0, 30.0)
     learned = tuple(period_s + rng.uniform(-1.0, 1.0)
                     for _ in range(rng.choice([0, 0, 5, 20])))
+    # A wake time of its own, or the profile's fallback (drawn apart, so that the other
+    # draws stay what they were).
+    wake_rng = random.Random(f"wake-{policy_name}-{seed}")
+    wake_s = wake_rng.choice([None, 0.0, wake_rng.uniform(0.05, 0.8)])
+    profile = dataclasses.replace(profile, runtime_warm_wake_s=wake_s)
     return Case(policy_name, params, profile, limits, tuple(requests), until_s, learned)
 
 
@@ -265,7 +275,53 @@ def test_the_sequences_reach_every_outcome() -> None:
             statuses |= set(result.requests["status"].astype(int))
             reasons |= set(result.events["reason"])
     assert {200, 429, 504} <= statuses
-    assert {"on_demand", "min_instances", "prewarm", "idle_ttl", "no_inflight"} <= reasons
+    assert {"on_demand", "min_instances", "prewarm", "idle_ttl", "no_inflight",
+            "runtime_warm_ttl"} <= reasons
+
+
+def test_the_tiered_sequences_sleep_and_wake() -> None:
+    """tiered's cases really take the runtime-warm tier: sleeps, wakes (on demand and for
+    the minimum), runtime-warm stops, in both."""
+    counts = {"sleep": 0, "wake": 0, "runtime_warm_ttl": 0}
+    wake_reasons: set[str] = set()
+    for seed in range(40):
+        case = random_case(seed, "tiered")
+        for result in (simulate(case.requests, case.policy(), case.profile, case.limits),
+                       simulate_with_pool(case.requests, case.policy(), case.profile,
+                                          case.limits)):
+            events = result.events
+            counts["sleep"] += int((events["event"] == "sleep").sum())
+            counts["wake"] += int((events["event"] == "wake").sum())
+            counts["runtime_warm_ttl"] += int((events["reason"] == "runtime_warm_ttl").sum())
+            wakes = events[events["event"] == "wake"]
+            wake_reasons |= set(wakes["reason"])
+            assert set(wakes["tier"]) <= {"runtime_warm"}
+            assert set(events.loc[events["event"] == "spawn", "tier"]) <= {"host_cached"}
+    assert counts["sleep"] >= 40 and counts["wake"] >= 20 and counts["runtime_warm_ttl"] >= 10, \
+        counts
+    assert "on_demand" in wake_reasons
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_tiered_without_runtime_warm_time_is_naive_and_keep_warm(seed: int) -> None:
+    """tiered(0, 0) gives naive's outcomes and events, tiered(T, 0) keep_warm(T)'s, in the
+    engine and in the pool."""
+    for params, other, other_params in (
+            ({"loaded_ttl_s": 0.0, "runtime_warm_s": 0.0}, "naive", {}),
+            ({"loaded_ttl_s": 2.5, "runtime_warm_s": 0.0}, "keep_warm",
+             {"keep_warm_ttl_s": 2.5})):
+        case = random_case(seed, "keep_warm")
+        limits = dict(min_instances=case.params.get("min_instances", 0),
+                      max_instances=case.params["max_instances"])
+        tiered = dataclasses.replace(case, policy_name="tiered", params={**params, **limits})
+        plain = dataclasses.replace(case, policy_name=other, params={**other_params, **limits})
+        for run in (simulate, simulate_with_pool):
+            mine = run(tiered.requests, tiered.policy(), tiered.profile, tiered.limits,
+                       until_s=tiered.until_s)
+            theirs = run(plain.requests, plain.policy(), plain.profile, plain.limits,
+                         until_s=plain.until_s)
+            assert not differences(mine, theirs), f"{run.__name__} {tiered}"
+            assert (mine.events["event"] == "sleep").sum() == 0
 
 
 # ------------------------------------------------------------ the policy's questions
@@ -283,6 +339,10 @@ class _Asked:
 
     def idle_ttl_s(self, now_s: float) -> float | None:
         return self._log("idle_ttl_s", (now_s,), super().idle_ttl_s(now_s))  # type: ignore[misc]
+
+    def runtime_warm_ttl_s(self, now_s: float) -> float | None:
+        return self._log("runtime_warm_ttl_s", (now_s,),
+                         super().runtime_warm_ttl_s(now_s))  # type: ignore[misc]
 
     def prewarm_at_s(self, now_s: float) -> float | None:
         return self._log("prewarm_at_s", (now_s,),

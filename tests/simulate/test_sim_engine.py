@@ -93,7 +93,8 @@ def test_a_burst_under_naive_is_one_cold_start_and_a_queue_on_one_instance() -> 
     ]
     assert result.window == pytest.approx((0.0, 5.2))
     assert list(result.events.columns) == ["t_s", "instance_id", "event", "state", "pid",
-                                           "reason", "detail"]
+                                           "reason", "detail", "tier"]
+    assert result.events["tier"].tolist() == ["host_cached", "", "", "", "", "", ""]
 
 
 def test_keep_warm_gap_longer_than_the_ttl_is_a_second_cold_start() -> None:

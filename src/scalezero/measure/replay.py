@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 REQUEST_COLUMNS = (
     "request_id", "t_sched_s", "t_send_s", "t_first_s", "t_end_s", "tokens_in", "tokens_out",
     "max_tokens", "status", "error", "cold", "queue_wait_ms", "instance_id", "finish_reason",
+    "start_tier",
 )
 TOKEN_COLUMNS = ("request_id", "token_index", "t_s")
 
@@ -46,6 +47,7 @@ class RequestRecord:
     queue_wait_ms: float | None = None
     instance_id: str = ""
     finish_reason: str = ""
+    start_tier: str = ""
     token_times_s: list[float] = dataclasses.field(default_factory=list)
 
     def row(self) -> list[str]:
@@ -57,7 +59,7 @@ class RequestRecord:
             num(self.t_end_s), "" if self.tokens_in is None else str(self.tokens_in),
             str(self.tokens_out), str(self.max_tokens), str(self.status), self.error,
             "" if self.cold is None else str(self.cold).lower(), num(self.queue_wait_ms, 3),
-            self.instance_id, self.finish_reason,
+            self.instance_id, self.finish_reason, self.start_tier,
         ]
 
 
@@ -127,6 +129,7 @@ async def _one(
             if "x-scalezero-queue-wait-ms" in headers:
                 record.queue_wait_ms = float(headers["x-scalezero-queue-wait-ms"])
             record.instance_id = headers.get("x-scalezero-instance", "")
+            record.start_tier = headers.get("x-scalezero-start-tier", "")
             if response.status_code != 200:
                 body = (await response.aread()).decode("utf-8", "replace")
                 record.error = _error_message(body)

@@ -301,6 +301,7 @@ def _cold_headers(lease: Lease, deployment: str, request_id: str) -> dict[str, s
     return {
         "x-request-id": request_id,
         "x-scalezero-cold": "true" if lease.cold else "false",
+        "x-scalezero-start-tier": lease.start_tier,
         "x-scalezero-queue-wait-ms": f"{lease.queue_wait_s * 1000:.3f}",
         "x-scalezero-instance": lease.instance.instance_id,
         "x-scalezero-deployment": deployment,
@@ -559,6 +560,10 @@ _STREAM_SCHEMA = {
 _RESPONSE_HEADERS = {
     "x-request-id": "Request id; quote it to find the request in the gateway's log",
     "x-scalezero-cold": "`true` if the request waited for an instance to start",
+    "x-scalezero-start-tier": "`loaded` if the instance was ready when the request "
+    "arrived, else the tier of the start it waited for: `host_cached` or `disk_cold` (a "
+    "process start, weights in the page cache or read from disk) or `runtime_warm` (a "
+    "runtime-warm instance reloading its model)",
     "x-scalezero-queue-wait-ms": "Time the request waited for an instance",
     "x-scalezero-instance": "Instance that served the request",
     "x-scalezero-deployment": "Deployment that served the request",

@@ -8,7 +8,16 @@ estimates (the runtime, compute buffers) is added to it.
 A pool asks :meth:`MemoryBudget.admit` before it starts an instance; when the start would
 exceed the budget, idle instances of any deployment are stopped (drained with reason
 ``evicted``), chosen by the eviction policy, until it fits. Instances serving requests,
-starting or draining are never chosen. When nothing can be evicted, the start waits (up
+starting or draining are never chosen. A runtime-warm (sleeping) instance is idle, so it
+is a candidate too.
+
+A runtime-warm instance holds only its runtime: it is counted as the deployment's need
+less its estimate (what measured instances held beyond their weights and KV cache; for an
+unmeasured deployment the overhead of the measured ones, which the need adds to the
+estimate, so 0 until anything was measured). It is not measured while it sleeps (a
+measurement then would not be its loaded size). A wake asks :meth:`MemoryBudget.admit`
+like a start, for the memory its model takes back; one refused is stopped (reason
+``evicted``) and its waiters hear why. When nothing can be evicted, the start waits (up
 to ``wait_s``) for instances to go idle or stop, then fails with
 :class:`InsufficientMemory` (503 with the reason).
 
@@ -33,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scalezero.serving.events import TIER_RUNTIME_WARM
 from scalezero.serving.pool import Instance, InstanceState, PoolError
 
 if TYPE_CHECKING:
@@ -214,8 +224,9 @@ def make_eviction_policy(name: str) -> EvictionPolicy:
         ) from None
 
 
-#: Instances that hold (or are about to hold) memory.
-_HOLDING = (InstanceState.STARTING, InstanceState.READY, InstanceState.DRAINING)
+#: Instances that hold (or are about to hold) their model's memory.
+_HOLDING = (InstanceState.STARTING, InstanceState.READY, InstanceState.SLEEPING,
+            InstanceState.WAKING, InstanceState.DRAINING)
 
 
 class MemoryBudget:
@@ -264,8 +275,10 @@ class MemoryBudget:
         """An instance went idle, became ready or stopped: memory may be free."""
         if inst is not None and inst.state is InstanceState.READY:
             stats = self.stats[pool.deployment]
+            # A woken instance's ready - spawned is no start time.
             if inst.ready_at_s is not None and inst.spawned_at_s is not None and (
-                    inst.served == 0 and inst.in_flight == 0):
+                    inst.served == 0 and inst.in_flight == 0
+                    and inst.tier != TIER_RUNTIME_WARM):
                 stats.cold_starts_s.append(inst.ready_at_s - inst.spawned_at_s)
             self._measure(stats, inst)
         if self._changed is not None:
@@ -292,29 +305,49 @@ class MemoryBudget:
             return stats.measured_mib
         return stats.estimate_mib + self.overhead_mib()
 
+    def runtime_mib(self, deployment: str) -> float:
+        """What a runtime-warm instance of ``deployment`` holds: its need less the
+        estimate of its weights and KV cache."""
+        return max(0.0, self.need_mib(deployment) - self.stats[deployment].estimate_mib)
+
     def used_mib(self) -> float:
         used = 0.0
         for name, pool in self.pools.items():
-            need = self.need_mib(name)
-            used += need * sum(1 for inst in pool.instances
-                               if inst.state in _HOLDING and inst not in self._pending)
+            for inst in pool.instances:
+                if inst.state not in _HOLDING:
+                    continue
+                if inst.state is InstanceState.WAKING:
+                    # Its runtime while it asks for memory, its model's once admitted.
+                    waiting = inst in self._pending
+                    used += self.runtime_mib(name) if waiting else self.need_mib(name)
+                elif inst.unloaded:  # runtime-warm, or draining from there
+                    used += self.runtime_mib(name)
+                elif inst not in self._pending:  # (a start asking holds nothing yet)
+                    used += self.need_mib(name)
         return used
 
+    def _held_mib(self, deployment: str, inst: Instance) -> float:
+        """What one instance counts for: its runtime only while its model is unloaded."""
+        return self.runtime_mib(deployment) if inst.unloaded else self.need_mib(deployment)
+
     def _draining_mib(self) -> float:
-        return sum(self.need_mib(name) * sum(
-            1 for inst in pool.instances if inst.state is InstanceState.DRAINING)
-            for name, pool in self.pools.items())
+        return sum(self._held_mib(name, inst) for name, pool in self.pools.items()
+                   for inst in pool.instances if inst.state is InstanceState.DRAINING)
 
     def candidates(self) -> list[Candidate]:
         """Idle instances that may be evicted (never below a policy's minimum)."""
         found = []
         for name, pool in self.pools.items():
+            if pool.queue_depth:
+                continue
+            # Runtime-warm instances first: they are idle and below no minimum.
+            found += [Candidate(pool, inst, self.stats[name]) for inst in pool.instances
+                      if inst.state is InstanceState.SLEEPING]
             ready = [inst for inst in pool.instances if inst.state is InstanceState.READY]
             spare = len(ready) - pool.policy.min_instances
             idle = [inst for inst in ready if inst.in_flight == 0]
-            if spare <= 0 or pool.queue_depth:
-                continue
-            found += [Candidate(pool, inst, self.stats[name]) for inst in idle[:spare]]
+            if spare > 0:
+                found += [Candidate(pool, inst, self.stats[name]) for inst in idle[:spare]]
         return found
 
     def snapshot(self) -> dict[str, object]:

@@ -17,7 +17,16 @@ import time
 from pathlib import Path
 from typing import IO, TextIO
 
-EVENT_COLUMNS = ("t_s", "instance_id", "event", "state", "pid", "reason", "detail")
+EVENT_COLUMNS = ("t_s", "instance_id", "event", "state", "pid", "reason", "detail", "tier")
+
+#: Tiers of the ``tier`` column: what a start began from. A ``spawn`` row carries the
+#: process's start tier (weights in the host's page cache, or read from disk), a ``wake``
+#: row ``runtime_warm`` (the process was up, only the model is reloaded).
+TIER_HOST_CACHED = "host_cached"
+TIER_DISK_COLD = "disk_cold"
+TIER_RUNTIME_WARM = "runtime_warm"
+#: A request's ``start_tier`` when its instance was ready when it arrived.
+TIER_LOADED = "loaded"
 
 #: First word of a phase marker line on a child's stdout: ``@scalezero <phase> <monotonic s>``.
 MARKER = "@scalezero"
@@ -35,7 +44,9 @@ class Lifecycle(enum.StrEnum):
     DRAIN = "drain"  # the policy (or shutdown) decided to stop: no new requests
     STOPPED = "stopped"
     START_FAILED = "start_failed"
-    DIED = "died"  # exited unasked while ready
+    DIED = "died"  # exited unasked while ready (or runtime-warm)
+    SLEEP = "sleep"  # idle TTL over: model unloaded, process kept (runtime-warm)
+    WAKE = "wake"  # a runtime-warm instance reloads its model
     CONTEXT_LOADED = "context_loaded"  # the context-only probe holds its model (a marker)
 
 
@@ -51,6 +62,7 @@ class Reason(enum.StrEnum):
     SHUTDOWN = "shutdown"  # the gateway is shutting down
     CRASH = "crash"  # the process exited unasked
     EVICTED = "evicted"  # stopped while idle to free memory for another deployment
+    RUNTIME_WARM_TTL = "runtime_warm_ttl"  # runtime-warm for the policy's runtime-warm TTL
 
 
 def marker_line(phase: str, t_s: float | None = None) -> str:
@@ -92,6 +104,7 @@ class Event:
     pid: int | None = None
     reason: str = ""
     detail: str = ""
+    tier: str = ""
 
     def row(self) -> list[str]:
         return [
@@ -102,6 +115,7 @@ class Event:
             "" if self.pid is None else str(self.pid),
             self.reason,
             self.detail,
+            self.tier,
         ]
 
 
@@ -129,6 +143,7 @@ class EventLog:
         reason: str = "",
         detail: str = "",
         t_s: float | None = None,
+        tier: str = "",
     ) -> Event:
         item = Event(
             t_s=time.monotonic() if t_s is None else t_s,
@@ -139,6 +154,7 @@ class EventLog:
             pid=pid,
             reason=str(reason),
             detail=detail.replace("\n", " ")[:2000],
+            tier=tier,
         )
         with self._lock:
             self.events.append(item)

@@ -3,10 +3,24 @@
 Instance states (one screen, as promised):
 
     starting --ready--> ready --policy says stop--> draining --process exited--> stopped
-        |   |             |                            ^
-        |   |             +--died--> failed            |
-        |   +--start failed--------> failed            |
-        +--gateway shutdown during the start-----------+ (draining, then stopped)
+        |   |           |  ^  |                     ^  ^  ^
+        |   |           |  |  +--died--> failed     |  |  |
+        |   +--start failed--------> failed         |  |  |
+        +--gateway shutdown during the start--------+  |  |  (draining, then stopped)
+                        |  |                           |  |
+         idle TTL over, |  | ready                     |  | runtime-warm TTL, eviction,
+          runtime-warm  |  |                           |  | shutdown, or sleep() failed
+          tier wanted   v  |                           |  |
+                     sleeping --request--> waking -----+  | (shutdown)
+                        |                    |            |
+                        +--died--> failed <--+ wake failed / died
+                        +-------------------------------->+
+
+``sleeping`` is the runtime-warm tier (process up, llama.cpp initialised, model unloaded;
+``Policy.runtime_warm_ttl_s``, only for processes that ``supports_sleep``); ``waking``
+reloads the model, much faster than a process start. A waiter with no free ready instance
+wakes a sleeping instance (nothing starting or waking) before it starts a process;
+``max_instances`` counts sleeping and waking instances, ``min_instances`` only ready ones.
 
 ``ALLOWED`` lists these transitions; ``Pool._transition`` is the only place a state
 changes, refuses any other change (``InvalidTransition``) and logs each one at DEBUG.
@@ -36,7 +50,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from scalezero.serving.events import EventLog, Lifecycle, Reason
+from scalezero.serving.events import TIER_LOADED, TIER_RUNTIME_WARM, EventLog, Lifecycle, Reason
 from scalezero.serving.launcher import (
     InstanceProcess,
     InstanceSpec,
@@ -68,6 +82,22 @@ class InstanceHandle(Protocol):
 
     def failure_reason(self) -> str: ...
 
+    #: Set by ``spawn``: what the start began from (``host_cached`` or ``disk_cold``).
+    start_tier: str
+
+    @property
+    def supports_sleep(self) -> bool:
+        """False: the pool never puts this instance runtime-warm."""
+        ...
+
+    async def sleep(self) -> None:
+        """Unload the model, keep the process; raises on failure."""
+
+    async def wake(self) -> float:
+        """Reload the model; return when it is ready again, on the pool's clock. Raises
+        ``InstanceStartError`` on failure."""
+        ...
+
 
 class Admission(Protocol):
     """Admission control shared by pools (``budget.MemoryBudget``): asked before every
@@ -87,6 +117,8 @@ ProcessFactory = Callable[[str, InstanceSpec], InstanceHandle]
 class InstanceState(enum.StrEnum):
     STARTING = "starting"
     READY = "ready"
+    SLEEPING = "sleeping"  # runtime-warm: process up, model unloaded
+    WAKING = "waking"  # reloading the model of a sleeping instance
     DRAINING = "draining"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -96,7 +128,12 @@ class InstanceState(enum.StrEnum):
 ALLOWED: dict[InstanceState, frozenset[InstanceState]] = {
     InstanceState.STARTING: frozenset(
         {InstanceState.READY, InstanceState.FAILED, InstanceState.DRAINING}),
-    InstanceState.READY: frozenset({InstanceState.DRAINING, InstanceState.FAILED}),
+    InstanceState.READY: frozenset(
+        {InstanceState.DRAINING, InstanceState.FAILED, InstanceState.SLEEPING}),
+    InstanceState.SLEEPING: frozenset(
+        {InstanceState.WAKING, InstanceState.DRAINING, InstanceState.FAILED}),
+    InstanceState.WAKING: frozenset(
+        {InstanceState.READY, InstanceState.FAILED, InstanceState.DRAINING}),
     InstanceState.DRAINING: frozenset({InstanceState.STOPPED}),
     InstanceState.STOPPED: frozenset(),
     InstanceState.FAILED: frozenset(),
@@ -170,6 +207,13 @@ class Instance:
     in_flight: int = 0
     served: int = 0
     idle_handle: asyncio.TimerHandle | None = None
+    #: Tier of its last start or wake (events.csv ``tier``): host_cached, disk_cold or
+    #: runtime_warm; "" before its spawn.
+    tier: str = ""
+    #: Its model is unloaded: runtime-warm, or waking (until ready), or draining from there.
+    unloaded: bool = False
+    #: The unload under way (``process.sleep``), which a wake waits for.
+    sleep_task: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -187,6 +231,7 @@ class Instance:
             "spawned_at_s": self.spawned_at_s,
             "ready_at_s": self.ready_at_s,
             "idle_since_s": self.idle_since_s,
+            "tier": self.tier,
             "phases": dict(self.process.phase_times),
         }
 
@@ -202,6 +247,9 @@ class Lease:
     cold: bool
     #: First request this instance serves (its first token ends the cold start's anatomy).
     first_of_instance: bool
+    #: ``loaded`` when the instance was ready when the request arrived, else the tier of
+    #: the start or wake it waited for (host_cached, disk_cold, runtime_warm).
+    start_tier: str = TIER_LOADED
 
     @property
     def queue_wait_s(self) -> float:
@@ -246,6 +294,8 @@ class Pool:
         self._id_prefix = id_prefix
         self.instances: list[Instance] = []
         self.cold_starts = 0
+        #: Runtime-warm instances woken and ready again.
+        self.wakes = 0
         self.start_failures = 0
         self.evictions = 0
         self._waiters: collections.deque[_Waiter] = collections.deque()
@@ -289,9 +339,12 @@ class Pool:
             "instances": [inst.describe() for inst in self.instances],
             "ready": len(self._in_state(InstanceState.READY)),
             "starting": len(self._in_state(InstanceState.STARTING)),
+            "sleeping": len(self._in_state(InstanceState.SLEEPING)),
+            "waking": len(self._in_state(InstanceState.WAKING)),
             "queue_depth": self.queue_depth,
             "in_flight": self.in_flight,
             "cold_starts": self.cold_starts,
+            "wakes": self.wakes,
             "start_failures": self.start_failures,
             "evictions": self.evictions,
             "limits": dataclasses.asdict(self.limits),
@@ -418,12 +471,14 @@ class Pool:
         first = inst.served == 0
         inst.served += 1
         ready_at = inst.ready_at_s if inst.ready_at_s is not None else math.inf
+        cold = ready_at >= arrived_at_s
         return Lease(
             instance=inst,
             arrived_at_s=arrived_at_s,
             granted_at_s=self._clock(),
-            cold=ready_at >= arrived_at_s,
+            cold=cold,
             first_of_instance=first,
+            start_tier=inst.tier if cold else TIER_LOADED,
         )
 
     def _dispatch(self) -> None:
@@ -437,10 +492,23 @@ class Pool:
                 continue
             waiter.future.set_result(self._assign(inst, waiter.arrived_at_s))
         if self._waiters and not self._closing:
-            live = self._in_state(InstanceState.STARTING, InstanceState.READY)
-            starting = self._in_state(InstanceState.STARTING)
-            if not starting and len(live) < self.policy.max_instances:
-                self._start_instance(Reason.ON_DEMAND)
+            self._scale_up(Reason.ON_DEMAND)
+
+    def _live(self) -> list[Instance]:
+        """Instances that count against ``max_instances``."""
+        return self._in_state(InstanceState.STARTING, InstanceState.READY,
+                              InstanceState.SLEEPING, InstanceState.WAKING)
+
+    def _scale_up(self, reason: Reason) -> None:
+        """One more instance, when none is starting or waking: wake a runtime-warm one if
+        there is one, else start a process if ``max_instances`` allows."""
+        if self._in_state(InstanceState.STARTING, InstanceState.WAKING):
+            return
+        sleeping = self._in_state(InstanceState.SLEEPING)
+        if sleeping:
+            self._wake(sleeping[0], reason)
+        elif len(self._live()) < self.policy.max_instances:
+            self._start_instance(reason)
 
     # ------------------------------------------------------------ scale down
     def _consider_idle(self, inst: Instance) -> None:
@@ -467,7 +535,111 @@ class Pool:
             and inst.in_flight == 0
             and len(self._in_state(InstanceState.READY)) > self.policy.min_instances
         ):
-            self._drain(inst, Reason.IDLE_TTL)
+            now = self._clock()
+            warm_ttl_s = self.policy.runtime_warm_ttl_s(now)
+            if (warm_ttl_s is None or warm_ttl_s > 0) and inst.process.supports_sleep:
+                self._sleep(inst, warm_ttl_s)
+            else:
+                self._drain(inst, Reason.IDLE_TTL)
+
+    # ------------------------------------------------------------ runtime-warm
+    def _sleep(self, inst: Instance, warm_ttl_s: float | None) -> None:
+        """ready -> sleeping: unload the model, keep the process for ``warm_ttl_s``
+        (None: until evicted or shut down)."""
+        self._transition(inst, InstanceState.SLEEPING, Lifecycle.SLEEP, Reason.IDLE_TTL)
+        inst.unloaded = True
+        if warm_ttl_s is not None:
+            loop = asyncio.get_running_loop()
+            inst.idle_handle = loop.call_later(warm_ttl_s, self._runtime_warm_expired, inst)
+        task = asyncio.get_running_loop().create_task(self._run_sleep(inst))
+        inst.sleep_task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self.admission is not None:
+            self.admission.changed(self, inst)
+
+    async def _run_sleep(self, inst: Instance) -> None:
+        try:
+            await inst.process.sleep()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s %s: unloading the model failed (%s); stopping the instance",
+                        self.deployment, inst.instance_id, exc)
+            inst.unloaded = False  # as far as anyone knows, it still holds its model
+            if inst.state is InstanceState.SLEEPING:
+                self._cancel_idle(inst)
+                self._drain(inst, Reason.IDLE_TTL)
+            # A wake that began meanwhile finds out from process.wake().
+
+    def _runtime_warm_expired(self, inst: Instance) -> None:
+        inst.idle_handle = None
+        if inst.state is InstanceState.SLEEPING:
+            self._drain(inst, Reason.RUNTIME_WARM_TTL)
+
+    def _wake(self, inst: Instance, reason: Reason) -> None:
+        """sleeping -> waking: reload the model (the pool's alternative to a start)."""
+        self._cancel_idle(inst)
+        inst.tier = TIER_RUNTIME_WARM
+        self._transition(inst, InstanceState.WAKING, Lifecycle.WAKE, reason,
+                         tier=TIER_RUNTIME_WARM)
+        self._spawn_task(self._run_wake(inst))
+
+    async def _run_wake(self, inst: Instance) -> None:
+        if inst.sleep_task is not None:
+            # The unload must be over before the reload; its failure is the wake's to see.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(inst.sleep_task)
+            inst.sleep_task = None
+        if self.admission is not None and inst.state is InstanceState.WAKING:
+            try:
+                await self.admission.admit(self, inst)
+            except PoolError as exc:
+                if inst.state is InstanceState.WAKING:
+                    log.info("%s %s: wake refused: %s", self.deployment, inst.instance_id,
+                             exc.message)
+                    self._drain(inst, Reason.EVICTED)
+                    self._fail_waiters(exc)
+                return
+        if inst.state is not InstanceState.WAKING:
+            return  # shut down (or died) meanwhile
+        try:
+            ready_at_s = await inst.process.wake()
+        except (InstanceStartError, OSError) as exc:
+            self._wake_failed(inst, str(exc))
+            return
+        if inst.state is not InstanceState.WAKING:
+            return  # shut down or died while waking: whoever changed it stops it
+        inst.ready_at_s = ready_at_s
+        inst.idle_since_s = ready_at_s
+        self.wakes += 1
+        inst.unloaded = False
+        self._transition(inst, InstanceState.READY, Lifecycle.READY, t_s=ready_at_s)
+        if self.admission is not None:
+            self.admission.changed(self, inst)
+        self._dispatch()
+        self._consider_idle(inst)
+        self._ensure_min_instances()
+
+    def _wake_failed(self, inst: Instance, reason: str) -> None:
+        if inst.state is not InstanceState.WAKING:
+            return  # stopped on purpose meanwhile
+        self.start_failures += 1
+        self._transition(inst, InstanceState.FAILED, Lifecycle.START_FAILED,
+                         detail=f"wake failed: {reason}")
+        self._fail_waiters(StartFailed(f"instance wake failed: {reason}"))
+        self._spawn_task(inst.process.stop())
+        self._remove(inst)
+        self._dispatch()
+
+    def _fail_waiters(self, exc: PoolError) -> None:
+        """Tell the waiters why, unless another instance can still serve them."""
+        if self._in_state(InstanceState.STARTING, InstanceState.READY, InstanceState.WAKING):
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_exception(exc)
 
     def _cancel_idle(self, inst: Instance) -> None:
         if inst.idle_handle is not None:
@@ -475,8 +647,11 @@ class Pool:
             inst.idle_handle = None
 
     def evict(self, inst: Instance) -> None:
-        """Stop an idle ready instance to free its memory for another deployment."""
-        if inst.state is not InstanceState.READY or inst.in_flight:
+        """Stop an idle ready (or runtime-warm) instance to free its memory for another
+        deployment."""
+        idle = inst.state is InstanceState.SLEEPING or (
+            inst.state is InstanceState.READY and not inst.in_flight)
+        if not idle:
             raise ValueError(f"{inst.instance_id} is not idle: it cannot be evicted")
         self._cancel_idle(inst)
         self.evictions += 1
@@ -512,20 +687,19 @@ class Pool:
         self._prewarm_handle = None
         if self._closing or self._free_instance() is not None:
             return  # shutting down, or an instance is already up with room
-        live = self._in_state(InstanceState.STARTING, InstanceState.READY)
-        if self._in_state(InstanceState.STARTING) or len(live) >= self.policy.max_instances:
-            return
-        self._start_instance(Reason.PREWARM)
+        self._scale_up(Reason.PREWARM)
 
     def _ensure_min_instances(self) -> None:
         if self._closing or self._min_start_failed:
             return
-        live = self._in_state(InstanceState.STARTING, InstanceState.READY)
         if len(self._in_state(InstanceState.READY)) >= self._initial_instances:
             self._initial_instances = 0  # the start-up set was up once; min_instances rules
         wanted = max(self.policy.min_instances, self._initial_instances)
-        if len(live) < wanted and not self._in_state(InstanceState.STARTING):
-            self._start_instance(Reason.MIN_INSTANCES)
+        # Only ready instances (and those on their way) count towards the minimum.
+        coming = self._in_state(InstanceState.STARTING, InstanceState.READY,
+                                InstanceState.WAKING)
+        if len(coming) < wanted:
+            self._scale_up(Reason.MIN_INSTANCES)
 
     def _start_instance(self, reason: Reason) -> Instance:
         instance_id = f"{self._id_prefix}i{self._next_id}"
@@ -540,7 +714,9 @@ class Pool:
         def on_phase(phase: Lifecycle, t_s: float) -> None:
             if phase == Lifecycle.SPAWN:
                 inst.spawned_at_s = t_s
-                self._record(inst, Lifecycle.SPAWN, reason=inst.start_reason, t_s=t_s)
+                inst.tier = str(getattr(inst.process, "start_tier", "") or "")
+                self._record(inst, Lifecycle.SPAWN, reason=inst.start_reason, t_s=t_s,
+                             tier=inst.tier)
             else:
                 self._record(inst, phase, t_s=t_s)
 
@@ -589,11 +765,7 @@ class Pool:
         # The waiters were waiting for this start; unless another instance can serve
         # them, tell them now why (before the stop below, which may take its grace period),
         # instead of letting them time out.
-        if not self._in_state(InstanceState.STARTING, InstanceState.READY):
-            while self._waiters:
-                waiter = self._waiters.popleft()
-                if not waiter.future.done():
-                    waiter.future.set_exception(StartFailed(f"instance start failed: {reason}"))
+        self._fail_waiters(StartFailed(f"instance start failed: {reason}"))
         await inst.process.stop()
         self._remove(inst)
 
@@ -606,26 +778,25 @@ class Pool:
         if inst.start_reason == Reason.MIN_INSTANCES:
             self._min_start_failed = True
         self._remove(inst)
-        if not self._in_state(InstanceState.STARTING, InstanceState.READY):
-            while self._waiters:
-                waiter = self._waiters.popleft()
-                if not waiter.future.done():
-                    waiter.future.set_exception(exc)
+        self._fail_waiters(exc)
 
     async def _watch_exit(self, inst: Instance) -> None:
         code = await inst.process.wait_exit()
         self._instance_died(inst, code)
 
     def _instance_died(self, inst: Instance, code: int) -> None:
-        """A ready instance's process exited unasked; idempotent."""
-        if inst.state is not InstanceState.READY:
+        """A ready, runtime-warm or waking instance's process exited unasked; idempotent."""
+        if inst.state not in (InstanceState.READY, InstanceState.SLEEPING,
+                              InstanceState.WAKING):
             return
+        waking = inst.state is InstanceState.WAKING
         self._cancel_idle(inst)
-        self._transition(
-            inst, InstanceState.FAILED, Lifecycle.DIED, Reason.CRASH,
-            detail=f"exit code {code}: {inst.process.failure_reason()}",
-        )
+        reason = f"exit code {code}: {inst.process.failure_reason()}"
+        self._transition(inst, InstanceState.FAILED, Lifecycle.DIED, Reason.CRASH,
+                         detail=reason)
         self._remove(inst)
+        if waking:  # the waiters waited for this wake, as for a start
+            self._fail_waiters(StartFailed(f"instance died while waking: {reason}"))
         self._dispatch()  # queued requests get a replacement on demand
         self._ensure_min_instances()
 
@@ -639,6 +810,7 @@ class Pool:
     def _transition(
         self, inst: Instance, to_state: InstanceState, event: Lifecycle | None = None,
         reason: Reason | str = "", detail: str = "", t_s: float | None = None,
+        tier: str = "",
     ) -> None:
         """The one place an instance changes state: checked against ALLOWED, logged, and
         recorded as ``event`` (when given) with the new state."""
@@ -650,15 +822,15 @@ class Pool:
                   reason or event or "")
         inst.state = to_state
         if event is not None:
-            self._record(inst, event, reason=reason, detail=detail, t_s=t_s)
+            self._record(inst, event, reason=reason, detail=detail, t_s=t_s, tier=tier)
 
     def _record(
         self, inst: Instance, event: Lifecycle, reason: Reason | str = "", detail: str = "",
-        t_s: float | None = None,
+        t_s: float | None = None, tier: str = "",
     ) -> None:
         self.events.record(
             inst.instance_id, event, str(inst.state), pid=inst.pid, reason=reason,
-            detail=detail, t_s=self._clock() if t_s is None else t_s,
+            detail=detail, t_s=self._clock() if t_s is None else t_s, tier=tier,
         )
 
     def _spawn_task(self, coro: Any) -> None:

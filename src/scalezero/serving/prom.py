@@ -34,8 +34,13 @@ class _PoolCollector(Collector):
             "scalezero_evictions", "Idle instances stopped to free memory for another "
             "deployment", labels=["deployment"]
         )
+        wakes = CounterMetricFamily(
+            "scalezero_wakes", "Runtime-warm instances woken (model reloaded) and ready",
+            labels=["deployment"]
+        )
         for pool in self._pools():
             evictions.add_metric([pool.deployment], pool.evictions)
+            wakes.add_metric([pool.deployment], pool.wakes)
             for state in InstanceState:
                 count = sum(1 for inst in pool.instances if inst.state is state)
                 instances.add_metric([pool.deployment, str(state)], count)
@@ -45,6 +50,7 @@ class _PoolCollector(Collector):
         yield queue
         yield in_flight
         yield evictions
+        yield wakes
 
 
 class GatewayMetrics:

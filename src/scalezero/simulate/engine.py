@@ -17,8 +17,10 @@ What it reproduces is the pool's semantics, rule by rule, with the pool's names:
   free slot if nobody waits; else it waits in FIFO order, or gets 429 when ``max_queue``
   are already waiting. Its deadline is ``queue_timeout_s`` if a ready instance existed
   when it queued, else ``cold_start_timeout_s``; past it, 504;
-- ``_dispatch``: free slots go to waiters in arrival order; waiters left over start one
-  instance (reason ``on_demand``) when none is starting and ``max_instances`` allows;
+- ``_dispatch``: free slots go to waiters in arrival order; waiters left over wake the
+  first runtime-warm (sleeping) instance, or else start one (reason ``on_demand``), when
+  none is starting or waking and (for a start) ``max_instances`` allows, counting
+  sleeping and waking instances (``_scale_up``; pre-warms and the minimum likewise);
 - ``_start_instance``: spawn, runtime_ready, model_loaded and ready, one phase after the
   other with the profile's phase times; at ready: dispatch, consider idle, ensure the
   minimum;
@@ -26,8 +28,14 @@ What it reproduces is the pool's semantics, rule by rule, with the pool's names:
   dispatch, then ``_consider_idle``: never below ``min_instances``; the policy's
   ``idle_ttl_s`` (0: drain at once, a TTL: a timer, None: stay up) and its
   ``prewarm_at_s`` (one pending pre-warm timer, replaced by the next decision, cancelled
-  by an arrival; it starts an instance with reason ``prewarm`` only when no instance is
-  free or starting and ``max_instances`` allows);
+  by an arrival; it wakes or starts an instance with reason ``prewarm`` only when no
+  instance is free, starting or waking and ``max_instances`` allows);
+- the idle timer's end (``_idle_expired``): with the policy's ``runtime_warm_ttl_s`` > 0
+  (or None) the instance goes runtime-warm (``sleep``, reason ``idle_ttl``; the simulated
+  process can always sleep, in no time) and drains ``runtime_warm_ttl_s`` later (reason
+  ``runtime_warm_ttl``) unless woken first; else it drains (``idle_ttl``). A wake
+  (``wake``) is ready ``profile.wake_s`` later; ``min_instances`` counts only ready
+  instances;
 - ``_ensure_min_instances`` with the policy's ``initial_instances``: the warm-up before the
   replay, as the runner waits for it, is simulated with the instances started at negative
   times so that the last one is ready at t = 0;
@@ -71,7 +79,13 @@ import pandas as pd
 from scalezero.analysis import energy as en
 from scalezero.analysis import metrics as mx
 from scalezero.errors import UserError
-from scalezero.serving.events import EVENT_COLUMNS, Lifecycle, Reason
+from scalezero.serving.events import (
+    EVENT_COLUMNS,
+    TIER_HOST_CACHED,
+    TIER_RUNTIME_WARM,
+    Lifecycle,
+    Reason,
+)
 from scalezero.serving.pool import InstanceState, PoolLimits
 from scalezero.serving.strategies.base import Policy
 from scalezero.simulate.profile import PlatformProfile
@@ -81,6 +95,11 @@ SIM_REQUEST_COLUMNS: tuple[str, ...] = (
     "request_id", "t_sched_s", "t_grant_s", "t_first_s", "t_end_s", "status", "cold",
     "first_of_instance", "instance_id", "queue_wait_s",
 )
+
+#: Tier of every simulated process start (events.csv ``tier`` of ``spawn`` rows): a
+#: profile has one cold-start time, and it is measured (or published) with the weights
+#: readable at the host's speed.
+SIM_START_TIER = TIER_HOST_CACHED
 
 #: The replay starts this long after the last initial instance is ready (the runner
 #: starts it once it has seen them ready): a request at t = 0 finds them warm.
@@ -95,23 +114,30 @@ STATUS_UNAVAILABLE = 503
 # Codes of the recorded vocabulary (the events frame is built from codes at the end).
 _EVENT_NAMES: tuple[str, ...] = (
     Lifecycle.SPAWN, Lifecycle.RUNTIME_READY, Lifecycle.MODEL_LOADED, Lifecycle.READY,
-    Lifecycle.FIRST_TOKEN, Lifecycle.DRAIN, Lifecycle.STOPPED,
+    Lifecycle.FIRST_TOKEN, Lifecycle.DRAIN, Lifecycle.STOPPED, Lifecycle.SLEEP,
+    Lifecycle.WAKE,
 )
 (_E_SPAWN, _E_RUNTIME_READY, _E_MODEL_LOADED, _E_READY, _E_FIRST_TOKEN, _E_DRAIN,
- _E_STOPPED) = range(len(_EVENT_NAMES))
+ _E_STOPPED, _E_SLEEP, _E_WAKE) = range(len(_EVENT_NAMES))
+#: The ``tier`` column by event code: the start's tier on spawn rows, runtime_warm on wakes.
+_EVENT_TIERS: tuple[str, ...] = tuple(
+    SIM_START_TIER if name == Lifecycle.SPAWN else
+    TIER_RUNTIME_WARM if name == Lifecycle.WAKE else "" for name in _EVENT_NAMES)
 _STATE_NAMES: tuple[str, ...] = (
     InstanceState.STARTING, InstanceState.READY, InstanceState.DRAINING, InstanceState.STOPPED,
+    InstanceState.SLEEPING, InstanceState.WAKING,
 )
-_STARTING, _READY, _DRAINING, _STOPPED = range(len(_STATE_NAMES))
+_STARTING, _READY, _DRAINING, _STOPPED, _SLEEPING, _WAKING = range(len(_STATE_NAMES))
 _REASON_NAMES: tuple[str, ...] = (
     "", Reason.ON_DEMAND, Reason.MIN_INSTANCES, Reason.PREWARM, Reason.IDLE_TTL,
-    Reason.NO_INFLIGHT, Reason.DRAINED, Reason.SHUTDOWN,
+    Reason.NO_INFLIGHT, Reason.DRAINED, Reason.SHUTDOWN, Reason.RUNTIME_WARM_TTL,
 )
 (_R_NONE, _R_ON_DEMAND, _R_MIN_INSTANCES, _R_PREWARM, _R_IDLE_TTL, _R_NO_INFLIGHT,
- _R_DRAINED, _R_SHUTDOWN) = range(len(_REASON_NAMES))
+ _R_DRAINED, _R_SHUTDOWN, _R_RUNTIME_WARM_TTL) = range(len(_REASON_NAMES))
 
 # Kinds of queued events: indexes into ``_Engine.handlers``.
-_K_RELEASE, _K_IDLE, _K_TIMEOUT, _K_PREWARM, _K_READY, _K_STOPPED = range(6)
+(_K_RELEASE, _K_IDLE, _K_TIMEOUT, _K_PREWARM, _K_READY, _K_STOPPED, _K_WARM_EXPIRED,
+ _K_WOKEN) = range(8)
 
 # Waiter states of a request.
 _W_NONE, _W_WAITING, _W_DONE = range(3)
@@ -220,6 +246,7 @@ class _Engine:
         self.queue_timeout_s = float(limits.queue_timeout_s)
         self.cold_start_timeout_s = float(limits.cold_start_timeout_s)
         self.first_extra_s = float(profile.first_request_extra_s)
+        self.wake_s = float(profile.wake_s)
         self.stop_s = float(profile.stop_s)
         self.phase_s = (float(profile.spawn_to_runtime_ready_s),
                         float(profile.runtime_ready_to_model_loaded_s),
@@ -250,6 +277,8 @@ class _Engine:
         self.all_instances: list[_Instance] = []
         self.n_ready = 0
         self.n_starting = 0
+        self.n_sleeping = 0
+        self.n_waking = 0
         self.in_flight = 0
         self.waiters: collections.deque[int] = collections.deque()
         self.n_waiting = 0
@@ -264,7 +293,7 @@ class _Engine:
         #: Rows recorded ahead that did not happen (phases of a start cut short).
         self.dropped_rows: set[int] = set()
         self.handlers = (self.release, self.idle_expired, self.timeout, self.prewarm_due,
-                         self.ready, self.stopped)
+                         self.ready, self.stopped, self.runtime_warm_expired, self.woken)
         # Warm-up plan: (spawn, runtime_ready, model_loaded, ready) per initial start.
         self.warmup_plan: list[tuple[float, float, float, float]] = []
 
@@ -351,10 +380,21 @@ class _Engine:
             waiter_state[k] = _W_DONE
             self.n_waiting -= 1
             self.assign(inst, k, now)
-        # Live instances are the ready ones when none is starting.
-        if (self.n_waiting and not self.closing and not self.n_starting
-                and self.n_ready < self.policy.max_instances):
-            self.start_instance(_R_ON_DEMAND, now)
+        if self.n_waiting and not self.closing:
+            self.scale_up(_R_ON_DEMAND, now)
+
+    def scale_up(self, reason: int, now: float) -> None:
+        """``Pool._scale_up``: wake the first sleeping instance, else start one."""
+        if self.n_starting or self.n_waking:
+            return
+        if self.n_sleeping:
+            for inst in self.instances:
+                if inst.state == _SLEEPING:
+                    self.wake(inst, reason, now)
+                    return
+        # Live: ready ones (none is starting or waking, none sleeping).
+        if self.n_ready < self.policy.max_instances:
+            self.start_instance(reason, now)
 
     def release(self, inst: _Instance, k: int, now: float) -> None:
         """``Pool.release`` at the request's last token."""
@@ -396,14 +436,63 @@ class _Engine:
         inst.idle_token += 1
         if (inst.state == _READY and inst.in_flight == 0
                 and self.n_ready > self.policy.min_instances):
-            self.drain(inst, _R_IDLE_TTL, now)
+            warm_ttl_s = self.policy.runtime_warm_ttl_s(now)
+            if warm_ttl_s is None or warm_ttl_s > 0:
+                self.sleep(inst, warm_ttl_s, now)
+            else:
+                self.drain(inst, _R_IDLE_TTL, now)
+
+    # ------------------------------------------------------------------ runtime-warm
+    def sleep(self, inst: _Instance, warm_ttl_s: float | None, now: float) -> None:
+        """``Pool._sleep``: runtime-warm, drained ``warm_ttl_s`` later unless woken."""
+        inst.state = _SLEEPING
+        self.n_ready -= 1
+        self.n_sleeping += 1
+        self.record(now, inst, _E_SLEEP, _R_IDLE_TTL)
+        if warm_ttl_s is not None:
+            inst.idle_token += 1
+            self.push(now + warm_ttl_s, _K_WARM_EXPIRED, inst, inst.idle_token)
+
+    def runtime_warm_expired(self, inst: _Instance, token: int, now: float) -> None:
+        if token != inst.idle_token:
+            return  # cancelled by a wake or shutdown
+        inst.idle_token += 1
+        if inst.state == _SLEEPING:
+            self.drain(inst, _R_RUNTIME_WARM_TTL, now)
+
+    def wake(self, inst: _Instance, reason: int, now: float) -> None:
+        """``Pool._wake``: the model's reload, ready ``wake_s`` later."""
+        inst.idle_token += 1
+        inst.state = _WAKING
+        self.n_sleeping -= 1
+        self.n_waking += 1
+        self.record(now, inst, _E_WAKE, reason)
+        self.push(now + self.wake_s, _K_WOKEN, inst)
+
+    def woken(self, inst: _Instance, _: int, now: float) -> None:
+        """The end of ``Pool._run_wake``."""
+        if inst.state != _WAKING:
+            return  # shut down while waking
+        inst.ready_at_s = now
+        inst.state = _READY
+        self.n_waking -= 1
+        self.n_ready += 1
+        self.record(now, inst, _E_READY)
+        self.dispatch(now)
+        self.consider_idle(inst, now)
+        self.ensure_min_instances(now)
 
     def drain(self, inst: _Instance, reason: int, now: float) -> None:
-        """``Pool._drain`` (from ready; shutdown also drains starting instances)."""
+        """``Pool._drain`` (from ready or sleeping; shutdown also drains starting and
+        waking instances)."""
         if inst.state == _READY:
             self.n_ready -= 1
         elif inst.state == _STARTING:
             self.n_starting -= 1
+        elif inst.state == _SLEEPING:
+            self.n_sleeping -= 1
+        elif inst.state == _WAKING:
+            self.n_waking -= 1
         inst.state = _DRAINING
         self.record(now, inst, _E_DRAIN, reason)
         if inst.in_flight == 0:
@@ -430,9 +519,7 @@ class _Engine:
         self.prewarm_token += 1
         if self.closing or self.free_instance() is not None:
             return
-        if self.n_starting or self.n_starting + self.n_ready >= self.policy.max_instances:
-            return
-        self.start_instance(_R_PREWARM, now)
+        self.scale_up(_R_PREWARM, now)
 
     def ensure_min_instances(self, now: float) -> None:
         """``Pool._ensure_min_instances``."""
@@ -441,8 +528,8 @@ class _Engine:
         if self.n_ready >= self.initial_instances:
             self.initial_instances = 0
         wanted = max(self.policy.min_instances, self.initial_instances)
-        if self.n_ready + self.n_starting < wanted and not self.n_starting:
-            self.start_instance(_R_MIN_INSTANCES, now)
+        if self.n_ready + self.n_starting + self.n_waking < wanted:
+            self.scale_up(_R_MIN_INSTANCES, now)
 
     def start_instance(self, reason: int, now: float) -> None:
         """``Pool._start_instance``: the spawn now, the phases after it."""
@@ -620,6 +707,7 @@ class _Engine:
             EVENT_COLUMNS[4]: np.full(len(t), np.nan),  # no process, no pid
             EVENT_COLUMNS[5]: column(columns[4], named(_REASON_NAMES)),
             EVENT_COLUMNS[6]: np.full(len(t), "", dtype=object),
+            EVENT_COLUMNS[7]: column(columns[2], named(_EVENT_TIERS)),
         })
 
 

@@ -49,6 +49,10 @@ class PlatformProfile:
     first_request_extra_s: float = 0.0
     #: Drain to stopped: the process's exit after the pool stops it.
     stop_s: float = 0.0
+    #: Wake to ready of a runtime-warm instance (process up, model unloaded): the model's
+    #: reload. None (a profile fitted from runs without wakes, a published profile): the
+    #: cold start less its runtime phase (``wake_s``).
+    runtime_warm_wake_s: float | None = None
 
     # Service: warm TTFT = ttft_base_s + ttft_s_per_prompt_token * prompt tokens;
     # every output token after the first takes tpot_s.
@@ -90,6 +94,15 @@ class PlatformProfile:
         """Spawn to ready."""
         return (self.spawn_to_runtime_ready_s + self.runtime_ready_to_model_loaded_s
                 + self.model_loaded_to_ready_s)
+
+    @property
+    def wake_s(self) -> float:
+        """Wake to ready: ``runtime_warm_wake_s`` when the profile has it, else the cold
+        start less its runtime phase (spawn -> runtime_ready), i.e. the model's load and
+        the server's readiness, which a wake repeats and the process start does not."""
+        if self.runtime_warm_wake_s is not None:
+            return float(self.runtime_warm_wake_s)
+        return self.runtime_ready_to_model_loaded_s + self.model_loaded_to_ready_s
 
     def warm_ttft_s(self, prompt_tokens: float) -> float:
         return self.ttft_base_s + self.ttft_s_per_prompt_token * prompt_tokens

@@ -31,6 +31,7 @@ from scalezero.serving.strategies.base import Policy
 from scalezero.simulate.engine import (
     REPLAY_LEAD_S,
     SIM_REQUEST_COLUMNS,
+    SIM_START_TIER,
     SimRequest,
     SimResult,
 )
@@ -49,9 +50,12 @@ class VirtualProcess:
 
     It has what the pool uses of ``launcher.InstanceProcess``: the start-up phases are
     reported at spawn + the profile's phase times, ``wait_ready`` returns the ready time,
-    ``stop`` takes ``profile.stop_s`` (also during a start, which it ends). It never
-    fails and never dies unasked.
+    ``stop`` takes ``profile.stop_s`` (also during a start or a wake, which it ends). It
+    can sleep (runtime-warm): the unload takes no time, a wake ``profile.wake_s``. It never
+    fails and never dies unasked. Its starts are of tier ``SIM_START_TIER``.
     """
+
+    start_tier = SIM_START_TIER
 
     def __init__(self, instance_id: str, spec: InstanceSpec, profile: PlatformProfile) -> None:
         self.instance_id = instance_id
@@ -69,6 +73,19 @@ class VirtualProcess:
     @property
     def pid(self) -> int | None:
         return None
+
+    @property
+    def supports_sleep(self) -> bool:
+        return True
+
+    async def sleep(self) -> None:
+        """The unload: instantaneous (the profile has no figure for it)."""
+
+    async def wake(self) -> float:
+        """Ready ``profile.wake_s`` from now; a stop meanwhile ends the wake."""
+        ready_s = asyncio.get_running_loop().time() + self.profile.wake_s
+        await self._until(ready_s)
+        return ready_s
 
     async def spawn(self, on_phase: PhaseCallback) -> None:
         loop = asyncio.get_running_loop()
@@ -100,7 +117,7 @@ class VirtualProcess:
         delay_s = max(0.0, at_s - asyncio.get_running_loop().time())
         await asyncio.wait({self._stopping}, timeout=delay_s)
         if self._stopping.done():
-            raise InstanceStartError("instance stopped during start")
+            raise InstanceStartError("instance stopped during start or wake")
 
     async def wait_exit(self) -> int:
         assert self._exited is not None
@@ -142,8 +159,9 @@ class _WatchedLog(EventLog):
         self.listener: Callable[[str], None] | None = None
 
     def record(self, instance_id: str, event: str, state: str, pid: int | None = None,
-               reason: str = "", detail: str = "", t_s: float | None = None) -> Event:
-        item = super().record(instance_id, event, state, pid, reason, detail, t_s)
+               reason: str = "", detail: str = "", t_s: float | None = None,
+               tier: str = "") -> Event:
+        item = super().record(instance_id, event, state, pid, reason, detail, t_s, tier)
         if self.listener is not None:
             self.listener(item.event)
         return item
@@ -282,7 +300,8 @@ def _result(rows: list[dict[str, Any]], events: list[Any], end_s: float) -> SimR
     requests = requests.sort_values("request_id", kind="stable").reset_index(drop=True)
     frame = pd.DataFrame(
         [{"t_s": e.t_s, "instance_id": e.instance_id, "event": e.event, "state": e.state,
-          "pid": math.nan, "reason": e.reason, "detail": e.detail} for e in events],
+          "pid": math.nan, "reason": e.reason, "detail": e.detail, "tier": e.tier}
+         for e in events],
         columns=list(EVENT_COLUMNS),
     ).sort_values("t_s", kind="stable").reset_index(drop=True)
     requests["queue_wait_s"] = requests["t_grant_s"] - requests["t_sched_s"]

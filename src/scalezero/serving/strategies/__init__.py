@@ -18,6 +18,7 @@ from scalezero.serving.strategies import (  # noqa: F401
     hybrid_histogram,
     keep_warm,
     naive,
+    tiered,
 )
 from scalezero.serving.strategies.base import Accounting, Policy
 from scalezero.serving.strategies.registry import policies, policy, register, registered

@@ -31,18 +31,29 @@ class Accounting:
     #: How long an idle instance above the minimum stays up: 0 stops it at once,
     #: ``math.inf`` never, anything else that many seconds.
     idle_ttl_s: float
+    #: How long an instance whose idle TTL ran out stays runtime-warm (process up, model
+    #: unloaded) before it is stopped: 0 (no runtime-warm tier), ``math.inf`` forever.
+    runtime_warm_ttl_s: float = 0.0
 
     def record(self) -> dict[str, Any]:
-        """JSON-safe form for run.json: an infinite TTL is ``None``."""
+        """JSON-safe form for run.json: an infinite TTL is ``None``. ``runtime_warm_ttl_s``
+        is left out when 0 (no runtime-warm tier), so such records read as before."""
         ttl = None if math.isinf(self.idle_ttl_s) else float(self.idle_ttl_s)
-        return {"always_on": bool(self.always_on), "idle_ttl_s": ttl}
+        record: dict[str, Any] = {"always_on": bool(self.always_on), "idle_ttl_s": ttl}
+        if self.runtime_warm_ttl_s != 0:
+            record["runtime_warm_ttl_s"] = (None if math.isinf(self.runtime_warm_ttl_s)
+                                            else float(self.runtime_warm_ttl_s))
+        return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Accounting:
-        """The inverse of ``record``."""
+        """The inverse of ``record``; a record without ``runtime_warm_ttl_s`` (written
+        before the runtime-warm tier existed) had none: 0."""
         ttl = record.get("idle_ttl_s")
+        warm = record.get("runtime_warm_ttl_s", 0.0)
         return cls(always_on=bool(record["always_on"]),
-                   idle_ttl_s=math.inf if ttl is None else float(ttl))
+                   idle_ttl_s=math.inf if ttl is None else float(ttl),
+                   runtime_warm_ttl_s=math.inf if warm is None else float(warm))
 
 
 @dataclasses.dataclass
@@ -80,8 +91,10 @@ class Policy(ABC):
         TTL changes over time must say what to assume instead.
         """
         ttl_s = self.idle_ttl_s(0.0)
+        warm_s = self.runtime_warm_ttl_s(0.0)
         return Accounting(always_on=self.min_instances >= 1,
-                          idle_ttl_s=math.inf if ttl_s is None else float(ttl_s))
+                          idle_ttl_s=math.inf if ttl_s is None else float(ttl_s),
+                          runtime_warm_ttl_s=math.inf if warm_s is None else float(warm_s))
 
     @abstractmethod
     def idle_ttl_s(self, now_s: float) -> float | None:
@@ -90,6 +103,16 @@ class Policy(ABC):
         ``None``: forever. ``0``: stop it at once. Asked each time an instance's last
         in-flight request finishes (and when it becomes ready with nothing to do).
         """
+
+    def runtime_warm_ttl_s(self, now_s: float) -> float | None:
+        """How long an instance whose idle TTL ran out stays runtime-warm (process up,
+        llama.cpp initialised, model unloaded) before it is stopped.
+
+        ``0`` (the default): no runtime-warm tier, stop it at once. ``None``: forever.
+        Asked when an instance's idle TTL runs out; the pool uses the tier only for
+        processes that support it (``supports_sleep``).
+        """
+        return 0.0
 
     def on_arrival(self, now_s: float) -> None:  # noqa: B027 - optional hook
         """A request arrived at the gateway. Adaptive policies learn from this."""
