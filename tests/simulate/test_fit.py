@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from simulation_fixtures import BASE_S, PER_TOKEN_S, TPOT_S, always_on_run, naive_run
 
@@ -82,3 +83,38 @@ def test_line_fit_clips_negative_coefficients() -> None:
 def test_no_runs_is_an_error() -> None:
     with pytest.raises(UserError):
         fit_profile([])
+
+
+def test_the_wake_time_is_fitted_from_wake_to_ready(tmp_path: Path) -> None:
+    run = naive_run(tmp_path)
+    events = pd.read_csv(run / "events.csv", keep_default_na=False)
+    end_s = float(events["t_s"].max())
+    extra = pd.DataFrame([
+        {"t_s": end_s + 1.0, "instance_id": "w1", "event": "spawn", "state": "starting",
+         "reason": "on_demand", "tier": "host_cached"},
+        {"t_s": end_s + 2.0, "instance_id": "w1", "event": "ready", "state": "ready"},
+        {"t_s": end_s + 3.0, "instance_id": "w1", "event": "sleep", "state": "sleeping",
+         "reason": "idle_ttl"},
+        {"t_s": end_s + 4.0, "instance_id": "w1", "event": "wake", "state": "waking",
+         "reason": "on_demand", "tier": "runtime_warm"},
+        {"t_s": end_s + 4.3, "instance_id": "w1", "event": "ready", "state": "ready"},
+        {"t_s": end_s + 5.0, "instance_id": "w1", "event": "sleep", "state": "sleeping",
+         "reason": "idle_ttl"},
+        {"t_s": end_s + 6.0, "instance_id": "w1", "event": "wake", "state": "waking",
+         "reason": "on_demand", "tier": "runtime_warm"},
+        {"t_s": end_s + 6.5, "instance_id": "w1", "event": "ready", "state": "ready"},
+    ])
+    pd.concat([events, extra], ignore_index=True).to_csv(run / "events.csv", index=False)
+    fitted = fit_profile([run])
+    assert sorted(fitted.samples["runtime_warm_wake_s"]) == pytest.approx([0.3, 0.5])
+    assert fitted.runtime_warm_wake_s == pytest.approx(0.4)
+    assert fitted.wake_s == pytest.approx(0.4)
+    assert "2 runtime-warm wakes" in fitted.notes
+
+
+def test_without_wakes_the_wake_time_falls_back_to_the_load(profile: PlatformProfile) -> None:
+    assert profile.runtime_warm_wake_s is None
+    assert "runtime_warm_wake_s" not in profile.samples
+    # Cold start (2.0 s) less its runtime phase (0.35 s).
+    assert profile.wake_s == pytest.approx(1.0 + (0.5 + 0.8) / 2)
+    assert PlatformProfile.from_record(profile.record()).wake_s == pytest.approx(profile.wake_s)

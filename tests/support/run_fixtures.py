@@ -77,12 +77,15 @@ def request_row(request_id: int, t_sched: float, t_send: float, t_first: float |
 
 _STATE_AFTER = {L.SPAWN: "starting", L.RUNTIME_READY: "starting", L.MODEL_LOADED: "starting",
                 L.READY: "ready", L.FIRST_TOKEN: "ready", L.DRAIN: "draining",
-                L.STOPPED: "stopped", L.START_FAILED: "failed", L.DIED: "failed"}
+                L.STOPPED: "stopped", L.START_FAILED: "failed", L.DIED: "failed",
+                L.SLEEP: "sleeping", L.WAKE: "waking"}
 
 
-def event_row(t_s: float, instance_id: str, event: str, reason: str = "") -> dict[str, Any]:
+def event_row(t_s: float, instance_id: str, event: str, reason: str = "",
+              tier: str = "") -> dict[str, Any]:
     return {"t_s": t_s, "instance_id": instance_id, "event": str(event),
-            "state": _STATE_AFTER[L(event)], "pid": 4242, "reason": str(reason), "detail": ""}
+            "state": _STATE_AFTER[L(event)], "pid": 4242, "reason": str(reason), "detail": "",
+            "tier": tier}
 
 
 def lifecycle(instance_id: str, spawn_s: float, *, runtime_ready_s: float,

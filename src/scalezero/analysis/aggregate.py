@@ -72,6 +72,12 @@ def summary_columns(
         "failed_starts": "of those, starts that never became ready",
         "evictions": "idle instances stopped inside the replay window to free memory for "
                      "another deployment (events.csv drain, reason evicted)",
+        "host_cached_starts": "of cold_starts, those that began with the weights in the "
+                              "host's page cache (events.csv spawn, tier host_cached)",
+        "disk_cold_starts": "of cold_starts, those that read the weights from disk "
+                            "(events.csv spawn, tier disk_cold)",
+        "runtime_warm_wakes": "runtime-warm instances woken (model reloaded, process kept) "
+                              "inside the replay window (events.csv wake)",
         "cold_requests": "requests flagged cold by the gateway (any outcome)",
         "cold_share": "cold_requests / requests, 0-1",
     }
@@ -98,6 +104,10 @@ def summary_columns(
     c.update({
         "instance_s": "time with >= 1 instance starting or up in the replay window, s",
         "instance_s_sum": "sum over instances of their starting + up time in the window, s",
+        "runtime_warm_instance_s": "of instance_s_sum, the time instances were runtime-warm "
+                                   "(process up, model unloaded: events.csv sleep to the "
+                                   "next wake, drain or stop), s; the phases count it as "
+                                   "idle_loaded",
         "mem_mib_s": "time integral of instance memory over the window, MiB*s",
         "peak_instance_mem_mib": "largest instance memory sample in the window, MiB",
         "mean_mem_used_mib": "time-weighted mean device memory in use in the window, MiB",
@@ -321,6 +331,7 @@ def summarize_run(
     timeline = en.phase_timeline(spans, data.requests, window) if has_events else None
     if has_events:
         row["instance_s"], row["instance_s_sum"] = en.instance_seconds(spans, window)
+        row["runtime_warm_instance_s"] = en.runtime_warm_seconds(data.events, window)
     row.update(en.memory_stats(data.telemetry, window))
 
     # Energy
@@ -360,6 +371,7 @@ def summarize_run(
         row["cold_starts"] = len(in_replay)
         row["failed_starts"] = int((in_replay["outcome"] != "ready").sum())
         row["evictions"] = count_evictions(data.events, window)
+        row.update(en.start_tier_counts(data.events, window))
         done = in_replay[in_replay["outcome"] == "ready"]
         row["cold_start_mean_s"] = mean(done["cold_start_s"])
         for column in ("spawn_to_runtime_ready_s", "runtime_ready_to_model_loaded_s",

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from scalezero.serving.events import TIER_DISK_COLD, TIER_HOST_CACHED
 from scalezero.serving.events import Lifecycle as L
 
 PHASES: tuple[str, ...] = ("cold_start", "active", "idle_loaded", "empty")
@@ -36,7 +37,13 @@ NVML_UNCERTAINTY_PCT = 5.0
 
 # Lifecycle events that end a start attempt, and those that end an up instance.
 _START_END_EVENTS = (L.READY, L.START_FAILED, L.DIED, L.STOPPED)
-_UP_END_EVENTS = (L.STOPPED, L.DIED)
+# (start_failed after ready: a runtime-warm instance's wake failed, and it is gone.)
+_UP_END_EVENTS = (L.STOPPED, L.DIED, L.START_FAILED)
+# Events that end a runtime-warm interval (sleep -> ...).
+_RUNTIME_WARM_END_EVENTS = (L.WAKE, L.DRAIN, L.DIED, L.STOPPED)
+
+#: Tiers of process starts counted per run (events.csv ``tier`` of spawn rows).
+START_TIERS: tuple[str, ...] = (TIER_HOST_CACHED, TIER_DISK_COLD)
 _ANATOMY_EVENTS = (L.SPAWN, L.RUNTIME_READY, L.MODEL_LOADED, L.READY, L.FIRST_TOKEN)
 
 Window = tuple[float, float]
@@ -145,6 +152,64 @@ def instance_seconds(spans: pd.DataFrame, window: Window) -> tuple[float, float]
     begin, end = _instance_intervals(spans)
     intervals = _intervals(begin, end, window)
     return _union_length_s(intervals), float(np.sum(intervals[:, 1] - intervals[:, 0]))
+
+
+def runtime_warm_intervals(events_df: pd.DataFrame | None) -> np.ndarray:
+    """[sleep, end) per runtime-warm period, shape (n, 2): from each ``sleep`` event to the
+    same instance's next ``wake``, ``drain``, ``died`` or ``stopped`` (inf if none came).
+    Empty for runs without sleeps (and events.csv files written before the tier)."""
+    empty = np.empty((0, 2))
+    if events_df is None or events_df.empty or "event" not in events_df.columns:
+        return empty
+    event = events_df["event"].astype("string").str.strip()
+    enders = {str(e) for e in _RUNTIME_WARM_END_EVENTS}
+    relevant = events_df[(event == L.SLEEP) | event.isin(enders)]
+    if relevant.empty or not (relevant["event"] == L.SLEEP).any():
+        return empty
+    df = pd.DataFrame({"t_s": pd.to_numeric(relevant["t_s"], errors="coerce"),
+                       "instance_id": relevant["instance_id"].astype(str),
+                       "event": relevant["event"].astype(str).str.strip()})
+    df = df.dropna(subset=["t_s"]).sort_values(["instance_id", "t_s"], kind="mergesort")
+    rows = []
+    for _, group in df.groupby("instance_id", sort=False):
+        begin: float | None = None
+        for t_s, name in zip(group["t_s"], group["event"], strict=True):
+            if name == L.SLEEP:
+                begin = float(t_s) if begin is None else begin
+            elif begin is not None:
+                rows.append((begin, float(t_s)))
+                begin = None
+        if begin is not None:
+            rows.append((begin, math.inf))
+    return np.asarray(rows, dtype=float).reshape(-1, 2)
+
+
+def runtime_warm_seconds(events_df: pd.DataFrame | None, window: Window) -> float:
+    """Sum over instances of their runtime-warm (sleep -> wake or stop) time in the window."""
+    periods = runtime_warm_intervals(events_df)
+    if len(periods) == 0:
+        return 0.0
+    clipped = _intervals(pd.Series(periods[:, 0]), pd.Series(periods[:, 1]), window)
+    return float(np.sum(clipped[:, 1] - clipped[:, 0])) if len(clipped) else 0.0
+
+
+def start_tier_counts(events_df: pd.DataFrame | None, window: Window) -> dict[str, int]:
+    """Process starts by tier (spawn rows' ``tier``: host_cached, disk_cold) and
+    runtime-warm wakes (``wake`` rows) whose time falls in [window start, window end),
+    as cold starts are counted. Files without a ``tier`` column count 0 of each tier."""
+    counts = {f"{tier}_starts": 0 for tier in START_TIERS}
+    counts["runtime_warm_wakes"] = 0
+    if events_df is None or events_df.empty or "event" not in events_df.columns:
+        return counts
+    t_s = pd.to_numeric(events_df["t_s"], errors="coerce")
+    inside = (t_s >= window[0]) & (t_s < window[1])
+    event = events_df["event"].astype("string").str.strip()
+    counts["runtime_warm_wakes"] = int((inside & (event == L.WAKE)).sum())
+    if "tier" in events_df.columns:
+        tier = events_df["tier"].astype("string").fillna("").str.strip()
+        for name in START_TIERS:
+            counts[f"{name}_starts"] = int((inside & (event == L.SPAWN) & (tier == name)).sum())
+    return counts
 
 
 # ---------------------------------------------------------------------------------------

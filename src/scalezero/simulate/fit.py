@@ -10,6 +10,9 @@ are taken relative to each run's replay window start.
   completed start of every run, the warm-up starts before the replay included (the
   platform starts an instance the same way whatever asked for it).
 - Stop: median of drain -> stopped.
+- Runtime-warm wake: median of wake -> the same instance's next ready, over every wake
+  of every run. Runs without wakes leave it unset: the profile then takes the cold start
+  less its runtime phase (``PlatformProfile.wake_s``), and its notes say so.
 - Warm TTFT: a least-squares line in the server-counted prompt tokens (`tokens_in`) over
   the successful warm requests, each timed from its grant (its send plus the time it
   waited in the gateway, `queue_wait_ms`, and with one request per instance at a time
@@ -110,6 +113,28 @@ def _stop_samples(run: FitRun) -> list[float]:
         return []
     stop = first[L.STOPPED] - first[L.DRAIN]
     return _finite(stop[stop >= 0])
+
+
+def _wake_samples(run: FitRun) -> list[float]:
+    """wake -> the same instance's next ready, for every wake of the run."""
+    events = run.data.events
+    if events is None or events.empty:
+        return []
+    df = pd.DataFrame({"t_s": pd.to_numeric(events["t_s"], errors="coerce"),
+                       "instance_id": events["instance_id"].astype(str),
+                       "event": events["event"].astype(str).str.strip()}).dropna()
+    df = df[df["event"].isin([str(L.WAKE), str(L.READY)])]
+    out: list[float] = []
+    for _, group in df.sort_values(["instance_id", "t_s"], kind="mergesort").groupby(
+            "instance_id", sort=False):
+        woke_s: float | None = None
+        for t_s, name in zip(group["t_s"], group["event"], strict=True):
+            if name == L.WAKE:
+                woke_s = float(t_s)
+            elif woke_s is not None:
+                out.append(float(t_s) - woke_s)
+                woke_s = None
+    return _finite(pd.Series(out, dtype=float))
 
 
 def _service_requests(run: FitRun, instance_concurrency: int) -> pd.DataFrame:
@@ -305,6 +330,7 @@ def profile_from_runs(runs: Sequence[FitRun], *, name: str | None = None,
     starts = _completed_starts(runs)
     phases = {p: _finite(starts[p]) for p in START_PHASES}
     stops = [s for r in runs for s in _stop_samples(r)]
+    wakes = [w for r in runs for w in _wake_samples(r)]
 
     requests = {r.run_dir: _service_requests(r, instance_concurrency) for r in runs}
     warm = pd.concat([req[~req["cold"].astype(bool) & ~req["first_of_instance"]]
@@ -329,6 +355,8 @@ def profile_from_runs(runs: Sequence[FitRun], *, name: str | None = None,
              f"{len(stops)} stops, {len(warm)} warm requests, {len(extras)} first requests"]
     if missing:
         notes.append(f"no measured {', '.join(missing)}: taken as 0")
+    if wakes:
+        notes.append(f"{len(wakes)} runtime-warm wakes")
     if energy_source == "none":
         notes.append("no energy counter and no power estimate: power unknown")
     elif not any(_measured_row(r.summary.row) for r in runs):
@@ -336,6 +364,7 @@ def profile_from_runs(runs: Sequence[FitRun], *, name: str | None = None,
     samples: dict[str, tuple[float, ...]] = {
         **{p: tuple(phases[p]) for p in START_PHASES},
         "stop_s": tuple(stops),
+        **({"runtime_warm_wake_s": tuple(wakes)} if wakes else {}),
         "first_request_extra_s": tuple(extras),
         "warm_prompt_tokens": tuple(float(v) for v in warm["tokens_in"]),
         "warm_ttft_s": tuple(float(v) for v in warm["service_ttft_s"]),
@@ -356,6 +385,8 @@ def profile_from_runs(runs: Sequence[FitRun], *, name: str | None = None,
         model_loaded_to_ready_s=median_or_zero(phases["model_loaded_to_ready_s"]),
         first_request_extra_s=max(0.0, median_or_zero(extras)),
         stop_s=median_or_zero(stops),
+        # None without wakes: the profile's documented fallback (PlatformProfile.wake_s).
+        runtime_warm_wake_s=median_or_zero(wakes) if wakes else None,
         ttft_base_s=base_s,
         ttft_s_per_prompt_token=per_token_s,
         tpot_s=median_or_zero(tpot_s),

@@ -130,7 +130,9 @@ def _profile(name: str, device: str, model: str, figures: Mapping[str, Figure]
              if k.startswith("power_w.")}
     sources = tuple(dict.fromkeys(s for f in everything for s in f.source.split(" + ") if s))
     notes = "; ".join([f"{LABEL}: figures of {device} from published sources where one "
-                       "exists, assumptions otherwise", *(f.text() for f in everything)])
+                       "exists, assumptions otherwise", *(f.text() for f in everything),
+                       "runtime-warm wake: no published figure, taken as the cold start "
+                       "less its runtime phase (the model's load and readiness)"])
     return PlatformProfile(
         name=name, model=model, device=device, basis=basis, sources=sources, notes=notes,
         runtime_ready_to_model_loaded_s=load.value, power_w=power,
