@@ -8,6 +8,7 @@ instance's first.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pandas as pd
@@ -274,3 +275,48 @@ def test_history_goes_to_the_policys_learn_history_before_the_replay() -> None:
     simulate(at(1.0), policy, PROFILE, limits(), history_s=[-50.0, -20.0])
     assert seen == [[-50.0, -20.0]]
     simulate(at(1.0), make_policy("keep_warm"), PROFILE, limits(), history_s=[-5.0])  # no hook
+
+
+def test_tiered_sleeps_wakes_and_stops_after_its_runtime_warm_time() -> None:
+    # Loaded 2 s after going idle, then runtime-warm 10 s. No wake time in the profile:
+    # the cold start less its runtime phase, 2 + 1 = 3 s.
+    assert PROFILE.runtime_warm_wake_s is None and PROFILE.wake_s == 3.0
+    result = run("tiered:loaded_ttl_s=2.0,runtime_warm_s=10.0", at(1.0, 10.0, 40.0))
+    assert events_of(result) == [
+        (1.0, "i1", "spawn", "starting", "on_demand"),
+        (2.0, "i1", "runtime_ready", "starting", ""),
+        (4.0, "i1", "model_loaded", "starting", ""),
+        (5.0, "i1", "ready", "ready", ""),
+        (5.3, "i1", "first_token", "ready", ""),
+        (7.4, "i1", "sleep", "sleeping", "idle_ttl"),  # idle from 5.4
+        (10.0, "i1", "wake", "waking", "on_demand"),
+        (13.0, "i1", "ready", "ready", ""),
+        (15.2, "i1", "sleep", "sleeping", "idle_ttl"),  # idle from 13.2
+        (25.2, "i1", "drain", "draining", "runtime_warm_ttl"),
+        (25.7, "i1", "stopped", "stopped", "runtime_warm_ttl"),
+        (40.0, "i2", "spawn", "starting", "on_demand"),
+        (41.0, "i2", "runtime_ready", "starting", ""),
+        (43.0, "i2", "model_loaded", "starting", ""),
+        (44.0, "i2", "ready", "ready", ""),
+        (44.3, "i2", "first_token", "ready", ""),
+        (44.4, "i2", "drain", "draining", "shutdown"),
+        (44.9, "i2", "stopped", "stopped", "shutdown"),
+    ]
+    tiers = result.events.set_index("event")["tier"]
+    assert set(tiers.loc[["spawn"]]) == {"host_cached"} and tiers.loc["wake"] == "runtime_warm"
+    req = result.requests
+    assert req["cold"].tolist() == [True, True, True]
+    assert req["t_end_s"].tolist() == pytest.approx([5.4, 13.2, 44.4])
+    s = summarize(result, PROFILE)
+    assert s["cold_starts"] == 2 and s["runtime_warm_wakes"] == 1
+    assert s["runtime_warm_instance_s"] == pytest.approx((10.0 - 7.4) + (25.2 - 15.2))
+
+
+def test_a_profile_wake_time_is_used_when_it_has_one() -> None:
+    profile = dataclasses.replace(PROFILE, runtime_warm_wake_s=0.5)
+    result = run("tiered:loaded_ttl_s=2.0,runtime_warm_s=10.0", at(1.0, 10.0),
+                 profile=profile)
+    # Woken at 10, ready 0.5 s later, served to 10.7, when the window ends.
+    woke = [(t, e, r) for t, i, e, _, r in events_of(result) if t > 9.0]
+    assert woke == [(10.0, "wake", "on_demand"), (10.5, "ready", ""),
+                    (10.7, "drain", "shutdown"), (11.2, "stopped", "shutdown")]

@@ -790,9 +790,11 @@ def summarize(result: SimResult, profile: PlatformProfile) -> dict[str, float | 
     spans = en.instance_spans(result.events)
     starts = en.cold_starts(spans, en.EnergyMeter([], "none"), math.nan, window)
     row["cold_starts"] = int(starts["in_replay"].sum()) if not starts.empty else 0
+    row["runtime_warm_wakes"] = en.start_tier_counts(result.events, window)["runtime_warm_wakes"]
     instance_s, instance_s_sum = en.instance_seconds(spans, window)
     row["instance_s"] = instance_s
     row["instance_s_sum"] = instance_s_sum
+    row["runtime_warm_instance_s"] = en.runtime_warm_seconds(result.events, window)
     timeline = en.phase_timeline(spans, live, window)
     durations = (timeline.assign(duration_s=timeline["t1_s"] - timeline["t0_s"])
                  .groupby("phase")["duration_s"].sum())
