@@ -211,8 +211,10 @@ def test_cold_start_anatomy_events(make_gateway: GatewayFactory, tmp_path: Path)
     assert wait_ms >= (events[3].t_s - events[0].t_s) * 1000 * 0.9
     # The same record is written to CSV as it happens.
     rows = events_csv.read_text().splitlines()
-    assert rows[0] == "t_s,instance_id,event,state,pid,reason,detail"
+    assert rows[0] == "t_s,instance_id,event,state,pid,reason,detail,tier"
     assert [row.split(",")[2] for row in rows[1:]] == names
+    # The start's tier on its spawn row (the engine's stand-in reports host_cached).
+    assert [row.split(",")[7] for row in rows[1:]] == ["host_cached"] + [""] * (len(names) - 1)
 
 
 # ------------------------------------------------------------------ policies

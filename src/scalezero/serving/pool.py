@@ -3,18 +3,15 @@
 Instance states (one screen, as promised):
 
     starting --ready--> ready --policy says stop--> draining --process exited--> stopped
-        |   |           |  ^  |                     ^  ^  ^
-        |   |           |  |  +--died--> failed     |  |  |
-        |   +--start failed--------> failed         |  |  |
-        +--gateway shutdown during the start--------+  |  |  (draining, then stopped)
-                        |  |                           |  |
-         idle TTL over, |  | ready                     |  | runtime-warm TTL, eviction,
-          runtime-warm  |  |                           |  | shutdown, or sleep() failed
-          tier wanted   v  |                           |  |
-                     sleeping --request--> waking -----+  | (shutdown)
-                        |                    |            |
-                        +--died--> failed <--+ wake failed / died
-                        +-------------------------------->+
+        |   |             |                            ^
+        |   |             +--died--> failed            |
+        |   +--start failed--------> failed            |
+        +--gateway shutdown during the start-----------+ (draining, then stopped)
+
+    ready --idle TTL over, runtime-warm wanted--> sleeping --a request--> waking --ready--> ready
+    sleeping --runtime-warm TTL, eviction, shutdown, or sleep() failed--> draining
+    sleeping --died--> failed          waking --gateway shutdown--> draining
+                                       waking --died, or wake failed--> failed
 
 ``sleeping`` is the runtime-warm tier (process up, llama.cpp initialised, model unloaded;
 ``Policy.runtime_warm_ttl_s``, only for processes that ``supports_sleep``); ``waking``
