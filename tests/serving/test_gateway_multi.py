@@ -93,6 +93,10 @@ def test_a_budget_for_two_evicts_the_least_recently_used(make_gateway: GatewayFa
     metrics = gw.client.get("/metrics").text
     assert 'scalezero_evictions_total{deployment="fake"} 1.0' in metrics
     assert 'scalezero_evictions_total{deployment="beta"} 0.0' in metrics
+    assert 'scalezero_wakes_total{deployment="fake"} 0.0' in metrics
+    assert 'scalezero_instances{deployment="fake",state="sleeping"} 0.0' in metrics
+    deployment = state["deployments"]["fake"]
+    assert (deployment["sleeping"], deployment["waking"], deployment["wakes"]) == (0, 0, 0)
 
 
 def test_no_memory_within_the_wait_is_503_with_the_reason(
