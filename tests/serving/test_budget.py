@@ -489,3 +489,27 @@ def test_a_sleeping_instance_is_a_candidate_and_a_busy_one_never() -> None:
         await shut(sleepy, busy)
 
     asyncio.run(scenario())
+
+
+def test_a_wake_without_memory_stops_the_instance_and_answers_503() -> None:
+    async def scenario() -> None:
+        events = EventLog()
+        budget = MemoryBudget(150.0, "lru", wait_s=0.2)
+        sleepy = tiered_pool("a", events)
+        other = make_pool("b", events)
+        budget.add(sleepy, 100.0)
+        budget.add(other, 100.0)
+        await serve_once(sleepy)
+        await until_sleeping(sleepy)
+        busy = await other.acquire()  # b's instance holds 100 MiB and cannot be evicted
+        with pytest.raises(InsufficientMemory, match="no memory for 'a'") as caught:
+            await sleepy.acquire()
+        assert caught.value.status_code == 503
+        assert [(e.event, e.state, e.reason) for e in events.events
+                if e.event in ("wake", "drain")] == [
+            ("wake", "waking", "on_demand"), ("drain", "draining", "evicted")]
+        assert sleepy.wakes == 0 and other.instances[0].in_flight == 1
+        other.release(busy)
+        await shut(sleepy, other)
+
+    asyncio.run(scenario())
