@@ -24,6 +24,10 @@ closed-loop clients, straight to the instance (no gateway): TTFT p50/p99 and com
 tokens per second over the wall time. llama-server gets as many slots (``--parallel``)
 as clients; llama-cpp-python's server answers one request at a time.
 
+Both engines get the same CPU threads (`bench_threads`): left to themselves they differ
+(llama-cpp-python takes half the cores, llama-server all of them), and the comparison
+would be of thread counts.
+
 ``bench summary`` states the goal checks from both tables (`summarize`).
 
 An engine that is not there (llama-server not built) is recorded in the rows with the
@@ -64,12 +68,12 @@ TIERS = ("loaded", "runtime_warm", "host_cached", "disk_cold")
 TIER_COLUMNS = (
     "engine", "tier", "repeat", "status", "reason", "wake_s", "first_token_s", "rss_mib",
     "gpu_mib", "page_cache_mib", "idle_power_w", "energy_source", "start_tier",
-    "resident_share", "device", "model", "file_bytes",
+    "resident_share", "n_threads", "device", "model", "file_bytes",
 )
 ENGINE_COLUMNS = (
     "engine", "clients", "requests", "status", "reason", "path", "slots", "ttft_p50_ms",
     "ttft_p99_ms", "throughput_tok_s", "completion_tokens", "wall_s", "max_tokens",
-    "device", "model",
+    "n_threads", "device", "model",
 )
 #: Goals: a runtime-warm wake takes at most this share of a host-cached start; the
 #: measured disk-cold minus host-cached difference is within this share of the bandwidth
@@ -107,6 +111,12 @@ class TierProbe:
     gpu_mib: float | None = None
     idle_power_w: float | None = None
     energy_source: str = "none"
+
+
+def bench_threads(n_threads: int | None) -> int:
+    """The CPU threads every engine gets: ``n_threads``, else half the cores (at least
+    one), which is llama-cpp-python's own default."""
+    return n_threads or max(1, (os.cpu_count() or 1) // 2)
 
 
 def engine_choices(model: Path, device: str, gpu_index: int | None, n_threads: int | None,
@@ -319,7 +329,9 @@ def run_tiers(model: Path, out_dir: Path, *, repeats: int, device: str,
     """Measure every tier of every engine and the read bandwidth; write ``tiers.csv`` and
     ``read_bandwidth.json`` in ``out_dir``; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    common = {"device": device, "model": model.name, "file_bytes": model.stat().st_size}
+    n_threads = bench_threads(n_threads)
+    common = {"device": device, "model": model.name, "file_bytes": model.stat().st_size,
+              "n_threads": n_threads}
     rows: list[dict[str, Any]] = []
     probe = DeviceProbe(device, gpu_index)
     # A private copy of the model: pages that another process maps (another run serving
@@ -425,6 +437,7 @@ def run_engines(model: Path, out_dir: Path, *, clients: Sequence[int],
                 progress: Progress) -> Path:
     """Each engine always-on under each number of clients; write ``engines.csv``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    n_threads = bench_threads(n_threads)
     rows: list[dict[str, Any]] = []
     for level in clients:
         for choice in engine_choices(model, device, gpu_index, n_threads, engines,
@@ -439,7 +452,7 @@ def run_engines(model: Path, out_dir: Path, *, clients: Sequence[int],
             progress(f"bench engines: {choice.engine} x{level} clients: TTFT p50 "
                      f"{row['ttft_p50_ms']:.0f} ms, p99 {row['ttft_p99_ms']:.0f} ms, "
                      f"{row['throughput_tok_s']:.1f} tok/s")
-    common = {"device": device, "model": model.name}
+    common = {"device": device, "model": model.name, "n_threads": n_threads}
     return write_csv(out_dir / "engines.csv", ENGINE_COLUMNS,
                      [{**row, **common} for row in rows])
 
@@ -644,7 +657,8 @@ def add_cli(subparsers: Any) -> None:
         sub.add_argument("--gpu-index", type=int, default=None, metavar="N",
                          help="GPU of the instances with cuda (unset: all visible)")
         sub.add_argument("--n-threads", type=int, default=None, metavar="N",
-                         help="CPU threads per instance (unset: the engine's default)")
+                         help="CPU threads of every engine's instance (unset: half the "
+                         "cores, the same for both engines)")
         sub.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
                          help="engines to measure (one not built is recorded as absent)")
         sub.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
