@@ -88,6 +88,7 @@ def test_goal_checks_from_hand_made_numbers() -> None:
     assert python["predicted_difference_s"] == pytest.approx(1.8)
     assert python["measured_difference_s"] == pytest.approx(4.8 - 3.0)
     assert python["relative_error"] == pytest.approx(0.0, abs=1e-12) and python["met"] is True
+    assert python["host_cached_range_s"] == pytest.approx(2.0)
     native = summary["disk_cold_prediction"]["llama_server"]
     assert native["measured_difference_s"] == pytest.approx(2.0)
     assert native["relative_error"] == pytest.approx(2.0 / 1.8 - 1)
@@ -147,7 +148,7 @@ def test_csv_and_summary_round_trip_and_the_report_section(tmp_path: Path) -> No
     summary = json.loads(out.read_text())
     assert summary["runtime_warm_wake"]["llama_cpp_python"]["share"] == pytest.approx(0.25)
     text = tiers_md({"tiers": tiers_csv, "engines": engines_csv, "summary": out})
-    assert "| llama_cpp_python | loaded | 1 | 0 | n/a | 200 |" in text
+    assert "| llama_cpp_python | loaded | 1 | 0 | n/a | 200 | n/a | n/a | none |" in text
     assert "| llama_cpp_python | runtime-warm | 1 | 0.5 |" in text
     assert "absent: not built: switched off" in text
     assert "0.5 s against 2 s for a host-cached start, 25 % of it (goal: at most 50 %): met" in text

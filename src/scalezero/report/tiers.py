@@ -37,7 +37,7 @@ def tier_table(tier_rows: Sequence[Mapping[str, Any]]) -> str:
                 continue
             ok = [r for r in rows if r.get("status") == "ok"]
             if not ok:
-                lines.append([engine, TIER_NAMES[tier], NA, NA, NA, NA, NA,
+                lines.append([engine, TIER_NAMES[tier], NA, NA, NA, NA, NA, NA,
                               f"absent: {rows[0].get('reason') or 'not measured'}"])
                 continue
             sources = sorted({str(r.get("energy_source") or "none") for r in ok})
@@ -45,14 +45,15 @@ def tier_table(tier_rows: Sequence[Mapping[str, Any]]) -> str:
             lines.append([
                 engine, TIER_NAMES[tier], len(ok), fmt(_median(ok, "wake_s")),
                 fmt(_median(ok, "first_token_s")), fmt(_median(ok, "rss_mib")),
-                fmt(_median(ok, "idle_power_w")),
+                fmt(_median(ok, "page_cache_mib")), fmt(_median(ok, "idle_power_w")),
                 ", ".join(sources) + (f"; start measured as {', '.join(started)}"
                                       if started else ""),
             ])
     return markdown_table(
         ["engine", "tier", "repeats", "to ready, s", "to first token, s",
-         "memory held (RSS), MiB", "idle power, W", "energy source; notes"], lines,
-        align=["l", "l", "r", "r", "r", "r", "r", "l"])
+         "memory held (RSS), MiB", "file in page cache, MiB", "idle power, W",
+         "energy source; notes"], lines,
+        align=["l", "l", "r", "r", "r", "r", "r", "r", "l"])
 
 
 def engine_table(engine_rows: Sequence[Mapping[str, Any]]) -> str:
@@ -99,7 +100,9 @@ def goal_sentences(summary: Mapping[str, Any]) -> list[str]:
             f"{fmt(check['predicted_difference_s'])} s predicted from the read bandwidth "
             + (f"(off by {fmt_pct(error)}; goal: within {fmt_pct(check['tolerance'])}): "
                if error is not None else f"({check.get('reason', 'no prediction')}): ")
-            + f"{_verdict(check['met'])}.")
+            + f"{_verdict(check['met'])}."
+            + (f" The host-cached starts alone spread over {fmt(check['host_cached_range_s'])} s."
+               if check.get("host_cached_range_s") is not None else ""))
     check = summary.get("native_throughput", {})
     if check.get("met") is None:
         out.append(f"Native throughput: not checked ({check.get('reason', 'not measured')}).")
@@ -123,8 +126,9 @@ def tiers_md(files: Mapping[str, Path] | None) -> str:
     text = [
         "Each tier's time to ready and to the first token of one tiny request (from the "
         "spawn for the starts, from the wake request for runtime-warm), the memory it "
-        "holds while idle (RSS of the instance's processes; none without a process) and "
-        "the device's idle power in it, medians over the repeats:\n",
+        "holds while idle (RSS of the instance's processes, none without a process; for "
+        "the starts, the model file's pages in the page cache just before) and the "
+        "device's idle power in it, medians over the repeats:\n",
         tier_table(tier_rows),
         f"\nThe model file read at {fmt(bandwidth.get('cold_read_mib_s'))} MiB/s after its "
         f"cached pages were dropped ({bandwidth.get('cold_read_method', NA)}) and at "
