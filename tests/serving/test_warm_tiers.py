@@ -211,3 +211,16 @@ def test_sleep_without_a_timer_and_wake_of_a_stopped_instance_fail(
             await instance.wake()
 
     asyncio.run(go())
+
+
+def test_a_missing_model_file_leaves_the_start_tier_unknown_and_the_start_to_the_instance(
+    tmp_path: Path,
+) -> None:
+    instance = InstanceProcess("i", _custom_spec(tmp_path / "missing.gguf", "disk_cold"))
+
+    async def go() -> None:
+        await instance.spawn(lambda phase, t_s: None)
+        await instance.stop()
+
+    asyncio.run(go())
+    assert instance.start_tier == "unknown" and instance.start_resident_share is None

@@ -245,12 +245,7 @@ class InstanceProcess:
     async def spawn(self, on_phase: PhaseCallback) -> None:
         """Create the process; phases are reported through ``on_phase(name, t_s)``."""
         self._on_phase = on_phase
-        if self.spec.cold_tier == "disk_cold":
-            drop_cached_pages(self.spec.model_path)
-        # Measured, not assumed: the file may have been dropped (above, or by the kernel)
-        # or read by someone else since.
-        self.start_resident_share = resident_fraction(self.spec.model_path)
-        self.start_tier = start_tier_of(self.start_resident_share)
+        self._measure_start_tier()
         self.port = free_tcp_port(self.spec.host)
         command = self.spec.build_command(self.port, os.getpid())
         env = {**package_env(), **self.spec.env, "PYTHONUNBUFFERED": "1"}
@@ -278,6 +273,19 @@ class InstanceProcess:
             asyncio.create_task(self._read_stdout(self.proc.stdout)),
             asyncio.create_task(self._read_stderr(self.proc.stderr)),
         ]
+
+    def _measure_start_tier(self) -> None:
+        """Drop the model file's pages first when the spec asks for disk-cold starts; then
+        measure where this start reads the weights from. Measured, not assumed: the pages
+        may not drop (another process maps the file) or may have been read since. A file
+        that cannot be opened is the instance's to report: the tier is then unknown."""
+        try:
+            if self.spec.cold_tier == "disk_cold":
+                drop_cached_pages(self.spec.model_path)
+            self.start_resident_share = resident_fraction(self.spec.model_path)
+        except OSError:
+            self.start_resident_share = None
+        self.start_tier = start_tier_of(self.start_resident_share)
 
     async def _read_stdout(self, stream: asyncio.StreamReader) -> None:
         while line_bytes := await stream.readline():
