@@ -57,6 +57,8 @@ REPEATS = int(config.get("repeats", 1))
 REPORT_WORKLOAD = config.get("report", {}).get("workload") or WORKLOADS[0]
 SWEEP = config.get("size_sweep", {})
 SWEEP_MODELS = list(SWEEP.get("models", []))
+TIERS = config.get("tiers", {})
+TIERS_ENABLED = bool(TIERS.get("enabled", False))
 # The sweep measures cold starts: by default the naive policy, under which every
 # request that finds no instance in flight starts one.
 SWEEP_STRATEGY = (
@@ -390,6 +392,8 @@ def report_inputs(wildcards):
     inputs["sim_figure"] = figure_file(workload, "simulation")
     if PLATFORMS:
         inputs["platforms"] = str(LAYOUT.platform_comparison)
+    if TIERS_ENABLED:
+        inputs.update({f"tiers_{k}": str(v) for k, v in LAYOUT.tiers_files().items()})
     return inputs
 
 
@@ -441,4 +445,6 @@ def final_outputs():
     outputs += [summary_files(w, p)["summary"] for w in WORKLOADS for p in PLATFORMS or [None]]
     if SWEEP_MODELS:
         outputs += [str(LAYOUT.sweep_summary), str(LAYOUT.sweep_figure)]
+    if TIERS_ENABLED:
+        outputs += [str(LAYOUT.tiers_files()["summary"])]
     return outputs

@@ -40,5 +40,7 @@ with logged(snakemake.log[0]):
                      "figure": Path(inputs["sim_figure"])}
                     if "sim_validation" in inputs else None),
         platforms=Path(inputs["platforms"]) if "platforms" in inputs else None,
+        tiers=({k.removeprefix("tiers_"): Path(v)
+                for k, v in inputs.items() if k.startswith("tiers_")} or None),
     )
     print(f"{result.html} ({result.renderer})")

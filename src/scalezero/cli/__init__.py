@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "telemetry": "scalezero.telemetry.cli",
     "aggregate": "scalezero.analysis.aggregate",
     "bench-overhead": "scalezero.measure.bench",
+    "bench": "scalezero.measure.tiers",
     "simulate": "scalezero.simulate.cli",
     "report": "scalezero.report.cli",
     "doctor": "scalezero.cli.doctor",

@@ -34,6 +34,7 @@ from scalezero.report.render import (
 from scalezero.report.scenarios import scenarios_md
 from scalezero.report.simulation import simulation_md
 from scalezero.report.tables import build_tables
+from scalezero.report.tiers import tiers_md
 from scalezero.report.variables import build_variables, simulation_variables
 
 #: The report source shipped with the project (report/ at the repository root).
@@ -42,7 +43,8 @@ MAIN_FILE = "report.qmd"
 PANDOC_CSS = "pandoc.css"
 
 SECTIONS: tuple[str, ...] = (
-    "Summary", "Setup", "Latency", "Cold starts", "Resources over time", "Energy",
+    "Summary", "Setup", "Latency", "Cold starts", "Warm tiers and engines",
+    "Resources over time", "Energy",
     "Projections", "Simulation", "Simulated scenarios", "Discussion", "Limitations",
     "References",
 )
@@ -182,6 +184,7 @@ def build_report(
     size_sweep: Mapping[str, Path] | None = None,
     simulation: Mapping[str, Path] | None = None,
     platforms: Path | None = None,
+    tiers: Mapping[str, Path] | None = None,
 ) -> ReportResult:
     """Render the report of one workload into `out_html`.
 
@@ -195,7 +198,9 @@ def build_report(
     written to `variables_out` when given. `simulation` holds the simulation step's
     files (validation, figure and, optionally, profile); without it the report says that
     no simulation was validated. `platforms` is the table comparing the platforms
-    (results/summary/platforms.csv), when several were measured.
+    (results/summary/platforms.csv), when several were measured. `tiers` holds the tier
+    bench's outputs (tiers, engines, summary; `Layout.tiers_files`); without it the
+    report says that the tiers were not measured.
     """
     source_dir = Path(source_dir or DEFAULT_SOURCE_DIR)
     if not (source_dir / MAIN_FILE).is_file():
@@ -258,6 +263,7 @@ def build_report(
                         "configuration), so cold start is not related to model size here.\n")
         (generated / "size_sweep.md").write_text(sweep_md, encoding="utf-8")
         (generated / "platforms.md").write_text(platforms_md(platforms), encoding="utf-8")
+        (generated / "tiers.md").write_text(tiers_md(tiers), encoding="utf-8")
         (generated / "simulation.md").write_text(simulation_md(
             validation, variables["sim"], numbers.get("simulation"),
             variables["fig"].get("simulation_file")), encoding="utf-8")

@@ -12,6 +12,15 @@ without polling:
 Streamed answers also get their token usage on their last chunk (see
 ``_report_stream_usage``), which llama-cpp-python gives whole answers only.
 
+Two more endpoints let the gateway keep the process while it gives up the model (the
+runtime-warm tier, see ``_add_sleep_endpoints``):
+
+    POST /scalezero/sleep   close the model and free its memory; the process stays
+    POST /scalezero/wake    load it again; answers {"load_s": ...}
+
+Both are idempotent. A request that comes while the model sleeps loads it first, as
+llama-cpp-python's proxy does for a model it does not hold.
+
 The instance dies with the gateway (parent-death signal plus a watchdog), even when the
 gateway is killed with SIGKILL.
 """
@@ -35,10 +44,14 @@ def _instrument_llama_cpp() -> None:
     emit_marker(Lifecycle.RUNTIME_READY)
 
     original_init = llama_cpp.Llama.__init__
+    marked = [False]
 
     def init_and_mark(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
-        emit_marker(Lifecycle.MODEL_LOADED)
+        # Only the start's load is a phase of the start; a wake's load is timed by wake.
+        if not marked[0]:
+            marked[0] = True
+            emit_marker(Lifecycle.MODEL_LOADED)
 
     llama_cpp.Llama.__init__ = init_and_mark  # type: ignore[method-assign]
 
@@ -51,6 +64,77 @@ def _instrument_llama_cpp() -> None:
 
     uvicorn.Server.startup = startup_and_mark  # type: ignore[method-assign]
     _report_stream_usage(llama_cpp)
+    _add_sleep_endpoints(llama_cpp.server.app)
+
+
+def _add_sleep_endpoints(app_module) -> None:
+    """``POST /scalezero/sleep`` and ``/scalezero/wake`` on the app the server creates.
+
+    The model is swapped under the same two locks llama-cpp-python's request handlers
+    take (``get_llama_proxy``), so a sleep waits for the request in progress and no
+    request sees a model being closed. ``llama_cpp.server.__main__`` reads ``create_app``
+    from the module when runpy runs it, so the wrapper is in place before the app exists.
+    """
+    import contextlib
+    import gc
+    import time
+
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    original_create_app = app_module.create_app
+
+    def proxy_lock():
+        return contextlib.asynccontextmanager(app_module.get_llama_proxy)()
+
+    async def sleep() -> JSONResponse:
+        async with proxy_lock() as proxy:
+            model = proxy._current_model
+            was_loaded = model is not None
+            if was_loaded:
+                proxy._current_model = None
+
+                def close() -> None:
+                    model.close()
+                    # close() unmaps the weights and frees the context; the Python
+                    # objects around them and the heap pages malloc keeps go here.
+                    gc.collect()
+                    _trim_heap()
+
+                # In a worker thread, as the request handlers run the model: the event
+                # loop keeps answering meanwhile.
+                await run_in_threadpool(close)
+                del model
+        return JSONResponse({"sleeping": True, "was_loaded": was_loaded})
+
+    async def wake() -> JSONResponse:
+        async with proxy_lock() as proxy:
+            started_s = time.monotonic()
+            was_loaded = proxy._current_model is not None
+            await run_in_threadpool(proxy)  # loads the default model when none is held
+            load_s = time.monotonic() - started_s
+        return JSONResponse({"sleeping": False, "was_loaded": was_loaded, "load_s": load_s})
+
+    def create_app(*args, **kwargs):
+        app = original_create_app(*args, **kwargs)
+        app.add_api_route("/scalezero/sleep", sleep, methods=["POST"], include_in_schema=False)
+        app.add_api_route("/scalezero/wake", wake, methods=["POST"], include_in_schema=False)
+        return app
+
+    app_module.create_app = create_app
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the kernel (glibc's malloc_trim); nothing elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    libc = ctypes.CDLL(name)
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def _report_stream_usage(llama_cpp) -> None:

@@ -5,6 +5,14 @@ which prints timed phase markers on stdout; and llama.cpp's own ``llama-server``
 prints none. Its phases are read from its log on stderr (``NATIVE_PHASE_LINES``), which
 it is told to stamp (``--log-prefix --log-timestamps``: time since its log began), and
 its readiness is polled from the start (it answers 503 while it loads, 200 once ready).
+
+Warm tiers (the engine side): an instance may give up its model and keep its process
+(runtime-warm) with `InstanceProcess.sleep` and load it again with `InstanceProcess.wake`.
+The Python engine does it on request (``/scalezero/sleep``, ``/scalezero/wake``, added by
+``scalezero.serving.instance``); llama-server sleeps on its own idle timer
+(``--sleep-idle-seconds``, see `with_sleep_timer`) and wakes on the next request that needs
+its model. Each spawn records whether it starts from the page cache or from storage
+(`InstanceProcess.start_tier`), measured from the model file's residency just before.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import IO, Any
 import httpx
 
 from scalezero.serving.events import MARKER, Lifecycle, parse_marker
+from scalezero.system.pagecache import drop_cached_pages, resident_fraction
 from scalezero.system.procs import free_tcp_port, package_env, signal_group
 
 PhaseCallback = Callable[[Lifecycle, float], None]
@@ -56,6 +65,30 @@ class InstanceStartError(RuntimeError):
     """The instance did not become ready; the message says why, for the waiting clients."""
 
 
+class InstanceSleepError(RuntimeError):
+    """The instance did not give up its model; the message says why."""
+
+
+#: The tiers a start can come from: the model file in the page cache (no process), or its
+#: pages dropped so that the weights come from storage.
+COLD_TIERS = ("host_cached", "disk_cold")
+#: A start is counted as ``disk_cold`` when less than this share of the model file's pages
+#: is in the page cache just before its spawn: most of the weights then come from storage.
+DISK_COLD_BELOW_SHARE = 0.5
+#: How long `InstanceProcess.sleep` waits for llama-server's idle timer beyond the timer.
+NATIVE_SLEEP_GRACE_S = 10.0
+#: Interval of llama-server's /props polls while waiting for it to sleep.
+NATIVE_SLEEP_POLL_S = 0.05
+
+
+def start_tier_of(resident_share: float | None) -> str:
+    """``disk_cold`` or ``host_cached`` from the model file's resident share (0..1) just
+    before a start; ``unknown`` where the kernel could not be asked."""
+    if resident_share is None:
+        return "unknown"
+    return "disk_cold" if resident_share < DISK_COLD_BELOW_SHARE else "host_cached"
+
+
 @dataclasses.dataclass
 class InstanceSpec:
     """How to run one instance. ``command`` overrides the engine's server.
@@ -85,6 +118,11 @@ class InstanceSpec:
     python: str
     parallel: int
     server_binary: Path | None
+    #: llama-server's idle timer: after this long without requests it unloads its model
+    #: and keeps its process (None: never). The Python engine sleeps on request instead.
+    sleep_idle_s: float | None = None
+    #: ``disk_cold``: every start drops the model file's cached pages first.
+    cold_tier: str = "host_cached"
 
     @property
     def native(self) -> bool:
@@ -111,6 +149,9 @@ class InstanceSpec:
         ]
         if self.n_threads:
             args += ["--threads", str(self.n_threads)]
+        if self.sleep_idle_s is not None:
+            # Whole seconds only; 0 would mean "sleep at once", so at least 1.
+            args += ["--sleep-idle-seconds", str(max(1, math.ceil(self.sleep_idle_s)))]
         return args
 
     def build_command(self, port: int, parent_pid: int) -> list[str]:
@@ -152,6 +193,17 @@ class InstanceSpec:
         ]
 
 
+def with_sleep_timer(spec: InstanceSpec, loaded_ttl_s: float | None) -> InstanceSpec:
+    """``spec`` for a policy with a runtime-warm tier: llama-server unloads its model after
+    ``loaded_ttl_s`` idle seconds by itself (its sleep cannot be asked for). Other specs,
+    and ``loaded_ttl_s`` None, are returned unchanged: the Python engine sleeps on request."""
+    if loaded_ttl_s is None or not spec.native:
+        return spec
+    if loaded_ttl_s < 0:
+        raise ValueError("loaded_ttl_s must be >= 0")
+    return dataclasses.replace(spec, sleep_idle_s=loaded_ttl_s)
+
+
 class InstanceProcess:
     """One running instance: its process, its port, its start-up phases."""
 
@@ -173,6 +225,10 @@ class InstanceProcess:
         self._log: IO[str] | None = None
         self._readers: list[asyncio.Task[None]] = []
         self._on_phase: PhaseCallback | None = None
+        #: Where the last start came from (`start_tier_of`), and the model file's resident
+        #: share just before its spawn (None: not known). Set by spawn().
+        self.start_tier = ""
+        self.start_resident_share: float | None = None
 
     @property
     def pid(self) -> int | None:
@@ -206,6 +262,7 @@ class InstanceProcess:
     async def spawn(self, on_phase: PhaseCallback) -> None:
         """Create the process; phases are reported through ``on_phase(name, t_s)``."""
         self._on_phase = on_phase
+        self._measure_start_tier()
         self.port = free_tcp_port(self.spec.host)
         command = self.spec.build_command(self.port, os.getpid())
         env = {**package_env(), **self.spec.env, "PYTHONUNBUFFERED": "1"}
@@ -233,6 +290,19 @@ class InstanceProcess:
             asyncio.create_task(self._read_stdout(self.proc.stdout)),
             asyncio.create_task(self._read_stderr(self.proc.stderr)),
         ]
+
+    def _measure_start_tier(self) -> None:
+        """Drop the model file's pages first when the spec asks for disk-cold starts; then
+        measure where this start reads the weights from. Measured, not assumed: the pages
+        may not drop (another process maps the file) or may have been read since. A file
+        that cannot be opened is the instance's to report: the tier is then unknown."""
+        try:
+            if self.spec.cold_tier == "disk_cold":
+                drop_cached_pages(self.spec.model_path)
+            self.start_resident_share = resident_fraction(self.spec.model_path)
+        except OSError:
+            self.start_resident_share = None
+        self.start_tier = start_tier_of(self.start_resident_share)
 
     async def _read_stdout(self, stream: asyncio.StreamReader) -> None:
         while line_bytes := await stream.readline():
@@ -435,3 +505,77 @@ class InstanceProcess:
             self._log.close()
             self._log = None
         return self.proc.returncode
+
+    # Warm tiers: the engine side.
+    @property
+    def supports_sleep(self) -> bool:
+        """Whether the instance can give up its model and keep its process: both engines
+        can; a custom command cannot be asked."""
+        return not self.spec.command
+
+    async def sleep(self) -> None:
+        """Unload the model, keep the process; raise InstanceSleepError on failure.
+
+        The Python engine is asked (``POST /scalezero/sleep``). llama-server sleeps on its
+        own idle timer (`with_sleep_timer`): its /props is polled until it says it sleeps,
+        for at most the timer plus `NATIVE_SLEEP_GRACE_S`.
+        """
+        if not self.supports_sleep:
+            raise InstanceSleepError("a custom instance command cannot sleep")
+        if self.returncode is not None or self.proc is None:
+            raise InstanceSleepError("the instance is not running")
+        async with httpx.AsyncClient(base_url=self.base_url, trust_env=False,
+                                     timeout=httpx.Timeout(self.spec.ready_timeout_s)) as client:
+            try:
+                if self.spec.native:
+                    await self._wait_native_sleep(client)
+                    return
+                response = await client.post("/scalezero/sleep")
+            except httpx.HTTPError as exc:
+                raise InstanceSleepError(f"sleep request failed: {exc!r}") from exc
+        if response.status_code != 200:
+            raise InstanceSleepError(
+                f"sleep answered HTTP {response.status_code}: {response.text[:200]}")
+
+    async def _wait_native_sleep(self, client: httpx.AsyncClient) -> None:
+        if self.spec.sleep_idle_s is None:
+            raise InstanceSleepError("llama-server runs without --sleep-idle-seconds")
+        timer_s = max(1, math.ceil(self.spec.sleep_idle_s))
+        deadline_s = time.monotonic() + timer_s + NATIVE_SLEEP_GRACE_S
+        while True:
+            if self.returncode is not None:
+                raise InstanceSleepError(f"instance exited with code {self.returncode}")
+            response = await client.get("/props")
+            if response.status_code == 200 and response.json().get("is_sleeping") is True:
+                return
+            if time.monotonic() > deadline_s:
+                raise InstanceSleepError(
+                    f"llama-server not sleeping {timer_s + NATIVE_SLEEP_GRACE_S:g} s after "
+                    f"its {timer_s} s idle timer began at the latest (/props answered "
+                    f"{response.status_code})")
+            await asyncio.sleep(NATIVE_SLEEP_POLL_S)
+
+    async def wake(self) -> float:
+        """Load the model again; return time.monotonic() once it is ready; raise
+        InstanceStartError on failure. Python engine: ``POST /scalezero/wake``;
+        llama-server: ``POST /tokenize``, which it answers once it has reloaded."""
+        if not self.supports_sleep:
+            raise InstanceStartError("a custom instance command cannot wake")
+        if self.returncode is not None or self.proc is None:
+            raise InstanceStartError("the instance is not running")
+        if self.spec.native:
+            path, body = "/tokenize", {"content": "a"}
+        else:
+            path, body = "/scalezero/wake", {}
+        try:
+            async with httpx.AsyncClient(
+                base_url=self.base_url, trust_env=False,
+                timeout=httpx.Timeout(self.spec.ready_timeout_s),
+            ) as client:
+                response = await client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise InstanceStartError(f"wake failed: {exc!r}") from exc
+        if response.status_code != 200:
+            raise InstanceStartError(
+                f"wake answered HTTP {response.status_code}: {response.text[:200]}")
+        return time.monotonic()

@@ -69,6 +69,11 @@ class InstanceSettings(_Settings):
         5.0, gt=0, description="seconds between SIGTERM and SIGKILL when stopping an instance")
     poll_interval_s: float = Field(
         0.02, gt=0, description="interval of the readiness checks while an instance starts")
+    cold_tier: Literal["host_cached", "disk_cold"] = Field(
+        "host_cached",
+        description="where a start finds the model file: host_cached leaves the page cache "
+        "as it is; disk_cold drops the file's cached pages before every start, so the "
+        "weights come from storage (each start records which one it measured)")
 
     @property
     def readiness_path(self) -> str:
@@ -114,6 +119,7 @@ class InstanceSettings(_Settings):
             python=sys.executable,
             parallel=parallel,
             server_binary=server_binary,
+            cold_tier=self.cold_tier,
         )
 
 

@@ -295,6 +295,20 @@ class Layout:
     def sweep_figure(self) -> Path:
         return self.results / "figures" / "size_sweep.png"
 
+    # Warm tiers and engines ----------------------------------------------------------
+
+    @property
+    def tiers_dir(self) -> Path:
+        return self.results / "tiers"
+
+    def tiers_files(self) -> dict[str, Path]:
+        """The tier bench's outputs: tiers.csv, read_bandwidth.json, engines.csv and the
+        goal checks (summary.json)."""
+        return {"tiers": self.tiers_dir / "tiers.csv",
+                "bandwidth": self.tiers_dir / "read_bandwidth.json",
+                "engines": self.tiers_dir / "engines.csv",
+                "summary": self.tiers_dir / "summary.json"}
+
     # Simulated scenarios ----------------------------------------------------------------
 
     def scenarios(self, workload: str) -> dict[str, Path]:
