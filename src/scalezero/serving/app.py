@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scalezero import __version__
 from scalezero.serving.budget import MemoryBudget, memory_meter
 from scalezero.serving.events import EventLog
-from scalezero.serving.launcher import InstanceSpec
+from scalezero.serving.launcher import InstanceSpec, with_sleep_timer
 from scalezero.serving.pool import Lease, Pool, PoolError, PoolLimits
 from scalezero.serving.prom import GatewayMetrics
 from scalezero.serving.schemas import (
@@ -164,6 +164,18 @@ def internal_error_response(exc: BaseException, request_id: str) -> JSONResponse
     )
 
 
+def _deployment_spec(deployment: DeploymentConfig, instance_concurrency: int) -> InstanceSpec:
+    """The spec a deployment's pool starts instances with. llama-server serves as many
+    requests at once as it has slots (as many as the pool sends to one instance), and
+    under a policy with a runtime-warm tier it unloads its model on its own idle timer,
+    which is set to the policy's loaded TTL (it cannot be told to sleep)."""
+    spec = dataclasses.replace(deployment.spec, parallel=instance_concurrency)
+    policy = deployment.policy
+    if policy.runtime_warm_ttl_s(0.0) != 0:
+        spec = with_sleep_timer(spec, policy.idle_ttl_s(0.0))
+    return spec
+
+
 class Gateway:
     """The app's state: pools, upstream client, metrics."""
 
@@ -183,8 +195,7 @@ class Gateway:
                 deployment.name,
                 # llama-server serves as many requests at once as it has slots: as many as
                 # the pool sends to one instance.
-                dataclasses.replace(deployment.spec,
-                                    parallel=config.limits.instance_concurrency),
+                _deployment_spec(deployment, config.limits.instance_concurrency),
                 deployment.policy,
                 config.limits,
                 self.events,

@@ -242,23 +242,6 @@ class InstanceProcess:
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.returncode
 
-    # Warm tiers: the engine side.
-    #: What the start began from: ``host_cached`` or ``disk_cold`` (set by spawn).
-    start_tier: str = "host_cached"
-
-    @property
-    def supports_sleep(self) -> bool:
-        """Whether the instance can unload its model and keep its process."""
-        return False
-
-    async def sleep(self) -> None:
-        """Unload the model, keep the process."""
-        raise NotImplementedError("this engine cannot unload its model")
-
-    async def wake(self) -> float:
-        """Reload the model; the time it is ready again (time.monotonic)."""
-        raise NotImplementedError("this engine cannot reload its model")
-
     async def spawn(self, on_phase: PhaseCallback) -> None:
         """Create the process; phases are reported through ``on_phase(name, t_s)``."""
         self._on_phase = on_phase
