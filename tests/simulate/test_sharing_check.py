@@ -235,3 +235,18 @@ def test_scalezero_simulate_sharing_check_writes_the_table(sharing_runs: Path,
     table = pd.read_csv(out, keep_default_na=False)
     assert set(table["variant"]) == {"shared-lru", "shared-cost_aware"}
     assert set(table["deployment"]) == {"a", "b", ""}
+
+
+def test_without_a_model_column_the_serving_instance_names_the_deployment(
+        sharing_runs: Path, tmp_path: Path) -> None:
+    import shutil
+
+    runs = tmp_path / "runs"
+    for variant in ("dedicated-naive", "dedicated-always_on", "shared-lru"):
+        shutil.copytree(sharing_runs / variant, runs / variant)
+    requests = pd.read_csv(runs / "shared-lru" / "requests.csv")
+    requests.drop(columns="model").to_csv(runs / "shared-lru" / "requests.csv", index=False)
+    with_model = sharing_check(sharing_runs, log=io.StringIO())
+    without = sharing_check(runs, log=io.StringIO())
+    expected = with_model[with_model["variant"] == "shared-lru"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(without, expected)

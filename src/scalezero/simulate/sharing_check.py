@@ -159,8 +159,11 @@ def fit_deployments(runs: Sequence[FitRun], names: Sequence[str], instance_concu
 
 
 def check_run(run: FitRun, profiles: Mapping[str, PlatformProfile],
-              memory_mib: Mapping[str, float], variant: str) -> pd.DataFrame:
-    """Measured against simulated figures of one shared run (SHARING_CHECK_COLUMNS)."""
+              memory_mib: Mapping[str, float], variant: str, log: Any = None) -> pd.DataFrame:
+    """Measured against simulated figures of one shared run (SHARING_CHECK_COLUMNS).
+
+    Requests whose deployment is unknown (no ``model`` column and no instance served
+    them) are left out of both sides, and ``log`` is told how many."""
     meta = run.data.meta
     policies = run_deployments(meta)
     names = list(policies)
@@ -173,6 +176,11 @@ def check_run(run: FitRun, profiles: Mapping[str, PlatformProfile],
     models = dict(zip(pd.to_numeric(run.data.requests["request_id"], errors="coerce"),
                       request_models(run, names), strict=True))
     requests = [(models.get(r.request_id, ""), r) for r in run_requests(run)]
+    unknown = sum(1 for name, _ in requests if name not in policies)
+    if unknown:
+        print(f"sharing-check: {variant}: {unknown} request(s) of unknown deployment left "
+              "out (requests.csv has no model column and no instance served them)",
+              file=log or sys.stderr)
     requests = [(name, r) for name, r in requests if name in policies]
     deployments = [SharedDeployment(name, policies[name], profiles[name], memory_mib[name])
                    for name in names]
@@ -239,7 +247,7 @@ def sharing_check(runs_dir: Path, *, log: Any = None) -> pd.DataFrame:
         print(f"  {name}: cold start {profiles[name].cold_start_s:.3f} s, "
               f"stop {profiles[name].stop_s:.3f} s, memory {memory_mib[name]:.0f} MiB",
               file=log)
-    frames = [check_run(run, profiles, memory_mib, variant)
+    frames = [check_run(run, profiles, memory_mib, variant, log)
               for variant, run in shared_runs.items()]
     return pd.concat(frames, ignore_index=True)
 
