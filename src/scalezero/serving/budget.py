@@ -38,9 +38,9 @@ import collections
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from scalezero.serving.events import TIER_RUNTIME_WARM
 from scalezero.serving.pool import Instance, InstanceState, PoolError
@@ -150,13 +150,33 @@ class DeploymentStats:
         return sum(self.cold_starts_s) / len(self.cold_starts_s)
 
 
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    """An idle instance that could be evicted, with its deployment's figures."""
+class IdleInstance(Protocol):
+    """What an eviction policy reads of an instance (the pool's ``Instance``; the
+    simulator's instances have the same)."""
 
-    pool: Pool
-    instance: Instance
+    @property
+    def idle_since_s(self) -> float | None: ...
+
+
+OwnerT = TypeVar("OwnerT")
+InstanceT = TypeVar("InstanceT", bound=IdleInstance)
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate(Generic[OwnerT, InstanceT]):
+    """An idle instance that could be evicted, with its deployment's figures.
+
+    ``pool`` is whatever owns the instance (a ``Pool`` here, a simulated deployment in
+    ``simulate.sharing``): the policies read only ``instance.idle_since_s`` and ``stats``,
+    so the simulator makes its choices with these same classes.
+    """
+
+    pool: OwnerT
+    instance: InstanceT
     stats: DeploymentStats
+
+
+CandidateT = TypeVar("CandidateT", bound=Candidate[Any, Any])
 
 
 class EvictionPolicy:
@@ -164,24 +184,24 @@ class EvictionPolicy:
 
     name = ""
 
-    def choose(self, candidates: list[Candidate], now_s: float) -> Candidate:
+    def choose(self, candidates: Sequence[CandidateT], now_s: float) -> CandidateT:
         raise NotImplementedError
 
-    def evicted(self, chosen: Candidate, now_s: float) -> None:
+    def evicted(self, chosen: Candidate[Any, Any], now_s: float) -> None:
         """Told after ``chosen`` was evicted."""
 
 
 class LeastRecentlyUsed(EvictionPolicy):
     name = "lru"
 
-    def choose(self, candidates: list[Candidate], now_s: float) -> Candidate:
+    def choose(self, candidates: Sequence[CandidateT], now_s: float) -> CandidateT:
         return min(candidates, key=lambda c: (c.stats.last_arrival_s, _idle_since(c)))
 
 
 class LongestIdle(EvictionPolicy):
     name = "longest_idle"
 
-    def choose(self, candidates: list[Candidate], now_s: float) -> Candidate:
+    def choose(self, candidates: Sequence[CandidateT], now_s: float) -> CandidateT:
         return min(candidates, key=_idle_since)
 
 
@@ -193,19 +213,19 @@ class CostAware(EvictionPolicy):
     def __init__(self) -> None:
         self.clock = 0.0
 
-    def priority(self, candidate: Candidate, now_s: float) -> float:
+    def priority(self, candidate: Candidate[Any, Any], now_s: float) -> float:
         stats = candidate.stats
         size = max(stats.need_mib, 1e-9)
         return self.clock + stats.rate_per_s(now_s) * stats.cold_start_s / size
 
-    def choose(self, candidates: list[Candidate], now_s: float) -> Candidate:
+    def choose(self, candidates: Sequence[CandidateT], now_s: float) -> CandidateT:
         return min(candidates, key=lambda c: (self.priority(c, now_s), _idle_since(c)))
 
-    def evicted(self, chosen: Candidate, now_s: float) -> None:
+    def evicted(self, chosen: Candidate[Any, Any], now_s: float) -> None:
         self.clock = self.priority(chosen, now_s)
 
 
-def _idle_since(candidate: Candidate) -> float:
+def _idle_since(candidate: Candidate[Any, Any]) -> float:
     since = candidate.instance.idle_since_s
     return since if since is not None else math.inf
 
@@ -334,7 +354,7 @@ class MemoryBudget:
         return sum(self._held_mib(name, inst) for name, pool in self.pools.items()
                    for inst in pool.instances if inst.state is InstanceState.DRAINING)
 
-    def candidates(self) -> list[Candidate]:
+    def candidates(self) -> list[Candidate[Pool, Instance]]:
         """Idle instances that may be evicted (never below a policy's minimum)."""
         found = []
         for name, pool in self.pools.items():
@@ -419,6 +439,7 @@ __all__ = [
     "Candidate",
     "CostAware",
     "EvictionPolicy",
+    "IdleInstance",
     "InsufficientMemory",
     "LeastRecentlyUsed",
     "LongestIdle",

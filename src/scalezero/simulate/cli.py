@@ -141,7 +141,8 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
 
 
 def add_cli(subparsers: Any) -> None:
-    """Register `scalezero simulate` with its `run` and `bench` subcommands."""
+    """Register `scalezero simulate` with its `run`, `bench` and `sharing-check`
+    subcommands."""
     parser = subparsers.add_parser(
         "simulate",
         help="replay a trace against a policy in simulated time",
@@ -176,6 +177,26 @@ def add_cli(subparsers: Any) -> None:
     bench.add_argument("--seed", type=int, default=0)
     _add_limits(bench)
     bench.set_defaults(func=_bench)
+
+    check = commands.add_parser(
+        "sharing-check", help="simulate measured sharing runs and compare",
+        description="Fit a profile and a memory figure per deployment on the dedicated-* "
+        "runs, replay each shared-<eviction> run's trace through the shared-budget "
+        "simulation with its budget and eviction policy, and write measured against "
+        "simulated figures per deployment (docs/data.md, results/sharing/simulated.csv).")
+    check.add_argument("--runs", required=True,
+                       help="folder of the sharing run folders (results/sharing/runs)")
+    check.add_argument("--out", required=True, help="CSV to write")
+    check.set_defaults(func=_sharing_check)
+
+
+def _sharing_check(args: argparse.Namespace) -> int:
+    from scalezero.simulate.sharing_check import sharing_check, write_sharing_check
+
+    frame = sharing_check(Path(args.runs))
+    path = write_sharing_check(frame, Path(args.out))
+    print(f"sharing-check: {len(frame)} rows -> {path}", file=sys.stderr)
+    return 0
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
