@@ -9,9 +9,11 @@
 # ~/.cache/scalezero/engine/<build key>/ (SCALEZERO_WHEELHOUSE moves it) and reused only
 # by a setup that would build it with the same flags. Extra CMake arguments for the
 # engine: SCALEZERO_ENGINE_CMAKE_ARGS. llama.cpp's own server (llama-server, the second
-# engine) is built from the same sdist's llama.cpp with the same flags, cached in
-# <build key>-server/ beside the wheel and copied into .venv/bin, when
-# SCALEZERO_NATIVE_ENGINE=1 (opt-in: another 9-10 minutes on two cores the first time).
+# engine) is built from the same sdist's llama.cpp, linked against the wheel's libllama,
+# libllama-common and ggml (so only the server's own parts compile: about 3 more minutes
+# on two cores the first time), cached in <build key>-server/ beside the wheel, copied
+# into .venv/bin and checked. SCALEZERO_NATIVE_ENGINE=0 switches that off; a failed
+# build is recorded and setup goes on, unless SCALEZERO_NATIVE_ENGINE=1 asked for it.
 # Setup ends with the engine self-check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,8 +77,8 @@ if [ "$installed_key" != "$key" ] || ! .venv/bin/python -c "import llama_cpp" 2>
   printf '%s\n' "$plan" >.venv/engine-build.json
 fi
 
-# The native engine: llama-server from the same sdist and flags, when
-# SCALEZERO_NATIVE_ENGINE=1 (otherwise recorded as switched off).
+# The native engine: llama-server from the same sdist, against the wheel just installed
+# (unless SCALEZERO_NATIVE_ENGINE=0: then recorded as switched off).
 .venv/bin/python src/scalezero/system/engine_build.py server --version "$version" \
   --cuda "$want_cuda" --cache "$wheelhouse_root" --venv .venv
 

@@ -53,6 +53,7 @@ def native_server_facts() -> dict[str, Any]:
     found = native_server()
     facts: dict[str, Any] = {"path": None if found.path is None else str(found.path),
                              "reason": found.reason, "switched_off": found.switched_off,
+                             "failed": found.failed,
                              "build": found.record}
     if found.path is not None:
         facts["version"] = native_server_version(found.path)

@@ -16,11 +16,18 @@ virtualenv, where `installed_build` finds it for run.json, the report and
 `scalezero doctor`.
 
 The second engine, llama.cpp's own server (`llama-server`), is built from the llama.cpp
-source the same llama-cpp-python sdist vendors (`vendor/llama.cpp`), with the same CPU
-and CUDA arguments plus `SERVER_ARGS`, as one static binary. It is cached beside the
-wheel, in `<build key>-server/`, copied into the virtualenv's `bin/` and recorded in
-`engine-server-build.json`; `native_server` finds it. The build is opt-in
-(`SCALEZERO_NATIVE_ENGINE=1`); without it the record says it was switched off.
+source the same llama-cpp-python sdist vendors (`vendor/llama.cpp`), but only what it
+adds to the engine: mtmd, the HTTP library and the server itself. `llama_server.cmake`
+replaces the tree's top-level CMakeLists.txt and imports the shared libllama,
+libllama-common and ggml the engine wheel installed (same source and flags, so the same
+ABI, the same CPU features, AMX off, and CUDA when the wheel has it); the binary finds
+them at run time through an RPATH relative to the virtualenv's `bin/`. That is about a
+third of a standalone build's compiling. It is cached beside the wheel, in
+`<build key>-server/`, copied into the virtualenv's `bin/`, checked (it must run and
+report the wheel's llama.cpp build) and recorded in `engine-server-build.json`;
+`native_server` finds it. On by default: `SCALEZERO_NATIVE_ENGINE=0` switches it off,
+`SCALEZERO_NATIVE_ENGINE=1` makes a failed build fail setup (otherwise the failure is
+recorded with its reason and setup goes on).
 
 Only the standard library is used: the setup script runs this file as a script before
 the package is installed:
@@ -83,44 +90,50 @@ _X86_OPTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: Never on: the AMX path is what crashes (see the module docstring).
 _AMX_OPTIONS = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
 
-#: "0" switches the native server build off (tools/setup-venv.sh); anything else: on.
+#: "0" switches the native server build off (tools/setup-venv.sh); unset: on, and a
+#: failed build is recorded and setup goes on; "1": on, and a failed build fails setup.
 NATIVE_ENGINE_ENV = "SCALEZERO_NATIVE_ENGINE"
 #: A llama-server binary to use instead of the one setup built (a path).
 SERVER_PATH_ENV = "SCALEZERO_LLAMA_SERVER"
 #: The record of the native server build: in the virtualenv and beside the cached binary.
 SERVER_RECORD_NAME = "engine-server-build.json"
 SERVER_BINARY = "llama-server"
-#: CMake arguments the server build adds to the engine's (which come after, so that
-#: SCALEZERO_ENGINE_CMAKE_ARGS still wins). One static binary: libllama and ggml linked
-#: in, nothing to find at run time but the C/C++ runtime (and CUDA's, in a CUDA build).
-#: Only the server and what it links are configured: no tests, examples or unified app;
-#: no OpenSSL (loopback HTTP only); no web UI, and no download of a prebuilt one.
-SERVER_ARGS = (
-    "-DCMAKE_BUILD_TYPE=Release",
-    "-DBUILD_SHARED_LIBS=OFF",
-    "-DLLAMA_BUILD_TESTS=OFF",
-    "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_BUILD_APP=OFF",
-    "-DLLAMA_BUILD_TOOLS=ON",
-    "-DLLAMA_BUILD_SERVER=ON",
-    "-DLLAMA_OPENSSL=OFF",
-    "-DLLAMA_BUILD_UI=OFF",
-    "-DLLAMA_USE_PREBUILT_UI=OFF",
-)
+#: How the server is built: only what it adds to the engine, linked against the engine
+#: wheel's own shared libraries (recorded, and part of what a cached binary must match).
+SERVER_LINKING = "shared: libllama, libllama-common and ggml of the installed engine wheel"
+#: The CMake file that replaces vendor/llama.cpp's top-level CMakeLists.txt in the server
+#: build (the upstream one is kept beside it as CMakeLists.upstream.txt).
+SERVER_CMAKE_FILE = Path(__file__).with_name("llama_server.cmake")
+#: CMake arguments of the server build; the user's SCALEZERO_ENGINE_CMAKE_ARGS follow.
+#: The CPU and CUDA arguments are the engine's business: the server runs on its ggml.
+SERVER_ARGS = ("-DCMAKE_BUILD_TYPE=Release",)
 #: Files of the vendored llama.cpp tree the server build needs (a trimmed sdist lacking
 #: one fails here, with its name, instead of deep inside CMake).
 SERVER_SOURCE_FILES = (
     "CMakeLists.txt",
-    "tools/CMakeLists.txt",
-    "tools/server/CMakeLists.txt",
-    "tools/server/server.cpp",
+    "cmake/build-info.cmake",
+    "cmake/common.cmake",
+    "cmake/license.cmake",
+    "ggml/cmake/common.cmake",
+    "common/common.h",
+    "vendor/CMakeLists.txt",
+    "vendor/cpp-httplib/CMakeLists.txt",
+    "tools/mtmd/CMakeLists.txt",
     "tools/ui/CMakeLists.txt",
     "scripts/ui-assets.cmake",
-    "vendor/cpp-httplib/CMakeLists.txt",
-    "common/CMakeLists.txt",
-    "tools/mtmd/CMakeLists.txt",
+    "tools/server/CMakeLists.txt",
+    "tools/server/server.cpp",
 )
-
+#: What the engine wheel installs into site-packages that the server build links (the
+#: wheel also has libllama and ggml in llama_cpp/lib; these are llama.cpp's own install).
+ENGINE_LIBRARY_FILES = (
+    "lib/cmake/llama/llama-config.cmake",
+    "lib/cmake/ggml/ggml-config.cmake",
+    "lib/libllama.so",
+    "lib/libllama-common.so",
+    "lib/libggml.so",
+    "include/llama.h",
+)
 
 def read_cpu_flags(cpuinfo: Path | str = "/proc/cpuinfo") -> set[str]:
     """The `flags` of the first processor in /proc/cpuinfo (empty where unreadable)."""
@@ -217,26 +230,29 @@ def installed_build(prefix: Path | str | None = None) -> dict[str, Any] | None:
 
 
 def native_engine_enabled(env: Mapping[str, str] | None = None) -> bool:
-    """Whether setup builds llama-server: only with SCALEZERO_NATIVE_ENGINE=1.
+    """Whether setup builds llama-server: unless SCALEZERO_NATIVE_ENGINE=0.
 
-    Off by default because the build (about 1,070 CPU-seconds, 9-10 minutes on two idle
-    cores) on top of the Python engine's would take a fresh two-core setup plus the tests
-    past their 25-minute budget."""
+    On by default since the build compiles only what the server adds to the engine wheel
+    (mtmd, the HTTP library, the server) and links the wheel's libllama, libllama-common
+    and ggml, instead of compiling those a second time."""
     env = os.environ if env is None else env
-    return env.get(NATIVE_ENGINE_ENV, "0").strip() == "1"
+    return env.get(NATIVE_ENGINE_ENV, "").strip() != "0"
 
 
-def server_cmake_args(engine_args: Sequence[str]) -> list[str]:
-    """The server build's CMake arguments: SERVER_ARGS, then the engine's."""
-    return [*SERVER_ARGS, *engine_args]
+def native_engine_required(env: Mapping[str, str] | None = None) -> bool:
+    """Whether a failed server build fails setup: only with SCALEZERO_NATIVE_ENGINE=1
+    (by default it is recorded, with the reason, and setup goes on without it)."""
+    env = os.environ if env is None else env
+    return env.get(NATIVE_ENGINE_ENV, "").strip() == "1"
 
 
-def server_plan(engine_plan: Mapping[str, Any]) -> dict[str, Any]:
+def server_plan(engine_plan: Mapping[str, Any], extra_args: Sequence[str] = ()
+                ) -> dict[str, Any]:
     """The record of the server build that goes with the engine build `engine_plan`.
 
     Its key is the engine's plus "-server": the cached binary sits beside the wheel and
-    is rebuilt whenever the wheel would be. The arguments are recorded too, and a cached
-    binary built with others is not reused.
+    is rebuilt whenever the wheel would be (it links that very wheel's libraries). A
+    cached binary built with other arguments or linked another way is not reused.
     """
     return {
         "package": "llama-server",
@@ -244,7 +260,9 @@ def server_plan(engine_plan: Mapping[str, Any]) -> dict[str, Any]:
         "version": engine_plan["version"],
         "cuda": engine_plan["cuda"],
         "target": SERVER_BINARY,
-        "cmake_args": server_cmake_args(engine_plan["cmake_args"]),
+        "linking": SERVER_LINKING,
+        "cmake_args": [*SERVER_ARGS, *extra_args],
+        "engine_cmake_args": list(engine_plan["cmake_args"]),
         "engine_key": engine_plan["key"],
         "key": f"{engine_plan['key']}-server",
         "build_cpu": engine_plan["build_cpu"],
@@ -257,6 +275,73 @@ def missing_server_sources(source: Path) -> list[str]:
     return [name for name in SERVER_SOURCE_FILES if not (source / name).is_file()]
 
 
+@dataclasses.dataclass(frozen=True)
+class EngineLibraries:
+    """Where the installed engine wheel's libraries are, and the RPATH that finds them
+    from the virtualenv's bin/ (relative, so the binary does not name this build's
+    paths)."""
+
+    prefix: Path
+    rpath: str
+
+
+def engine_libraries(venv: Path, python: str | None = None) -> EngineLibraries:
+    """The engine wheel's install in `venv`: the site-packages directory holding its
+    lib/ and include/ (asked of the venv's interpreter without loading the library)."""
+    python = python or str(venv / "bin" / "python")
+    probe = ("import importlib.util, pathlib; spec = importlib.util.find_spec('llama_cpp'); "
+             "print(pathlib.Path(spec.origin).resolve().parent.parent if spec and spec.origin "
+             "else '')")
+    proc = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    found = proc.stdout.strip()
+    if proc.returncode != 0 or not found:
+        raise RuntimeError(f"the engine (llama_cpp) is not installed in {venv} "
+                           f"({proc.stderr.strip()[-300:] or 'not found'})")
+    prefix = Path(found)
+    missing = [name for name in ENGINE_LIBRARY_FILES if not (prefix / name).is_file()]
+    if missing:
+        raise RuntimeError(f"the engine wheel in {prefix} lacks what the server links: "
+                           f"{', '.join(missing)}")
+    bin_dir = (venv / "bin").resolve()
+    return EngineLibraries(prefix, "$ORIGIN/" + os.path.relpath(prefix / "lib", bin_dir))
+
+
+def engine_llama_build(prefix: Path) -> tuple[int, str]:
+    """The llama.cpp build (number, commit) the engine wheel was compiled from, as its
+    CMake package records it (lib/cmake/llama/llama-config.cmake)."""
+    text = (prefix / "lib" / "cmake" / "llama" / "llama-config.cmake").read_text(
+        encoding="utf-8", errors="replace")
+    number = re.search(r"^set\(LLAMA_BUILD_NUMBER\s+(\d+)\)", text, re.M)
+    commit = re.search(r"^set\(LLAMA_BUILD_COMMIT\s+([^)\s]+)\)", text, re.M)
+    if not number or not commit:
+        raise RuntimeError(f"no LLAMA_BUILD_NUMBER/LLAMA_BUILD_COMMIT in {prefix}/lib/cmake/"
+                           "llama/llama-config.cmake")
+    return int(number.group(1)), commit.group(1)
+
+
+def server_build_of(version_line: str) -> tuple[int, str] | None:
+    """The (build number, commit) in llama-server's `--version` line, "version: 1
+    (0c1e570)" or "version: 0.5.0-dev (build 1, commit 0c1e570)"; None if neither."""
+    match = (re.search(r"build (\d+), commit ([^)\s]+)\)", version_line)
+             or re.search(r"version: (\d+) \(([^)\s]+)\)", version_line))
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def check_server(binary: Path, prefix: Path) -> str:
+    """Run `binary --version`; return its version line if it runs and reports the llama.cpp
+    build the engine wheel in `prefix` was compiled from, else raise RuntimeError."""
+    version = native_server_version(binary)
+    if version.startswith("error"):
+        raise RuntimeError(f"{binary} does not run: {version}")
+    wheel = engine_llama_build(prefix)
+    server = server_build_of(version)
+    if server != wheel:
+        raise RuntimeError(f"{binary} reports llama.cpp build {server} ({version!r}), the "
+                           f"engine wheel build {wheel}")
+    return version
+
+
 def build_commands(source: Path, build_dir: Path, cmake_args: Sequence[str],
                    jobs: int) -> list[list[str]]:
     """CMake's configure and build commands for the llama-server target only."""
@@ -267,7 +352,8 @@ def build_commands(source: Path, build_dir: Path, cmake_args: Sequence[str],
 
 
 def _sdist_source(version: str, work: Path, python: str, sdist: Path | None) -> Path:
-    """The vendored llama.cpp tree of the llama-cpp-python sdist (downloaded unless given)."""
+    """The vendored llama.cpp tree of the llama-cpp-python sdist (downloaded unless given),
+    with the server build's top-level CMakeLists.txt in place of the upstream one."""
     if sdist is None:
         download = work / "sdist"
         subprocess.run([python, "-m", "pip", "download", "--disable-pip-version-check", "-q",
@@ -277,8 +363,11 @@ def _sdist_source(version: str, work: Path, python: str, sdist: Path | None) -> 
         if not found:
             raise RuntimeError(f"pip downloaded no llama-cpp-python {version} sdist")
         sdist = found[0]
+    prefix = "/vendor/llama.cpp/"
     with tarfile.open(sdist) as archive:
-        archive.extractall(work / "src", filter="data")
+        # Only the vendored llama.cpp tree: the rest of the sdist is the Python package.
+        members = [m for m in archive.getmembers() if prefix in f"/{m.name}/"]
+        archive.extractall(work / "src", members=members, filter="data")
     roots = [p for p in (work / "src").iterdir() if p.is_dir()]
     if len(roots) != 1:
         raise RuntimeError(f"unexpected sdist layout: {sorted(p.name for p in roots)}")
@@ -287,32 +376,44 @@ def _sdist_source(version: str, work: Path, python: str, sdist: Path | None) -> 
     if missing:
         raise RuntimeError(f"the sdist's vendor/llama.cpp lacks what the server build needs: "
                            f"{', '.join(missing)}")
+    (source / "CMakeLists.txt").rename(source / "CMakeLists.upstream.txt")
+    shutil.copyfile(SERVER_CMAKE_FILE, source / "CMakeLists.txt")
     return source
 
 
-def build_server(plan: Mapping[str, Any], out_dir: Path, *, python: str | None = None,
-                 jobs: int | None = None, sdist: Path | None = None,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Build llama-server as `plan` says into `out_dir` (replaced whole, atomically);
-    return the record written beside it (the plan plus the build's duration)."""
+def build_server(plan: Mapping[str, Any], out_dir: Path, engine: EngineLibraries, *,
+                 python: str | None = None, jobs: int | None = None,
+                 sdist: Path | None = None, log: Callable[[str], None] = print
+                 ) -> dict[str, Any]:
+    """Build llama-server as `plan` says, linked against `engine`'s libraries, into
+    `out_dir` (replaced whole, atomically); return the record written beside it (the
+    plan plus the RPATH and the build's duration). A failed build leaves its log in
+    `<out_dir>.log`."""
     jobs = jobs or os.cpu_count() or 1
     started = time.monotonic()
+    failed_log = out_dir.with_name(out_dir.name + ".log")
     with tempfile.TemporaryDirectory(prefix="scalezero-server.") as tmp:
         work = Path(tmp)
         source = _sdist_source(plan["version"], work, python or sys.executable, sdist)
+        cmake_args = [*plan["cmake_args"], f"-DSCALEZERO_ENGINE_PREFIX={engine.prefix}",
+                      f"-DSCALEZERO_SERVER_RPATH={engine.rpath}"]
         build_log = work / "build.log"
-        for command in build_commands(source, work / "build", plan["cmake_args"], jobs):
+        for command in build_commands(source, work / "build", cmake_args, jobs):
             with build_log.open("a", encoding="utf-8") as out:
                 code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL).returncode
             if code != 0:
-                tail = build_log.read_text(encoding="utf-8", errors="replace")[-3000:]
+                text = build_log.read_text(encoding="utf-8", errors="replace")
+                failed_log.parent.mkdir(parents=True, exist_ok=True)
+                failed_log.write_text(text, encoding="utf-8")
                 raise RuntimeError(f"{' '.join(command[:3])} ... failed "
-                                   f"({describe_exit(code)}); the end of its output:\n{tail}")
+                                   f"({describe_exit(code)}; log: {failed_log}); the end of "
+                                   f"its output:\n{text[-3000:]}")
         binary = work / "build" / "bin" / SERVER_BINARY
         if not binary.is_file():
             raise RuntimeError(f"the build produced no {binary}")
-        record = {**plan, "build_s": round(time.monotonic() - started, 1), "jobs": jobs}
+        record = {**plan, "rpath": engine.rpath,
+                  "build_s": round(time.monotonic() - started, 1), "jobs": jobs}
         partial = out_dir.with_name(out_dir.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
@@ -321,17 +422,22 @@ def build_server(plan: Mapping[str, Any], out_dir: Path, *, python: str | None =
                                                   encoding="utf-8")
         shutil.rmtree(out_dir, ignore_errors=True)
         partial.rename(out_dir)
+    failed_log.unlink(missing_ok=True)
     log(f"setup: llama-server built in {record['build_s']:.0f} s ({jobs} jobs)")
     return record
 
 
-def cached_server(plan: Mapping[str, Any], out_dir: Path) -> dict[str, Any] | None:
-    """The record of the binary cached in `out_dir` if it was built as `plan` says."""
+def cached_server(plan: Mapping[str, Any], out_dir: Path, rpath: str | None = None
+                  ) -> dict[str, Any] | None:
+    """The record of the binary cached in `out_dir` if it was built as `plan` says (and,
+    given `rpath`, finds the engine's libraries the same way)."""
     try:
         record = json.loads((out_dir / SERVER_RECORD_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    same = all(record.get(k) == plan[k] for k in ("key", "version", "cuda", "cmake_args"))
+    same = all(record.get(k) == plan[k] for k in ("key", "version", "cuda", "linking",
+                                                  "cmake_args", "engine_cmake_args"))
+    same = same and (rpath is None or record.get("rpath") == rpath)
     return dict(record) if same and (out_dir / SERVER_BINARY).is_file() else None
 
 
@@ -352,27 +458,56 @@ def install_server(out_dir: Path | None, venv: Path, record: Mapping[str, Any]) 
 
 def setup_server(version: str, cuda: bool, cache: Path, venv: Path,
                  env: Mapping[str, str] | None = None, **build: Any) -> dict[str, Any]:
-    """What tools/setup-venv.sh does for the native server: build it unless switched off
-    or cached, then install it into `venv`. Returns the record installed."""
+    """What tools/setup-venv.sh does for the native server: build it (unless switched off
+    or cached) against the engine installed in `venv`, install it there and check that it
+    runs and reports the engine's llama.cpp build. Returns the record installed.
+
+    A build or check that fails is recorded in `venv` with the reason (the binary
+    removed) and setup goes on, unless SCALEZERO_NATIVE_ENGINE=1 asked for it: then the
+    RuntimeError (or OSError, CalledProcessError) propagates."""
     env = os.environ if env is None else env
     if not native_engine_enabled(env):
         off: dict[str, Any] = {"package": "llama-server", "enabled": False,
-                               "reason": f"{NATIVE_ENGINE_ENV} was not 1 when tools/setup-venv.sh "
-                                         "ran (the build is opt-in)"}
+                               "reason": f"{NATIVE_ENGINE_ENV}=0 when tools/setup-venv.sh ran "
+                                         "(the build is switched off)"}
         install_server(None, venv, off)
-        print(f"setup: llama-server not built (opt-in: {NATIVE_ENGINE_ENV}=1 builds it)")
+        print(f"setup: llama-server not built ({NATIVE_ENGINE_ENV}=0)")
         return off
-    plan = server_plan(build_plan(version, cuda, env=env))
+    plan = server_plan(build_plan(version, cuda, env=env), env.get(EXTRA_ARGS_ENV, "").split())
     out_dir = cache / plan["key"]
-    record = cached_server(plan, out_dir)
-    if record is None:
-        print(f"setup: building llama-server from the llama-cpp-python {version} sdist "
-              f"(build {plan['key']}: {' '.join(plan['cmake_args'])})")
-        record = build_server(plan, out_dir, **build)
-    else:
-        print(f"setup: reusing llama-server build {plan['key']}")
-    install_server(out_dir, venv, {**record, "enabled": True})
-    return record
+    try:
+        engine = engine_libraries(venv, build.get("python"))
+        record = cached_server(plan, out_dir, engine.rpath)
+        if record is not None:
+            print(f"setup: reusing llama-server build {plan['key']}")
+            install_server(out_dir, venv, {**record, "enabled": True})
+            try:
+                checked = check_server(venv / "bin" / SERVER_BINARY, engine.prefix)
+            except RuntimeError as exc:
+                print(f"setup: the cached llama-server fails its check ({exc}); rebuilding")
+                record = None
+        if record is None:
+            print(f"setup: building llama-server from the llama-cpp-python {version} sdist "
+                  f"against the installed engine (build {plan['key']}: "
+                  f"{' '.join(plan['cmake_args'])})")
+            record = build_server(plan, out_dir, engine, **build)
+            install_server(out_dir, venv, {**record, "enabled": True})
+            checked = check_server(venv / "bin" / SERVER_BINARY, engine.prefix)
+    except (RuntimeError, OSError, subprocess.CalledProcessError, tarfile.TarError) as exc:
+        failed = {"package": "llama-server", "enabled": True, "built": False,
+                  "key": plan["key"], "reason": f"the build failed: {exc}"}
+        install_server(None, venv, failed)
+        if native_engine_required(env):
+            raise
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"setup: WARNING: llama-server (the native engine) is not available: the build "
+              f"failed: {first_line}\n(recorded in {venv / SERVER_RECORD_NAME}; "
+              f"{NATIVE_ENGINE_ENV}=0 skips the build)", file=sys.stderr)
+        return failed
+    installed = {**record, "enabled": True, "built": True, "server_version": checked}
+    install_server(out_dir, venv, installed)
+    print(f"setup: llama-server runs ({checked}), the engine wheel's llama.cpp build")
+    return installed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -381,10 +516,12 @@ class NativeServer:
 
     path: Path | None
     reason: str
-    #: True when setup did not build it because the build is switched off (the default;
-    #: SCALEZERO_NATIVE_ENGINE=1 switches it on).
+    #: True when setup did not build it because the build is switched off
+    #: (SCALEZERO_NATIVE_ENGINE=0).
     switched_off: bool = False
     record: dict[str, Any] | None = None
+    #: True when setup tried to build it and failed (`reason` says why).
+    failed: bool = False
 
 
 def native_server(prefix: Path | str | None = None,
@@ -407,13 +544,15 @@ def native_server(prefix: Path | str | None = None,
     if record is not None and record.get("enabled") is False:
         return NativeServer(None, f"not built: {record.get('reason', 'switched off')}",
                             switched_off=True, record=record)
+    if record is not None and record.get("built") is False:
+        return NativeServer(None, f"not built: {record.get('reason', 'the build failed')}",
+                            record=record, failed=True)
     path = root / "bin" / SERVER_BINARY
     if path.is_file() and os.access(path, os.X_OK):
         return NativeServer(path, f"built by tools/setup-venv.sh (build "
                                   f"{(record or {}).get('key', 'not recorded')})", record=record)
-    return NativeServer(None, f"not built: no {path} (run tools/setup-venv.sh; "
-                              f"with {NATIVE_ENGINE_ENV}=1)", record=record)
-
+    return NativeServer(None, f"not built: no {path} (run tools/setup-venv.sh without "
+                              f"{NATIVE_ENGINE_ENV}=0)", record=record)
 
 def native_server_version(path: Path, timeout_s: float = 30.0) -> str:
     """What `llama-server --version` says (its first line), or why it says nothing: a
@@ -505,8 +644,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     plan.add_argument("--version", required=True, help="llama-cpp-python version")
     plan.add_argument("--cuda", type=int, choices=(0, 1), default=0)
     server = sub.add_parser(
-        "server", help=f"build llama-server (when {NATIVE_ENGINE_ENV}=1; unless cached) and "
-                       "install it into a virtualenv")
+        "server", help=f"build llama-server against the engine installed in a virtualenv "
+                       f"(unless cached, or {NATIVE_ENGINE_ENV}=0), install and check it")
     server.add_argument("--version", required=True, help="llama-cpp-python version")
     server.add_argument("--cuda", type=int, choices=(0, 1), default=0)
     server.add_argument("--cache", type=Path, required=True,
@@ -522,8 +661,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
                          python=str(args.venv / "bin" / "python"), jobs=args.jobs,
                          sdist=args.sdist)
         except (RuntimeError, OSError, subprocess.CalledProcessError, tarfile.TarError) as exc:
-            print(f"setup: the llama-server build failed: {exc}\n(unset {NATIVE_ENGINE_ENV} "
-                  "to set up without it)", file=sys.stderr)
+            print(f"setup: the llama-server build failed: {exc}\n({NATIVE_ENGINE_ENV}=1 "
+                  f"makes that fail setup; {NATIVE_ENGINE_ENV}=0 sets up without it)",
+                  file=sys.stderr)
             return 1
         return 0
     print(json.dumps(build_plan(args.version, bool(args.cuda)), indent=2))
