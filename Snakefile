@@ -23,6 +23,7 @@ include: "workflow/rules/sweep.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/scenarios.smk"
+include: "workflow/rules/sharing.smk"
 
 
 rule all:

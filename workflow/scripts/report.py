@@ -40,5 +40,7 @@ with logged(snakemake.log[0]):
                      "figure": Path(inputs["sim_figure"])}
                     if "sim_validation" in inputs else None),
         platforms=Path(inputs["platforms"]) if "platforms" in inputs else None,
+        sharing=({k.removeprefix("sharing_"): Path(v)
+                  for k, v in inputs.items() if k.startswith("sharing_")} or None),
     )
     print(f"{result.html} ({result.renderer})")

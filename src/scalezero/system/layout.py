@@ -295,6 +295,34 @@ class Layout:
     def sweep_figure(self) -> Path:
         return self.results / "figures" / "size_sweep.png"
 
+    # Model sharing ----------------------------------------------------------------------
+
+    @property
+    def sharing_dir(self) -> Path:
+        return self.results / "sharing"
+
+    def sharing_deployments(self, variant: str) -> Path:
+        """The deployments file one sharing variant's run serves (YAML)."""
+        return self.sharing_dir / "deployments" / f"{variant}.yaml"
+
+    def sharing_run_dir(self, variant: str) -> Path:
+        return self.sharing_dir / "runs" / variant
+
+    @property
+    def sharing_summary(self) -> Path:
+        """One row per sharing variant (scalezero.analysis.sharing.SUMMARY_COLUMNS)."""
+        return self.sharing_dir / "summary.csv"
+
+    @property
+    def sharing_per_deployment(self) -> Path:
+        """One row per variant x deployment (sharing.PER_DEPLOYMENT_COLUMNS)."""
+        return self.sharing_dir / "per_deployment.csv"
+
+    @property
+    def sharing_figure(self) -> Path:
+        """Memory held by the instances over the replay, one panel per variant."""
+        return self.results / "figures" / "sharing_memory.png"
+
     # Simulated scenarios ----------------------------------------------------------------
 
     def scenarios(self, workload: str) -> dict[str, Path]:
