@@ -176,3 +176,27 @@ def test_per_deployment_split(analysed: dict) -> None:
     # gamma-x-i1: spawn at 9, stopped at 12.1.
     assert detail.loc["gamma-x", "instance_s"] == pytest.approx(3.1)
     assert not math.isnan(detail.loc["beta", "instance_s"])
+
+
+def test_columns_documented() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text(encoding="utf-8")
+    section = doc.split("## `results/sharing/`", 1)[1].split("\n## ", 1)[0]
+    missing = [c for c in (*SUMMARY_COLUMNS, *PER_DEPLOYMENT_COLUMNS) if f"| `{c}` |" not in
+               section]
+    assert not missing
+
+
+def test_a_run_without_a_counter_gets_the_projections_estimate(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    pd.DataFrame({"request_id": [r[0] for r in REQUESTS],
+                  "model": [r[1] for r in REQUESTS]}).to_csv(trace, index=False)
+    run = _write_run(tmp_path / "dedicated-naive", variant="dedicated-naive", budget=None)
+    telemetry = pd.read_csv(run / "telemetry.csv")
+    telemetry.assign(energy_source="none", energy_mj=None).to_csv(run / "telemetry.csv",
+                                                                   index=False)
+    written = analyze_sharing([run], trace, tmp_path / "s.csv", tmp_path / "d.csv")
+    row = pd.read_csv(written["summary"]).iloc[0]
+    assert (row["kind"], row["energy_basis"], row["energy_source"]) == \
+        ("dedicated", "estimated", "host_model")
+    assert row["energy_j"] > 0
+    assert math.isnan(row["budget_mib"]) and pd.isna(row["eviction"])
