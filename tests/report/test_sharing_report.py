@@ -74,6 +74,10 @@ def test_variables_compare_shared_with_dedicated() -> None:
     assert v["shared_errors"] == "1" and v["dedicated_variant"] == "dedicated-always_on"
     assert "4 of them caused by 5 evictions" in v["divide"]
     assert "71.1 % of it" in v["divide"]  # 377 / 530
+    assert v["over_budget"] == ""
+    over = sharing_variables(_summary().assign(mem_peak_mib=[450.0, 530.0]))
+    assert over["over_budget"].startswith("In shared-lru the instances' resident memory "
+                                          "peaked above the budget")
     assert sharing_variables(None) == {"configured": "no", "divide": ""}
 
 

@@ -66,6 +66,14 @@ def sharing_variables(summary: pd.DataFrame | None) -> dict[str, str]:
         "dedicated_cold_starts": NA if dedicated is None else fmt_int(dedicated["cold_starts"]),
         "dedicated_ttft_p99_ms": NA if dedicated is None else fmt(dedicated["ttft_p99_ms"]),
     }
+    over = shared[pd.to_numeric(shared["mem_peak_mib"], errors="coerce")
+                  > pd.to_numeric(shared["budget_mib"], errors="coerce")]
+    out["over_budget"] = "" if over.empty else (
+        f"In {', '.join(over['variant'].astype(str))} the instances' resident memory "
+        "peaked above the budget: the gateway counts a model at its estimate (file size "
+        "plus KV cache, plus what measured instances held beyond their estimates) until "
+        "an instance of it has been measured, so starts admitted on estimates can hold "
+        "more than the budget.")
     out["divide"] = _divide_sentence(out, shared, dedicated)
     return out
 
@@ -156,7 +164,8 @@ def sharing_md(summary: pd.DataFrame | None, per_deployment: pd.DataFrame | None
         f"starts, of which {v['shared_eviction_cold_starts']} eviction-caused, after "
         f"{v['shared_evictions']} evictions ({v['dedicated_variant']}: "
         f"{v['dedicated_cold_starts']} cold starts); the shared variants answered "
-        f"{v['shared_errors']} requests with a designed error (429, 503, 504).\n")
+        f"{v['shared_errors']} requests with a designed error (429, 503, 504). "
+        f"{v.get('over_budget', '')}\n")
     if per_deployment is not None and not per_deployment.empty:
         parts.append("Per deployment:\n\n" + per_deployment_table(per_deployment) + "\n")
     return "\n".join(parts)
