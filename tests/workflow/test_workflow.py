@@ -89,7 +89,10 @@ def test_smoke_dag_produces_report_with_expected_ordering(smoke_run: dict) -> No
     assert (workdir / "results" / "simulation" / "smoke_profile.json").is_file()
     assert "Simulation" in html
     print(f"smoke DAG: {smoke_run['elapsed_s']:.0f} s")
-    assert smoke_run["elapsed_s"] < 180, f"smoke DAG took {smoke_run['elapsed_s']:.0f} s"
+    # 180 s for the DAG without the sharing experiment, plus 50 s measured for its jobs
+    # alone (trace, one shared and one dedicated run, analysis, figure: 49 s on two
+    # cores at load 3).
+    assert smoke_run["elapsed_s"] < 230, f"smoke DAG took {smoke_run['elapsed_s']:.0f} s"
 
 
 def test_the_trace_slice_runs_its_strategies_and_every_request_succeeds(

@@ -90,7 +90,7 @@ def _divide_sentence(v: Mapping[str, str], shared: pd.DataFrame,
         f"stands for: its {v['deployments']} models held up to "
         f"{v['dedicated_mem_peak_mib']} MiB together, memory a small lab would have to buy "
         f"as that many devices. Sharing one device under a budget of {v['budget_mib']} MiB "
-        f"held at most {v['shared_mem_peak_mib']} MiB{share}; the price was "
+        f"peaked at {v['shared_mem_peak_mib']} MiB{share}; the price was "
         f"{v['shared_cold_starts']} cold starts (against {v['dedicated_cold_starts']}), "
         f"{v['shared_eviction_cold_starts']} of them caused by "
         f"{v['shared_evictions']} evictions, and a TTFT p99 of {v['shared_ttft_p99_ms']} ms "
@@ -157,9 +157,9 @@ def sharing_md(summary: pd.DataFrame | None, per_deployment: pd.DataFrame | None
             f"({figure_file}){{width=100%}}\n")
     parts.append(summary_table(summary) + "\n")
     parts.append(
-        f"Shared, the instances held {v['shared_mem_mean_mib']} MiB on average and at most "
-        f"{v['shared_mem_peak_mib']} MiB; {v['dedicated_variant']} held "
-        f"{v['dedicated_mem_mean_mib']} MiB on average and at most "
+        f"Shared, the instances held {v['shared_mem_mean_mib']} MiB on average, with a "
+        f"peak of {v['shared_mem_peak_mib']} MiB; {v['dedicated_variant']} held "
+        f"{v['dedicated_mem_mean_mib']} MiB on average, with a peak of "
         f"{v['dedicated_mem_peak_mib']} MiB. Sharing took {v['shared_cold_starts']} cold "
         f"starts, of which {v['shared_eviction_cold_starts']} eviction-caused, after "
         f"{v['shared_evictions']} evictions ({v['dedicated_variant']}: "
