@@ -172,14 +172,15 @@ def sharing_md(summary: pd.DataFrame | None, per_deployment: pd.DataFrame | None
 
 
 def plot_sharing_memory(run_dirs: Sequence[Path], out: Path) -> Path:
-    """Memory held by the instances over each variant's replay, one panel per variant."""
+    """Memory held by the instances over each variant's replay, one panel per variant
+    on one scale."""
     from scalezero.analysis.runs import read_run_meta
     from scalezero.report.figures import _plt, _save
 
     plt = _plt()
     dirs = [Path(d) for d in run_dirs]
     fig, axes = plt.subplots(len(dirs), 1, figsize=(8, 1.9 * max(1, len(dirs)) + 0.6),
-                             sharex=True, squeeze=False)
+                             sharex=True, sharey=True, squeeze=False)
     for ax, run_dir in zip(axes[:, 0], dirs, strict=True):
         meta = read_run_meta(run_dir)
         series = memory_over_time(run_dir)
