@@ -24,6 +24,8 @@ include: "workflow/rules/tiers.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/scenarios.smk"
+include: "workflow/rules/sharing.smk"
+include: "workflow/rules/sharing_simulate.smk"
 
 
 rule all:

@@ -9,7 +9,14 @@ import jsonschema
 import pytest
 import yaml
 
-from scalezero.cli.config import check_config, config_schema, sharing_deployments
+from scalezero.cli.config import (
+    check_config,
+    config_schema,
+    sharing_deployments,
+    sharing_variant_deployments,
+    sharing_variants,
+    workload_strategies,
+)
 from scalezero.errors import UserError
 from scalezero.serving.settings import GatewaySettings
 from scalezero.workload import generate_trace
@@ -80,3 +87,40 @@ def test_the_command_writes_a_file_run_takes(tmp_path: Path) -> None:
     assert main(["sharing-deployments", "--config", str(SHARING), "--eviction", "none",
                  "--out", str(out)]) == 0
     assert "memory_budget_mib" not in read_deployments(out)
+
+
+def test_variants_are_one_per_eviction_then_the_dedicated_ones() -> None:
+    config = _config()
+    assert list(sharing_variants(config)) == [
+        "shared-lru", "shared-longest_idle", "shared-cost_aware",
+        "dedicated-always_on", "dedicated-naive"]
+    config["sharing"].update(evictions=["cost_aware"], dedicated=["naive"])
+    assert sharing_variants(config) == {
+        "shared-cost_aware": {"eviction": "cost_aware", "policy": None},
+        "dedicated-naive": {"eviction": None, "policy": "naive"}}
+    jsonschema.Draft202012Validator(config_schema()).validate(config)
+    del config["sharing"]
+    assert sharing_variants(config) == {}
+
+
+def test_dedicated_variant_has_no_budget_and_one_policy() -> None:
+    config = _config()
+    dedicated = sharing_variant_deployments(config, "dedicated-always_on", "models")
+    assert "memory_budget_mib" not in dedicated and "eviction" not in dedicated
+    assert dedicated["deployments"]["synth-tiny"] == {"model": "models/synth-tiny.gguf",
+                                                      "policy": "always_on"}
+    shared = sharing_variant_deployments(config, "shared-lru", "models")
+    assert shared == sharing_deployments(config, "lru", "models")
+    assert shared["deployments"]["synth-tiny"]["policy"] == "keep_warm"
+    with pytest.raises(UserError, match="unknown variant"):
+        sharing_variant_deployments(config, "shared-fifo")
+
+
+def test_only_the_sharing_workload_may_have_no_strategy() -> None:
+    config = _config()
+    config["workloads"]["zipf_mix"]["strategies"] = []
+    jsonschema.Draft202012Validator(config_schema()).validate(config)
+    assert workload_strategies(config)["zipf_mix"] == []
+    config["workloads"]["other"] = {**config["workloads"]["zipf_mix"]}
+    with pytest.raises(UserError, match="non-empty"):
+        workload_strategies(config)

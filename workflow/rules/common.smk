@@ -1,6 +1,7 @@
 # Configuration checks and helpers shared by the rules.
 
 import glob
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,8 @@ try:
         platform_names,
         platform_spec,
         run_order,
+        sharing_variant_deployments,
+        sharing_variants,
         workload_strategies,
     )
     from scalezero.report.figure_list import figure_keys, timeline_key
@@ -51,7 +54,10 @@ for _spec in config["workloads"].values():
 #: Every path under results/, resources/ and logs/ comes from here.
 LAYOUT = Layout()
 MODEL = config["model"]
-WORKLOADS = list(config["workloads"])
+#: Every workload (each has a trace); WORKLOADS: those strategies run on (the sharing
+#: experiment's workload may have none of its own).
+ALL_WORKLOADS = list(config["workloads"])
+WORKLOADS = [w for w in ALL_WORKLOADS if WORKLOAD_STRATEGIES[w]]
 STRATEGIES = list(config["strategies"])
 REPEATS = int(config.get("repeats", 1))
 REPORT_WORKLOAD = config.get("report", {}).get("workload") or WORKLOADS[0]
@@ -77,6 +83,15 @@ PLATFORMS = platform_names(config)
 MAIN_PLATFORM = PLATFORMS[0] if PLATFORMS else None
 #: The platform's part of the run, summary and log patterns (none without platforms).
 PLATFORM_PARTS = ("{platform}",) if PLATFORMS else ()
+#: The model-sharing experiment (`sharing:`): its variants in run order, each one
+#: measured run over the sharing workload (empty without the key).
+SHARING = config.get("sharing") or {}
+SHARING_VARIANTS = list(sharing_variants(config))
+#: The simulation is checked against the shared runs with profiles fitted on the
+#: dedicated runs, so it needs one of each.
+SHARING_SIMULATED = any(v.startswith("shared-") for v in SHARING_VARIANTS) and any(
+    v.startswith("dedicated-") for v in SHARING_VARIANTS
+)
 
 
 def serving_env(device):
@@ -102,11 +117,12 @@ def _names(values):
 
 
 wildcard_constraints:
-    workload=_names(WORKLOADS),
+    workload=_names(ALL_WORKLOADS),
     strategy=_names(STRATEGIES),
     model=_names(config["models"]),
     rep=r"\d+",
     platform=_names(PLATFORMS) or r"[^/]+",
+    variant=_names(SHARING_VARIANTS) or r"[^/]+",
 
 
 # On a cluster only measured runs are submitted; everything else is light and runs on
@@ -394,6 +410,7 @@ def report_inputs(wildcards):
         inputs["platforms"] = str(LAYOUT.platform_comparison)
     if TIERS_ENABLED:
         inputs.update({f"tiers_{k}": str(v) for k, v in LAYOUT.tiers_files().items()})
+    inputs.update({f"sharing_{k}": v for k, v in sharing_outputs().items()})
     return inputs
 
 
@@ -440,8 +457,80 @@ def platform_summaries(workload):
     return {p: summary_files(workload, p)["summary"] for p in PLATFORMS}
 
 
+# The model-sharing experiment (rules in sharing.smk).
+
+
+def sharing_deployments_file(variant):
+    return str(LAYOUT.sharing_deployments(variant))
+
+
+def sharing_run_dir(variant):
+    return str(LAYOUT.sharing_run_dir(variant))
+
+
+def sharing_run_dirs():
+    """The variants' run folders, in run order."""
+    return [sharing_run_dir(v) for v in SHARING_VARIANTS]
+
+
+def sharing_deployments_data(wildcards):
+    """The deployments file of a variant, with model paths relative to its folder (a
+    deployments file reads them against its own folder)."""
+    models_dir = os.path.relpath(
+        LAYOUT.model(MODEL).parent, LAYOUT.sharing_deployments(wildcards.variant).parent
+    )
+    return _canonical(sharing_variant_deployments(config, wildcards.variant, models_dir))
+
+
+def sharing_model_files():
+    """The model files the sharing deployments serve."""
+    return [model_file(m) for m in sorted({d["model"] for d in SHARING["deployments"].values()})]
+
+
+def sharing_policy_files(wildcards):
+    """The modules defining a variant's policies: editing one reruns the variant."""
+    data = sharing_variant_deployments(config, wildcards.variant)
+    policies = sorted({d["policy"] for d in data["deployments"].values()})
+    return [str(policy_source_file(p)) for p in policies]
+
+
+def sharing_run_settings(wildcards):
+    """Settings of one sharing variant's run (the deployments file says what it serves)."""
+    device = platform_spec(config, MAIN_PLATFORM)
+    identity = {"platform": MAIN_PLATFORM} if MAIN_PLATFORM else {}
+    return _canonical(
+        {
+            **identity,
+            "workload": SHARING["workload"],
+            "strategy": wildcards.variant,
+            "rep": 1,
+            "order_index": SHARING_VARIANTS.index(wildcards.variant),
+            "device": device["device"],
+            "gpu_index": device["gpu_index"],
+            "instance": config.get("instance", {}),
+            "gateway": config.get("gateway", {}),
+            "telemetry": config.get("telemetry", {}),
+            "seed": config["workloads"][SHARING["workload"]].get("seed"),
+            "lock_file": LOCK_FILE,
+        }
+    )
+
+
+def sharing_outputs():
+    """The sharing experiment's tables and figure, by kind (none without `sharing:`)."""
+    if not SHARING_VARIANTS:
+        return {}
+    return {
+        "summary": str(LAYOUT.sharing_summary),
+        "per_deployment": str(LAYOUT.sharing_per_deployment),
+        "figure": str(LAYOUT.sharing_figure),
+        **({"simulated": str(LAYOUT.sharing_simulated)} if SHARING_SIMULATED else {}),
+    }
+
+
 def final_outputs():
     outputs = [str(LAYOUT.report_html)]
+    outputs += list(sharing_outputs().values())
     outputs += [summary_files(w, p)["summary"] for w in WORKLOADS for p in PLATFORMS or [None]]
     if SWEEP_MODELS:
         outputs += [str(LAYOUT.sweep_summary), str(LAYOUT.sweep_figure)]

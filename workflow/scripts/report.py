@@ -42,5 +42,7 @@ with logged(snakemake.log[0]):
         platforms=Path(inputs["platforms"]) if "platforms" in inputs else None,
         tiers=({k.removeprefix("tiers_"): Path(v)
                 for k, v in inputs.items() if k.startswith("tiers_")} or None),
+        sharing=({k.removeprefix("sharing_"): Path(v)
+                  for k, v in inputs.items() if k.startswith("sharing_")} or None),
     )
     print(f"{result.html} ({result.renderer})")

@@ -99,20 +99,25 @@ def workload_strategies(config: Mapping[str, Any]) -> dict[str, list[str]]:
 
     A workload's optional `strategies:` list names entries of the top-level
     `strategies:` as written, before sweep expansion: naming a swept entry takes all of
-    its values. Without the key a workload runs every strategy.
+    its values. Without the key a workload runs every strategy; the workload of
+    `sharing:` may have an empty list (only the sharing experiment replays it).
     """
     entries = config.get("strategies", {})
     by_entry = strategies_by_entry(entries)
     every = [s for names in by_entry.values() for s in names]
+    sharing_workload = (config.get("sharing") or {}).get("workload")
     chosen: dict[str, list[str]] = {}
     for workload, spec in config.get("workloads", {}).items():
         names = spec.get("strategies") if isinstance(spec, Mapping) else None
         if names is None:
             chosen[workload] = every
             continue
-        if not isinstance(names, list) or not names:
+        # An empty list: only the sharing experiment replays the workload.
+        empty_allowed = workload == sharing_workload
+        if not isinstance(names, list) or (not names and not empty_allowed):
             raise UserError(f"config: workloads.{workload}.strategies must be a non-empty "
-                            f"list of strategies: entries, got {names!r}")
+                            f"list of strategies: entries (empty only for sharing.workload), "
+                            f"got {names!r}")
         for name in names:
             if name not in entries:
                 raise UserError(f"config: workloads.{workload}.strategies names {name!r}, "
@@ -126,9 +131,11 @@ def _workload_entry_schema(workload_schema: Mapping[str, Any]) -> dict[str, Any]
     of the pipeline (which strategies run on it), not of the trace."""
     entry = json.loads(json.dumps({k: v for k, v in workload_schema.items()
                                    if k not in ("$schema", "title")}))
-    strategies = {"type": "array", "items": _NAME, "minItems": 1, "uniqueItems": True,
+    strategies = {"type": "array", "items": _NAME, "uniqueItems": True,
                   "description": "strategies: entries (as written, before sweep "
-                                 "expansion) run on this workload; default: all"}
+                                 "expansion) run on this workload; default: all; empty "
+                                 "(sharing.workload only): no strategy run, only the "
+                                 "sharing experiment's"}
     entry.setdefault("properties", {})["strategies"] = strategies
     # Each kind's branch closes its properties: the key has to be admitted there too.
     for branch in entry.get("allOf", []):
@@ -233,6 +240,8 @@ def measured_resources(config: Mapping[str, Any], platform: str | None
 
 
 EVICTIONS = ("lru", "longest_idle", "cost_aware")
+#: Policies of the sharing experiment's dedicated variants (each model on its own).
+DEDICATED_POLICIES = ("always_on", "naive")
 
 #: Several models sharing one device under a memory budget (config/sharing.yaml).
 SHARING_SCHEMA: dict[str, Any] = {
@@ -264,8 +273,50 @@ SHARING_SCHEMA: dict[str, Any] = {
                       "description": "eviction policies compared"},
         "workload": {**_NAME, "description": "workloads: entry whose models: mix names "
                      "the deployments"},
+        "dedicated": {"type": "array", "items": {"enum": list(DEDICATED_POLICIES)},
+                      "uniqueItems": True, "default": list(DEDICATED_POLICIES),
+                      "description": "policies of the dedicated variants (no budget, every "
+                      "deployment with this policy, as if on a device of its own)"},
     },
 }
+
+#: Prefixes of the sharing experiment's variant names.
+SHARED_PREFIX, DEDICATED_PREFIX = "shared-", "dedicated-"
+
+
+def sharing_variants(config: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
+    """The measured variants of ``sharing:``, in run order: ``shared-<eviction>`` for each
+    of ``sharing.evictions`` (under the budget), then ``dedicated-<policy>`` for each of
+    ``sharing.dedicated`` (no budget, every deployment with that policy).
+
+    Each value says ``eviction`` (None: no budget) and ``policy`` (None: each deployment's
+    own strategy). Empty without ``sharing:``.
+    """
+    sharing = config.get("sharing")
+    if not sharing:
+        return {}
+    variants: dict[str, dict[str, str | None]] = {}
+    for eviction in sharing.get("evictions", list(EVICTIONS)):
+        variants[f"{SHARED_PREFIX}{eviction}"] = {"eviction": eviction, "policy": None}
+    for policy in sharing.get("dedicated", list(DEDICATED_POLICIES)):
+        variants[f"{DEDICATED_PREFIX}{policy}"] = {"eviction": None, "policy": policy}
+    return variants
+
+
+def sharing_variant_deployments(config: Mapping[str, Any], variant: str,
+                                models_dir: str = "resources/models") -> dict[str, Any]:
+    """The deployments file of one variant of :func:`sharing_variants`."""
+    variants = sharing_variants(config)
+    if variant not in variants:
+        raise UserError(f"sharing: unknown variant {variant!r} ({', '.join(variants)})")
+    spec = variants[variant]
+    data = sharing_deployments(config, spec["eviction"], models_dir)
+    if spec["policy"] is not None:
+        # The dedicated policy replaces each deployment's strategy and its parameters.
+        data["deployments"] = {
+            name: {"model": entry["model"], "policy": spec["policy"]}
+            for name, entry in data["deployments"].items()}
+    return data
 
 
 def sharing_deployments(config: Mapping[str, Any], eviction: str | None,
@@ -497,5 +548,6 @@ if __name__ == "__main__":
 
 __all__ = ["CLUSTER_SCHEMA", "MEASURED_RESOURCE_KEYS", "PLATFORMS_SCHEMA", "check_config",
            "config_schema", "expand_strategies", "measured_resources", "platform_names",
-           "platform_spec", "run_order", "sharing_deployments", "strategies_by_entry",
+           "platform_spec", "run_order", "sharing_deployments", "sharing_variant_deployments",
+           "sharing_variants", "strategies_by_entry",
            "workload_strategies"]

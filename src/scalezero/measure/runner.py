@@ -432,10 +432,13 @@ def run_from_settings(
     out_dir: Path,
     keep_failed_in: Path | None = None,
     history_path: Path | None = None,
+    deployments_path: Path | None = None,
 ) -> dict[str, Any]:
     """A measured run as the workflow describes it (see workflow/rules/common.smk).
 
     `history_path`: the workload's history file, learned by the policy before the run.
+    `deployments_path`: a deployments file (several models behind the gateway; the
+    sharing experiment); `model_path` is then not used.
 
     On failure the partial run files are copied to `keep_failed_in` before the error
     propagates: the workflow engine deletes the outputs of a failed job, and what a
@@ -445,6 +448,7 @@ def run_from_settings(
         settings, model_path, trace_path, out_dir,
         log_dir=(keep_failed_in / "logs") if keep_failed_in else out_dir / "logs",
         history_path=history_path,
+        deployments_path=deployments_path,
     )
     try:
         return measured_run(plan)

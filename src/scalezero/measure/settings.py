@@ -66,8 +66,13 @@ class RunSettings(BaseModel):
     @classmethod
     def from_workflow(cls, settings: Mapping[str, Any], model_path: Path, trace_path: Path,
                       out_dir: Path, log_dir: Path,
-                      history_path: Path | None = None) -> RunSettings:
+                      history_path: Path | None = None,
+                      deployments_path: Path | None = None) -> RunSettings:
         """A run as the workflow describes it; keys it leaves out take the models' defaults.
+
+        With `deployments_path` (a deployments file, ``scalezero run --deployments``) the
+        gateway serves its deployments, and `model_path`, ``policy`` and ``policy_params``
+        are not used: the file's first deployment is the gateway's own.
 
         Inside a SLURM job the run uses the GPU SLURM assigned (whatever `gpu_index`
         says) and the lock of its node (runs on other nodes do not wait for it).
@@ -81,11 +86,19 @@ class RunSettings(BaseModel):
         node = slurm.job_node()
         if lock_path is not None and node:
             lock_path = Layout.node_lock_file(lock_path, node)
+        if deployments_path is not None:
+            from scalezero.serving.cli import read_deployments
+
+            served: dict[str, Any] = read_deployments(deployments_path)
+        else:
+            served = {
+                "model_path": model_path,
+                "model_name": settings.get("model_name") or model_path.stem,
+                "policy": settings["policy"],
+                "policy_params": dict(settings.get("policy_params") or {}),
+            }
         gateway: dict[str, Any] = {
-            "model_path": model_path,
-            "model_name": settings.get("model_name") or model_path.stem,
-            "policy": settings["policy"],
-            "policy_params": dict(settings.get("policy_params") or {}),
+            **served,
             "device": device,
             # Only a cuda run picks a GPU; a cpu run sees none whatever the config says.
             "gpu_index": gpu_index if device == "cuda" else None,

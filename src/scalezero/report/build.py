@@ -32,6 +32,7 @@ from scalezero.report.render import (
     resolve_document,
 )
 from scalezero.report.scenarios import scenarios_md
+from scalezero.report.sharing import read_sharing, sharing_md, sharing_variables
 from scalezero.report.simulation import simulation_md
 from scalezero.report.tables import build_tables
 from scalezero.report.tiers import tiers_md
@@ -45,8 +46,8 @@ PANDOC_CSS = "pandoc.css"
 SECTIONS: tuple[str, ...] = (
     "Summary", "Setup", "Latency", "Cold starts", "Warm tiers and engines",
     "Resources over time", "Energy",
-    "Projections", "Simulation", "Simulated scenarios", "Discussion", "Limitations",
-    "References",
+    "Projections", "Simulation", "Simulated scenarios", "Model sharing", "Discussion",
+    "Limitations", "References",
 )
 
 
@@ -185,6 +186,7 @@ def build_report(
     simulation: Mapping[str, Path] | None = None,
     platforms: Path | None = None,
     tiers: Mapping[str, Path] | None = None,
+    sharing: Mapping[str, Path] | None = None,
 ) -> ReportResult:
     """Render the report of one workload into `out_html`.
 
@@ -200,7 +202,9 @@ def build_report(
     no simulation was validated. `platforms` is the table comparing the platforms
     (results/summary/platforms.csv), when several were measured. `tiers` holds the tier
     bench's outputs (tiers, engines, summary; `Layout.tiers_files`); without it the
-    report says that the tiers were not measured.
+    report says that the tiers were not measured. `sharing` holds the model-sharing
+    experiment's files (summary, per_deployment, figure); without it the section says
+    the experiment was not configured.
     """
     source_dir = Path(source_dir or DEFAULT_SOURCE_DIR)
     if not (source_dir / MAIN_FILE).is_file():
@@ -209,7 +213,10 @@ def build_report(
                             slo_sets, trace_info, workload_spec)
     numbers = figure_numbers(inputs.strategies, size_sweep=size_sweep is not None,
                              simulation=simulation is not None,
-                             scenarios=scenarios is not None)
+                             scenarios=scenarios is not None,
+                             sharing=sharing is not None)
+    if sharing is not None:
+        figures = {**figures, "sharing_memory": Path(sharing["figure"])}
     if scenarios is not None:  # hour, grid, projections tables and the heatmap
         figures = {**figures, "scenario_heatmap": Path(scenarios["heatmap"])}
     if size_sweep is not None:
@@ -231,6 +238,8 @@ def build_report(
     variables = build_variables(inputs, title=settings.title, author=settings.author,
                                 renderer=engine.label, figure_numbers=numbers)
     variables["sim"] = simulation_variables(validation, profile)
+    sharing_summary, sharing_detail = read_sharing(sharing)
+    variables["sharing"] = sharing_variables(sharing_summary)
     tables = build_tables(inputs, variables)
     with tempfile.TemporaryDirectory(prefix="scalezero-report-") as tmp:
         work = Path(tmp) / "report"
@@ -267,6 +276,10 @@ def build_report(
         (generated / "simulation.md").write_text(simulation_md(
             validation, variables["sim"], numbers.get("simulation"),
             variables["fig"].get("simulation_file")), encoding="utf-8")
+        (generated / "sharing.md").write_text(sharing_md(
+            sharing_summary, sharing_detail, variables["sharing"],
+            numbers.get("sharing_memory"), variables["fig"].get("sharing_memory_file")),
+            encoding="utf-8")
         dumped = yaml.safe_dump(variables, sort_keys=False, allow_unicode=True)
         (work / "_variables.yml").write_text(dumped, encoding="utf-8")
         if variables_out is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,13 @@ def make_report(
     trace: Path | None, projections_dir: Path, figures_dir: Path, out_html: Path,
     variables_out: Path | None = None, source_dir: Path | None = None,
     renderer: str | None = None, trace_info: Path | None = None,
-    simulation_dir: Path | None = None,
+    simulation_dir: Path | None = None, sharing: Mapping[str, Path] | None = None,
 ) -> Path:
     """All three report steps: projections, figures, HTML. Returns the HTML path.
 
     With a validation table in `simulation_dir` (the workflow's validate_simulation
-    step), its figure is drawn and the report shows it."""
+    step), its figure is drawn and the report shows it. `sharing`: the model-sharing
+    experiment's summary, per_deployment and figure files (results/sharing/)."""
     import pandas as pd
 
     from scalezero.analysis.projections import write_projections
@@ -81,7 +82,7 @@ def make_report(
         trace=trace, trace_info=trace_info,
         workload_spec=(config.get("workloads") or {}).get(workload),
         slo_sets=slo_sets, variables_out=variables_out,
-        source_dir=source_dir, renderer=renderer, simulation=simulation)
+        source_dir=source_dir, renderer=renderer, simulation=simulation, sharing=sharing)
     return result.html
 
 

@@ -21,7 +21,7 @@ class FigureSpec:
     category: its section of Snakemake's --report.
     rule: the workflow rule that draws it.
     needs: for an optional figure, the step whose results it shows (size_sweep, simulation,
-    scenarios).
+    scenarios, sharing).
     """
 
     name: str
@@ -49,6 +49,9 @@ FIGURE_SPECS: tuple[FigureSpec, ...] = (
                "figure_simulation", needs="simulation"),
     FigureSpec("scenario_heatmap", False, True, "scenario_heatmap.rst", "Simulation",
                "figure_scenario_heatmap", needs="scenarios"),
+    # Drawn by the sharing experiment's own rule, from its runs.
+    FigureSpec("sharing_memory", False, True, "sharing_memory.rst", "Model sharing",
+               "sharing_figure", needs="sharing"),
 )
 
 #: Figure names in report order ("timeline" stands for one figure per strategy).
@@ -65,10 +68,13 @@ def timeline_key(strategy: str) -> str:
 
 
 def figure_keys(strategies: Sequence[str], size_sweep: bool = False,
-                simulation: bool = False, scenarios: bool = False) -> list[str]:
+                simulation: bool = False, scenarios: bool = False,
+                sharing: bool = False) -> list[str]:
     """Every figure's key in report order; the size sweep's only when `size_sweep`, the
-    simulation's only when `simulation`, the simulated scenarios' when `scenarios`."""
-    made = {"size_sweep": size_sweep, "simulation": simulation, "scenarios": scenarios}
+    simulation's only when `simulation`, the simulated scenarios' when `scenarios`, the
+    model-sharing experiment's when `sharing`."""
+    made = {"size_sweep": size_sweep, "simulation": simulation, "scenarios": scenarios,
+            "sharing": sharing}
     keys: list[str] = []
     for spec in FIGURE_SPECS:
         if spec.optional and not made[spec.needs]:
@@ -81,9 +87,10 @@ def figure_keys(strategies: Sequence[str], size_sweep: bool = False,
 
 
 def figure_numbers(strategies: Sequence[str], size_sweep: bool = False,
-                   simulation: bool = False, scenarios: bool = False) -> dict[str, int]:
+                   simulation: bool = False, scenarios: bool = False,
+                   sharing: bool = False) -> dict[str, int]:
     """Figure key -> its number in the report (timelines: timeline_<strategy>)."""
-    keys = figure_keys(strategies, size_sweep, simulation, scenarios)
+    keys = figure_keys(strategies, size_sweep, simulation, scenarios, sharing)
     return {key: i for i, key in enumerate(keys, start=1)}
 
 

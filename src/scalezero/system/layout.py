@@ -309,6 +309,39 @@ class Layout:
                 "engines": self.tiers_dir / "engines.csv",
                 "summary": self.tiers_dir / "summary.json"}
 
+    # Model sharing ----------------------------------------------------------------------
+
+    @property
+    def sharing_dir(self) -> Path:
+        return self.results / "sharing"
+
+    def sharing_deployments(self, variant: str) -> Path:
+        """The deployments file one sharing variant's run serves (YAML)."""
+        return self.sharing_dir / "deployments" / f"{variant}.yaml"
+
+    def sharing_run_dir(self, variant: str) -> Path:
+        return self.sharing_dir / "runs" / variant
+
+    @property
+    def sharing_summary(self) -> Path:
+        """One row per sharing variant (scalezero.analysis.sharing.SUMMARY_COLUMNS)."""
+        return self.sharing_dir / "summary.csv"
+
+    @property
+    def sharing_per_deployment(self) -> Path:
+        """One row per variant x deployment (sharing.PER_DEPLOYMENT_COLUMNS)."""
+        return self.sharing_dir / "per_deployment.csv"
+
+    @property
+    def sharing_simulated(self) -> Path:
+        """Measured against simulated figures of the shared runs (sharing_check)."""
+        return self.sharing_dir / "simulated.csv"
+
+    @property
+    def sharing_figure(self) -> Path:
+        """Memory held by the instances over the replay, one panel per variant."""
+        return self.results / "figures" / "sharing_memory.png"
+
     # Simulated scenarios ----------------------------------------------------------------
 
     def scenarios(self, workload: str) -> dict[str, Path]:
