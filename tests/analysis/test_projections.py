@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from simulated_runs import COLD_START_S, POWER_W, SERVICE_S, TTL_S, make_results
 
+from scalezero.analysis import energy as en
 from scalezero.analysis import projections as pj
 from scalezero.analysis.constants import projection_settings
 from scalezero.errors import UserError
@@ -207,7 +208,8 @@ def test_measured_runs_and_model(gpu: dict, tmp_path: Path) -> None:
                                                            rel=1e-9)
     assert kw1["energy_per_request_j"] == pytest.approx(expected_j / 9, rel=1e-9)
     phases = pd.read_csv(paths["phases"])
-    assert list(phases.columns) == list(pj.PHASE_COLUMNS) and len(phases) == 4 * 6
+    # One row per run and phase: 6 runs.
+    assert list(phases.columns) == list(pj.PHASE_COLUMNS) and len(phases) == len(en.PHASES) * 6
 
     model = pd.read_csv(paths["model"]).set_index("strategy")
     assert model.loc["always_on", "always_on"] and math.isinf(

@@ -38,9 +38,12 @@ _IDENTITY_NUMERIC = ("keep_warm_ttl_s", "min_instances", "max_instances", "polic
                      "policy_idle_ttl_s", "rep", "order_index", "energy_uncertainty_pct")
 
 _PHASE_MEANING = {
-    "cold_start": "some instance starting (spawn to ready or failure)",
-    "active": "an instance up and a request in flight",
-    "idle_loaded": "an instance up, no request in flight",
+    "cold_start": "some instance starting (spawn to ready or failure) or waking (wake to "
+                  "ready)",
+    "active": "an instance up with its model loaded and a request in flight",
+    "idle_loaded": "an instance up with its model loaded, no request in flight",
+    "runtime_warm": "instances up only runtime-warm (process up, model unloaded: sleep to "
+                    "the next wake or stop), none loaded or starting",
     "empty": "no instance up or starting",
 }
 
@@ -107,7 +110,7 @@ def summary_columns(
         "runtime_warm_instance_s": "of instance_s_sum, the time instances were runtime-warm "
                                    "(process up, model unloaded: events.csv sleep to the "
                                    "next wake, drain or stop), s; the phases count it as "
-                                   "idle_loaded",
+                                   "runtime_warm",
         "mem_mib_s": "time integral of instance memory over the window, MiB*s",
         "peak_instance_mem_mib": "largest instance memory sample in the window, MiB",
         "mean_mem_used_mib": "time-weighted mean device memory in use in the window, MiB",
@@ -328,7 +331,8 @@ def summarize_run(
     # Instances, phases and memory
     has_events = data.events is not None
     spans = en.instance_spans(data.events) if has_events else en.instance_spans(None)
-    timeline = en.phase_timeline(spans, data.requests, window) if has_events else None
+    timeline = (en.phase_timeline(spans, data.requests, window, data.events) if has_events
+                else None)
     if has_events:
         row["instance_s"], row["instance_s_sum"] = en.instance_seconds(spans, window)
         row["runtime_warm_instance_s"] = en.runtime_warm_seconds(data.events, window)

@@ -181,7 +181,7 @@ def estimate_run_energy(run_dir: Path, settings: ProjectionSettings) -> RunEnerg
     if not math.isfinite(bare_w) and method == "host_model":
         bare_w = _vcpus(data.meta) * settings.value("cpu_min_w_per_vcpu")
     spans = en.instance_spans(data.events)
-    timeline = en.phase_timeline(spans, data.requests, window)
+    timeline = en.phase_timeline(spans, data.requests, window, data.events)
     phases = en.phase_energy(timeline, meter, bare_w)
     w0, w1 = window
     total = float(meter.energy_j(w0, w1))
