@@ -35,7 +35,8 @@ _SLO_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Columns that identify a run rather than measure it (kept out of the CI file).
 _TEXT_COLUMNS = ("workload", "strategy", "policy", "device", "model", "energy_source")
 _IDENTITY_NUMERIC = ("keep_warm_ttl_s", "min_instances", "max_instances", "policy_always_on",
-                     "policy_idle_ttl_s", "rep", "order_index", "energy_uncertainty_pct")
+                     "policy_idle_ttl_s", "policy_runtime_warm_ttl_s", "rep", "order_index",
+                     "energy_uncertainty_pct")
 
 _PHASE_MEANING = {
     "cold_start": "some instance starting (spawn to ready or failure) or waking (wake to "
@@ -63,6 +64,10 @@ def summary_columns(
                             "policy.accounting)",
         "policy_idle_ttl_s": "how long the policy keeps an idle instance up, s (0: stops it "
                              "at once, inf: never; run.json policy.accounting)",
+        "policy_runtime_warm_ttl_s": "how long the policy keeps an instance runtime-warm "
+                                     "(model unloaded, process up) after its idle TTL, s "
+                                     "(0: no runtime-warm tier, inf: never stops it; "
+                                     "run.json policy.accounting)",
         "rep": "repeat number",
         "order_index": "position of this run in the measured sequence",
         "device": "device the instances ran on (run.json device)",
@@ -232,13 +237,16 @@ def _scalar(value: Any) -> Any:
 
 
 def _accounting_columns(policy: Mapping[str, Any]) -> dict[str, Any]:
-    """policy_always_on and policy_idle_ttl_s of run.json's policy (empty if unknown)."""
+    """policy_always_on, policy_idle_ttl_s and policy_runtime_warm_ttl_s of run.json's
+    policy (empty if unknown)."""
     try:
         accounting = recorded_accounting(policy)
     except UserError:
-        return {"policy_always_on": np.nan, "policy_idle_ttl_s": np.nan}
+        return {"policy_always_on": np.nan, "policy_idle_ttl_s": np.nan,
+                "policy_runtime_warm_ttl_s": np.nan}
     return {"policy_always_on": accounting.always_on,
-            "policy_idle_ttl_s": accounting.idle_ttl_s}
+            "policy_idle_ttl_s": accounting.idle_ttl_s,
+            "policy_runtime_warm_ttl_s": accounting.runtime_warm_ttl_s}
 
 
 # ---------------------------------------------------------------------------------------
