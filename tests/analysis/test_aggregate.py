@@ -12,6 +12,7 @@ import pytest
 from run_fixtures import event_row, lifecycle, request_row, telemetry_frame, write_run
 
 from scalezero.analysis import aggregate as ag
+from scalezero.analysis import energy as en
 from scalezero.analysis.stats import mean_ci, t_cdf, t_quantile
 from scalezero.cli import main
 
@@ -161,7 +162,8 @@ def test_files_and_columns(outputs: dict[str, Path]) -> None:
     assert list(pd.read_csv(outputs["cold_starts"]).columns) == list(ag.COLD_START_FILE_COLUMNS)
     requests = pd.read_csv(outputs["requests"])
     assert list(requests.columns) == ag.request_file_columns()
-    assert len(requests) == 24 and len(pd.read_csv(outputs["energy"])) == 24
+    # One energy row per run and phase: 6 runs.
+    assert len(requests) == 24 and len(pd.read_csv(outputs["energy"])) == 6 * len(en.PHASES)
 
 
 def test_policy_accounting_columns(outputs: dict[str, Path], tmp_path: Path) -> None:

@@ -80,10 +80,11 @@ def test_phase_energy_split_exactly_at_boundaries() -> None:
     bare_w = meter.mean_power_w(BASELINE)
     assert bare_w == pytest.approx(2.0, abs=1e-9)
     table = en.phase_energy(timeline, meter, bare_w).set_index("phase")
-    assert list(table.index) == ["cold_start", "active", "idle_loaded", "empty"]
+    assert list(table.index) == ["cold_start", "active", "idle_loaded", "runtime_warm", "empty"]
     # Durations: cold 3 s, active 2 + 3 s, idle 3 + 7 s, empty 2 + 10 s.
     assert table["duration_s"].to_dict() == pytest.approx(
-        {"cold_start": 3.0, "active": 5.0, "idle_loaded": 10.0, "empty": 12.0})
+        {"cold_start": 3.0, "active": 5.0, "idle_loaded": 10.0, "runtime_warm": 0.0,
+         "empty": 12.0})
     # Each boundary b sits mid-interval [b - 0.5, b + 0.5); that interval's delta
     # 0.5 P_left + 0.5 P_right is spread uniformly, so each side gets
     # 0.25 (P_left + P_right) instead of its true 0.5 P_own: a shift of 0.25 (P_other - P_own).

@@ -75,3 +75,19 @@ def test_strategies_argument_sets_the_order_and_keeps_absent_ones_off_the_fronti
     assert list(table["strategy"]) == ["always_on", "naive", "keep_warm"]
     assert table["on_frontier"].tolist() == [True, True, False]
     assert table["runs"].tolist() == [1, 1, 0]
+
+
+def test_runtime_warm_time_is_idle_cost_too() -> None:
+    """A sleeping instance is still held: the idle cost adds phase runtime_warm to
+    phase idle_loaded, in seconds and in joules."""
+    summary = pd.DataFrame({
+        "strategy": ["keep_warm", "tiered"], "energy_source": "nvml_counter",
+        "phase_idle_loaded_s": [100.0, 20.0], "phase_idle_loaded_energy_j": [3000.0, 600.0],
+        "phase_runtime_warm_s": [0.0, 80.0], "phase_runtime_warm_energy_j": [0.0, 1920.0],
+        "cold_share": [0.1, 0.1], "ttft_p99_ms": [500.0, 900.0], "break_even_ttl_s": 30.0})
+    table = frontier_table(summary).set_index("strategy")
+    assert table.at["tiered", "idle_cost_basis"] == "idle_energy_j"
+    assert table.at["tiered", "idle_cost_mean"] == pytest.approx(600.0 + 1920.0)
+    assert table.at["tiered", "idle_s_mean"] == pytest.approx(100.0)
+    assert table.at["keep_warm", "idle_cost_mean"] == pytest.approx(3000.0)
+    assert list(table["on_frontier"]) == [False, True]

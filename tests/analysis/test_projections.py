@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from simulated_runs import COLD_START_S, POWER_W, SERVICE_S, TTL_S, make_results
 
+from scalezero.analysis import energy as en
 from scalezero.analysis import projections as pj
 from scalezero.analysis.constants import projection_settings
 from scalezero.errors import UserError
@@ -83,6 +84,85 @@ def test_naive_and_keep_warm_day() -> None:
     always = pj.project_strategy(_model(always_on=True, idle_ttl_s=math.inf), 10.0,
                                  24.0, 475.0, 1.0)
     assert naive["cost_usd_per_day"] < warm["cost_usd_per_day"] < always["cost_usd_per_day"]
+
+
+def test_tiered_day_accounts_runtime_warm_time_and_wakes() -> None:
+    # Loaded 60 s after each request, then runtime-warm 600 s at 24 W; a wake takes 1.5 s
+    # and 60 J. 240 requests a day, 0.5 s each.
+    rate = 10.0 / 3600.0
+    tiered = _model(idle_ttl_s=60.0, runtime_warm_ttl_s=600.0, runtime_warm_power_w=24.0,
+                    wake_s=1.5, wake_energy_j=60.0)
+    out = pj.project_strategy(tiered, 10.0, 24.0, 475.0, 1.0)
+    # An arrival less than 60.5 s after the previous finds it loaded, less than 660.5 s
+    # runtime-warm (a wake), else stopped (a cold start).
+    n_cold = 240 * math.exp(-rate * 660.5)
+    n_wake = 240 * (math.exp(-rate * 60.5) - math.exp(-rate * 660.5))
+    assert out["cold_start_share"] == pytest.approx(math.exp(-rate * 660.5))
+    assert out["cold_starts_per_day"] == pytest.approx(n_cold)
+    assert out["runtime_warm_wakes_per_day"] == pytest.approx(n_wake)
+    busy, cold, wake = 240 * 0.5, n_cold * 2.0, n_wake * 1.5
+    idle = DAY_S * (1 - math.exp(-rate * 60.0))
+    warm = DAY_S * (math.exp(-rate * 60.0) - math.exp(-rate * 660.0))
+    empty = DAY_S - busy - cold - wake - idle - warm
+    assert out["cold_start_h_per_day"] * 3600 == pytest.approx(cold + wake)
+    assert out["idle_loaded_h_per_day"] * 3600 == pytest.approx(idle)
+    assert out["runtime_warm_h_per_day"] * 3600 == pytest.approx(warm)
+    assert out["empty_h_per_day"] * 3600 == pytest.approx(empty)
+    energy_j = busy * 60 + n_cold * 100 + n_wake * 60 + idle * 30 + warm * 24 + empty * 20
+    assert out["energy_kwh_per_day"] == pytest.approx(energy_j / 3.6e6)
+    assert out["instance_h_per_day"] * 3600 == pytest.approx(busy + cold + wake + idle + warm)
+    # Without a runtime-warm tier it is keep-warm to the last bit, whatever the other
+    # runtime-warm inputs say; runtime-warm forever never cold-starts after the first.
+    keep_warm = pj.project_strategy(_model(idle_ttl_s=60.0), 10.0, 24.0, 475.0, 1.0)
+    assert pj.project_strategy({**tiered, "runtime_warm_ttl_s": 0.0}, 10.0, 24.0, 475.0,
+                               1.0) == keep_warm
+    assert pj.project_strategy({**tiered, "runtime_warm_power_w": math.nan,
+                                "runtime_warm_ttl_s": 0.0}, 10.0, 24.0, 475.0,
+                               1.0) == keep_warm
+    assert keep_warm["runtime_warm_wakes_per_day"] == 0.0
+    forever = pj.project_strategy({**tiered, "runtime_warm_ttl_s": math.inf}, 10.0, 24.0,
+                                  475.0, 1.0)
+    assert forever["cold_starts_per_day"] == 0.0
+    assert forever["empty_h_per_day"] == 0.0
+    assert forever["instance_h_per_day"] == pytest.approx(24.0)
+
+
+def _model_inputs(warm_phase_s: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One keep_warm and one tiered run, measured; the tiered one runtime-warm for
+    `warm_phase_s` at 24 W; 26 W in the context-only baseline."""
+    summary = pd.DataFrame({
+        "workload": "w", "strategy": ["keep_warm", "tiered"], "rep": [1, 1],
+        "policy": ["keep_warm", "tiered"], "policy_always_on": [False, False],
+        "policy_idle_ttl_s": [60.0, 60.0], "policy_runtime_warm_ttl_s": [0.0, 600.0],
+        "energy_source": "nvml_counter", "context_idle_power_w": [26.0, 26.0],
+        "spawn_to_runtime_ready_mean_s": [0.5, 0.5]})
+    runs = pd.DataFrame({
+        "strategy": ["keep_warm", "tiered"], "rep": [1, 1], "basis": pj.BASIS_MEASURED,
+        "method": "nvml_counter", "bare_idle_power_w": [20.0, 20.0],
+        "cold_start_mean_s": [2.0, 2.0], "cold_starts": [1, 1],
+        "cold_start_energy_mean_j": [100.0, 100.0],
+        "cold_start_above_baseline_mean_j": [60.0, 60.0], "ok": [2, 2]})
+    phases = pd.DataFrame({
+        "strategy": ["keep_warm"] * 2 + ["tiered"] * 3, "rep": 1,
+        "phase": ["idle_loaded", "active", "idle_loaded", "active", "runtime_warm"],
+        "duration_s": [10.0, 1.0, 10.0, 1.0, warm_phase_s],
+        "energy_j": [300.0, 60.0, 300.0, 60.0, 24.0 * warm_phase_s]})
+    return summary, runs, phases
+
+
+def test_model_takes_the_runtime_warm_tier_from_the_summary_and_phases() -> None:
+    frame = pj.projection_model(*_model_inputs(100.0))
+    assert list(frame.columns) == list(pj.MODEL_COLUMNS)
+    model = frame.set_index("strategy")
+    assert model.at["keep_warm", "runtime_warm_ttl_s"] == 0.0
+    assert model.at["tiered", "runtime_warm_ttl_s"] == 600.0
+    assert model.at["tiered", "runtime_warm_power_w"] == pytest.approx(24.0)
+    # A wake: the cold start less its runtime phase, at the cold start's 50 W.
+    assert model.at["tiered", "wake_s"] == pytest.approx(1.5)
+    assert model.at["tiered", "wake_energy_j"] == pytest.approx(75.0)
+    # No measured runtime-warm time: the context-only baseline's power.
+    fallback = pj.projection_model(*_model_inputs(0.0)).set_index("strategy")
+    assert fallback.at["tiered", "runtime_warm_power_w"] == pytest.approx(26.0)
 
 
 def test_unknown_cold_start_propagates_nan() -> None:
@@ -207,7 +287,8 @@ def test_measured_runs_and_model(gpu: dict, tmp_path: Path) -> None:
                                                            rel=1e-9)
     assert kw1["energy_per_request_j"] == pytest.approx(expected_j / 9, rel=1e-9)
     phases = pd.read_csv(paths["phases"])
-    assert list(phases.columns) == list(pj.PHASE_COLUMNS) and len(phases) == 4 * 6
+    # One row per run and phase: 6 runs.
+    assert list(phases.columns) == list(pj.PHASE_COLUMNS) and len(phases) == len(en.PHASES) * 6
 
     model = pd.read_csv(paths["model"]).set_index("strategy")
     assert model.loc["always_on", "always_on"] and math.isinf(

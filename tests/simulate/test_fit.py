@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from simulation_fixtures import BASE_S, PER_TOKEN_S, TPOT_S, always_on_run, naive_run
+from simulation_fixtures import (
+    BASE_S,
+    PER_TOKEN_S,
+    TPOT_S,
+    always_on_run,
+    naive_run,
+    tiered_run,
+)
 
 from scalezero.errors import UserError
 from scalezero.simulate.fit import fit_profile, fit_warm_ttft
@@ -47,6 +54,21 @@ def test_power_from_the_counter_runs_only(profile: PlatformProfile) -> None:
     assert profile.power_w["cold_start"] == pytest.approx(80.0)
     assert profile.power_w["active"] == pytest.approx(60.0)
     assert profile.power_w["idle_loaded"] == pytest.approx(60.0)
+    # No runtime-warm time in these runs: a sleeping instance is taken to draw the
+    # context-only baseline's power, and the notes say so.
+    assert profile.power_w["runtime_warm"] == profile.power_w["context_idle"]
+    assert "runtime_warm_power_w" not in profile.samples
+    assert "runtime_warm power is context_idle's" in profile.notes
+
+
+def test_runtime_warm_power_from_measured_runtime_warm_phases(tmp_path: Path) -> None:
+    profile = fit_profile([tiered_run(tmp_path)])
+    # Runtime-warm from the sleep at 108 to the stop at 115 at 52 W, not the 55 W baseline.
+    assert profile.power_w["runtime_warm"] == pytest.approx(52.0)
+    assert profile.power_w["context_idle"] == pytest.approx(55.0)
+    assert profile.samples["runtime_warm_power_w"] == pytest.approx((52.0,))
+    assert profile.power_w["idle_loaded"] == pytest.approx(60.0)
+    assert "context_idle's" not in profile.notes
 
 
 def test_memory_identity_and_record(profile: PlatformProfile, tmp_path: Path) -> None:

@@ -312,6 +312,47 @@ def test_tiered_sleeps_wakes_and_stops_after_its_runtime_warm_time() -> None:
     assert s["runtime_warm_instance_s"] == pytest.approx((10.0 - 7.4) + (25.2 - 15.2))
 
 
+def test_tiered_energy_per_phase() -> None:
+    # The run of the test above; the window ends with the last response, at 44.4:
+    #   empty [0, 1)  cold_start [1, 5)  active [5, 5.4)  idle_loaded [5.4, 7.4)
+    #   runtime_warm [7.4, 10)  cold_start [10, 13) (the wake)  active [13, 13.2)
+    #   idle_loaded [13.2, 15.2)  runtime_warm [15.2, 25.7) (drained at 25.2, stopped
+    #   at 25.7)  empty [25.7, 40)  cold_start [40, 44)  active [44, 44.4)
+    result = run("tiered:loaded_ttl_s=2.0,runtime_warm_s=10.0", at(1.0, 10.0, 40.0))
+    assert result.window == pytest.approx((0.0, 44.4))
+    seconds = {"cold_start": 4.0 + 3.0 + 4.0, "active": 0.4 + 0.2 + 0.4,
+               "idle_loaded": 2.0 + 2.0, "runtime_warm": (10.0 - 7.4) + (25.7 - 15.2),
+               "empty": 1.0 + (40.0 - 25.7)}
+    # PROFILE has no runtime_warm power: a sleeping instance draws context_idle (20 W).
+    watts = {"cold_start": 50.0, "active": 100.0, "idle_loaded": 30.0, "runtime_warm": 20.0,
+             "empty": 10.0}
+    s = summarize(result, PROFILE)
+    for phase, phase_s in seconds.items():
+        assert s[f"phase_{phase}_s"] == pytest.approx(phase_s), phase
+        assert s[f"phase_{phase}_energy_j"] == pytest.approx(phase_s * watts[phase]), phase
+    # 550 + 100 + 120 + 262 + 153 J; above 10 W x 44.4 s.
+    assert s["energy_total_j"] == pytest.approx(1185.0)
+    assert s["energy_above_baseline_j"] == pytest.approx(1185.0 - 444.0)
+    # A profile with its own runtime_warm power uses it.
+    own = dataclasses.replace(PROFILE, power_w={**PROFILE.power_w, "runtime_warm": 25.0})
+    assert summarize(result, own)["phase_runtime_warm_energy_j"] == pytest.approx(13.1 * 25.0)
+    # Without either, the runtime-warm energy and the total are unknown.
+    bare = dataclasses.replace(PROFILE, power_w={k: v for k, v in PROFILE.power_w.items()
+                                                 if k != "context_idle"})
+    unknown = summarize(result, bare)
+    assert unknown["phase_runtime_warm_energy_j"] is None
+    assert unknown["energy_total_j"] is None
+
+
+def test_runs_without_sleeps_have_no_runtime_warm_energy_whatever_the_profile() -> None:
+    result = run("keep_warm:keep_warm_ttl_s=10.0", at(1.0), until_s=30.0)
+    bare = dataclasses.replace(PROFILE, power_w={k: v for k, v in PROFILE.power_w.items()
+                                                 if k != "context_idle"})
+    s = summarize(result, bare)
+    assert s["phase_runtime_warm_s"] == 0.0 and s["phase_runtime_warm_energy_j"] == 0.0
+    assert s["energy_total_j"] == pytest.approx(706.0)  # as in the hand-built run above
+
+
 def test_a_profile_wake_time_is_used_when_it_has_one() -> None:
     profile = dataclasses.replace(PROFILE, runtime_warm_wake_s=0.5)
     result = run("tiered:loaded_ttl_s=2.0,runtime_warm_s=10.0", at(1.0, 10.0),

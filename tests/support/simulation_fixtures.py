@@ -79,3 +79,27 @@ def always_on_run(root: Path) -> Path:
                      meta=_meta("always_on", {"name": "always_on"}, (0.0, 50.0),
                                 (-14.0, -12.0), None),
                      requests=requests, events=events, telemetry=telemetry, tokens=None)
+
+
+def tiered_run(root: Path) -> Path:
+    """Replay [100, 200); the naive run's start and requests, then the instance sleeps at
+    108 (runtime-warm) until it is drained at 114.75 and stopped at 115; an energy
+    counter: 80 W starting, 60 W loaded, 52 W runtime-warm, 50 W otherwise, 55 W in the
+    context baseline."""
+    events = lifecycle("i1", 101.0, runtime_ready_s=101.5, model_loaded_s=102.5,
+                       ready_s=103.0, first_token_s=103.0 + warm_s(10) + 0.6)
+    events += [event_row(108.0, "i1", "sleep", "idle_ttl"),
+               event_row(114.75, "i1", "drain", "runtime_warm_ttl"),
+               event_row(115.0, "i1", "stopped", "runtime_warm_ttl")]
+    requests = [
+        _request(0, 101.0, 10, 103.0 + warm_s(10) + 0.6, cold=True, wait_ms=2000.0),
+        _request(1, 105.0, 10, 105.0 + warm_s(10)),
+    ]
+    telemetry = telemetry_frame(np.arange(85.0, 215.0, 0.1),
+                                [(96.0, 98.0, 55.0), (101.0, 103.0, 80.0), (103.0, 108.0, 60.0),
+                                 (108.0, 115.0, 52.0)],
+                                50.0, instance_mem_mib=300.0)
+    policy = {"name": "tiered", "loaded_ttl_s": 2.0, "runtime_warm_s": 6.75}
+    return write_run(root / WORKLOAD / "tiered" / "1",
+                     meta=_meta("tiered", policy, (100.0, 200.0), (88.0, 95.0), (96.0, 98.0)),
+                     requests=requests, events=events, telemetry=telemetry, tokens=None)

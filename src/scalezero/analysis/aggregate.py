@@ -35,12 +35,16 @@ _SLO_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Columns that identify a run rather than measure it (kept out of the CI file).
 _TEXT_COLUMNS = ("workload", "strategy", "policy", "device", "model", "energy_source")
 _IDENTITY_NUMERIC = ("keep_warm_ttl_s", "min_instances", "max_instances", "policy_always_on",
-                     "policy_idle_ttl_s", "rep", "order_index", "energy_uncertainty_pct")
+                     "policy_idle_ttl_s", "policy_runtime_warm_ttl_s", "rep", "order_index",
+                     "energy_uncertainty_pct")
 
 _PHASE_MEANING = {
-    "cold_start": "some instance starting (spawn to ready or failure)",
-    "active": "an instance up and a request in flight",
-    "idle_loaded": "an instance up, no request in flight",
+    "cold_start": "some instance starting (spawn to ready or failure) or waking (wake to "
+                  "ready)",
+    "active": "an instance up with its model loaded and a request in flight",
+    "idle_loaded": "an instance up with its model loaded, no request in flight",
+    "runtime_warm": "instances up only runtime-warm (process up, model unloaded: sleep to "
+                    "the next wake or stop), none loaded or starting",
     "empty": "no instance up or starting",
 }
 
@@ -60,6 +64,10 @@ def summary_columns(
                             "policy.accounting)",
         "policy_idle_ttl_s": "how long the policy keeps an idle instance up, s (0: stops it "
                              "at once, inf: never; run.json policy.accounting)",
+        "policy_runtime_warm_ttl_s": "how long the policy keeps an instance runtime-warm "
+                                     "(model unloaded, process up) after its idle TTL, s "
+                                     "(0: no runtime-warm tier, inf: never stops it; "
+                                     "run.json policy.accounting)",
         "rep": "repeat number",
         "order_index": "position of this run in the measured sequence",
         "device": "device the instances ran on (run.json device)",
@@ -107,7 +115,7 @@ def summary_columns(
         "runtime_warm_instance_s": "of instance_s_sum, the time instances were runtime-warm "
                                    "(process up, model unloaded: events.csv sleep to the "
                                    "next wake, drain or stop), s; the phases count it as "
-                                   "idle_loaded",
+                                   "runtime_warm",
         "mem_mib_s": "time integral of instance memory over the window, MiB*s",
         "peak_instance_mem_mib": "largest instance memory sample in the window, MiB",
         "mean_mem_used_mib": "time-weighted mean device memory in use in the window, MiB",
@@ -229,13 +237,16 @@ def _scalar(value: Any) -> Any:
 
 
 def _accounting_columns(policy: Mapping[str, Any]) -> dict[str, Any]:
-    """policy_always_on and policy_idle_ttl_s of run.json's policy (empty if unknown)."""
+    """policy_always_on, policy_idle_ttl_s and policy_runtime_warm_ttl_s of run.json's
+    policy (empty if unknown)."""
     try:
         accounting = recorded_accounting(policy)
     except UserError:
-        return {"policy_always_on": np.nan, "policy_idle_ttl_s": np.nan}
+        return {"policy_always_on": np.nan, "policy_idle_ttl_s": np.nan,
+                "policy_runtime_warm_ttl_s": np.nan}
     return {"policy_always_on": accounting.always_on,
-            "policy_idle_ttl_s": accounting.idle_ttl_s}
+            "policy_idle_ttl_s": accounting.idle_ttl_s,
+            "policy_runtime_warm_ttl_s": accounting.runtime_warm_ttl_s}
 
 
 # ---------------------------------------------------------------------------------------
@@ -328,7 +339,8 @@ def summarize_run(
     # Instances, phases and memory
     has_events = data.events is not None
     spans = en.instance_spans(data.events) if has_events else en.instance_spans(None)
-    timeline = en.phase_timeline(spans, data.requests, window) if has_events else None
+    timeline = (en.phase_timeline(spans, data.requests, window, data.events) if has_events
+                else None)
     if has_events:
         row["instance_s"], row["instance_s_sum"] = en.instance_seconds(spans, window)
         row["runtime_warm_instance_s"] = en.runtime_warm_seconds(data.events, window)

@@ -2,11 +2,22 @@
 
 Every instant of the replay window is in exactly one phase, by precedence:
 
-- `cold_start`:  some instance is starting ([spawn, ready), or [spawn, start_failed));
-- `active`:      an instance is up ([ready, stopped/died)) and a request is in flight
-                 (the union of [t_send, t_end) over requests);
-- `idle_loaded`: an instance is up and nothing is in flight;
-- `empty`:       no instance is up or starting.
+- `cold_start`:   some instance is starting ([spawn, ready), or [spawn, start_failed))
+                  or waking ([wake, ready): a runtime-warm instance reloading its model
+                  is a start in progress, only shorter);
+- `active`:       an instance is loaded (up, [ready, stopped/died), and not runtime-warm
+                  or waking) and a request is in flight (the union of [t_send, t_end)
+                  over requests);
+- `idle_loaded`:  an instance is loaded and nothing is in flight;
+- `runtime_warm`: no instance is loaded, starting or waking, and some instance is
+                  runtime-warm: its process is up with its model unloaded (events.csv
+                  [sleep, next wake/died/stopped): a drain after a sleep stops the
+                  process without reloading, so its exit counts here too); the device
+                  holds only the runtime (on a GPU its CUDA context);
+- `empty`:        no instance is up or starting.
+
+A run without sleeps has no `runtime_warm` time, and its other phases are what they were
+before that phase existed.
 
 Energy comes from the cumulative counter `energy_mj` of telemetry.csv, never from
 integrating power samples (NVML power readings see only part of the time on recent
@@ -29,7 +40,7 @@ import pandas as pd
 from scalezero.serving.events import TIER_DISK_COLD, TIER_HOST_CACHED
 from scalezero.serving.events import Lifecycle as L
 
-PHASES: tuple[str, ...] = ("cold_start", "active", "idle_loaded", "empty")
+PHASES: tuple[str, ...] = ("cold_start", "active", "idle_loaded", "runtime_warm", "empty")
 
 # NVML documents +-5 % accuracy for its power and energy readings (NVML API reference,
 # nvmlDeviceGetPowerUsage: "accurate to within +/- 5% of current power draw").
@@ -41,6 +52,9 @@ _START_END_EVENTS = (L.READY, L.START_FAILED, L.DIED, L.STOPPED)
 _UP_END_EVENTS = (L.STOPPED, L.DIED, L.START_FAILED)
 # Events that end a runtime-warm interval (sleep -> ...).
 _RUNTIME_WARM_END_EVENTS = (L.WAKE, L.DRAIN, L.DIED, L.STOPPED)
+# Events that end a runtime-warm instance's unloaded time: a drain does not reload the
+# model, so the phases keep a drained sleeper runtime-warm until it has stopped.
+_UNLOADED_END_EVENTS = (L.WAKE, L.DIED, L.STOPPED)
 
 #: Tiers of process starts counted per run (events.csv ``tier`` of spawn rows).
 START_TIERS: tuple[str, ...] = (TIER_HOST_CACHED, TIER_DISK_COLD)
@@ -158,30 +172,51 @@ def runtime_warm_intervals(events_df: pd.DataFrame | None) -> np.ndarray:
     """[sleep, end) per runtime-warm period, shape (n, 2): from each ``sleep`` event to the
     same instance's next ``wake``, ``drain``, ``died`` or ``stopped`` (inf if none came).
     Empty for runs without sleeps (and events.csv files written before the tier)."""
+    return _periods(events_df, L.SLEEP, _RUNTIME_WARM_END_EVENTS)
+
+
+def wake_intervals(events_df: pd.DataFrame | None) -> np.ndarray:
+    """[wake, end) per wake of a runtime-warm instance, shape (n, 2): from each ``wake``
+    event to the same instance's next ``ready``, ``start_failed``, ``died`` or
+    ``stopped`` (inf if none came), as a start attempt ends. Empty without wakes."""
+    return _periods(events_df, L.WAKE, _START_END_EVENTS)
+
+
+def _periods(events_df: pd.DataFrame | None, opener: L, enders: Sequence[L]) -> np.ndarray:
+    """[opener, first ender after it) per instance, shape (n, 2), inf when no ender came;
+    a repeated opener before an ender keeps the first one's time. Vectorised: a simulated
+    run has hundreds of thousands of instances."""
     empty = np.empty((0, 2))
     if events_df is None or events_df.empty or "event" not in events_df.columns:
         return empty
     event = events_df["event"].astype("string").str.strip()
-    enders = {str(e) for e in _RUNTIME_WARM_END_EVENTS}
-    relevant = events_df[(event == L.SLEEP) | event.isin(enders)]
-    if relevant.empty or not (relevant["event"] == L.SLEEP).any():
+    is_opener = (event == opener).fillna(False).to_numpy(dtype=bool)
+    if not is_opener.any():
         return empty
-    df = pd.DataFrame({"t_s": pd.to_numeric(relevant["t_s"], errors="coerce"),
-                       "instance_id": relevant["instance_id"].astype(str),
-                       "event": relevant["event"].astype(str).str.strip()})
+    keep = is_opener | event.isin([str(e) for e in enders]).fillna(False).to_numpy(dtype=bool)
+    df = pd.DataFrame({"t_s": pd.to_numeric(events_df["t_s"], errors="coerce").to_numpy()[keep],
+                       "instance_id": events_df["instance_id"].astype(str).to_numpy()[keep],
+                       "opener": is_opener[keep]})
     df = df.dropna(subset=["t_s"]).sort_values(["instance_id", "t_s"], kind="mergesort")
-    rows = []
-    for _, group in df.groupby("instance_id", sort=False):
-        begin: float | None = None
-        for t_s, name in zip(group["t_s"], group["event"], strict=True):
-            if name == L.SLEEP:
-                begin = float(t_s) if begin is None else begin
-            elif begin is not None:
-                rows.append((begin, float(t_s)))
-                begin = None
-        if begin is not None:
-            rows.append((begin, math.inf))
-    return np.asarray(rows, dtype=float).reshape(-1, 2)
+    instance = df["instance_id"].to_numpy()
+    opens = df["opener"].to_numpy(dtype=bool)
+    t_s = df["t_s"].to_numpy(dtype=float)
+    same_as_prev = np.concatenate([[False], instance[1:] == instance[:-1]])
+    # Drop openers that follow an opener of the same instance (the period is already open).
+    first_open = opens & ~(same_as_prev & np.concatenate([[False], opens[:-1]]))
+    opens_at = np.flatnonzero(first_open)
+    # After dropping repeats, the row after a period's opener is its ender if it is of the
+    # same instance and not an opener (skipping the repeated openers in between).
+    row_kept = first_open | ~opens
+    kept_index = np.flatnonzero(row_kept)
+    position = np.searchsorted(kept_index, opens_at)
+    next_row = np.where(position + 1 < len(kept_index),
+                        kept_index[np.minimum(position + 1, len(kept_index) - 1)], -1)
+    valid_next = next_row >= 0
+    next_row_safe = np.where(valid_next, next_row, 0)
+    ends = valid_next & (instance[next_row_safe] == instance[opens_at]) & ~opens[next_row_safe]
+    end_s = np.where(ends, t_s[next_row_safe], math.inf)
+    return np.column_stack([t_s[opens_at], end_s]).astype(float).reshape(-1, 2)
 
 
 def runtime_warm_seconds(events_df: pd.DataFrame | None, window: Window) -> float:
@@ -227,33 +262,50 @@ def _coverage_count(intervals: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def phase_timeline(
-    spans: pd.DataFrame, requests_df: pd.DataFrame | None, window: Window
+    spans: pd.DataFrame, requests_df: pd.DataFrame | None, window: Window,
+    events_df: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The window cut into consecutive [t0_s, t1_s) segments, each with its phase."""
+    """The window cut into consecutive [t0_s, t1_s) segments, each with its phase.
+
+    ``events_df`` (events.csv) gives the runtime-warm periods and wakes; without it (or
+    without sleeps in it) every up instance counts as loaded."""
     w0, w1 = float(window[0]), float(window[1])
     if not w1 > w0:
         return pd.DataFrame({"t0_s": pd.Series(dtype=float), "t1_s": pd.Series(dtype=float),
                              "phase": pd.Series(dtype=object)})
+    empty = np.empty((0, 2))
     starting = _intervals(spans["start_begin_s"], spans["start_end_s"], (w0, w1)) \
-        if not spans.empty else np.empty((0, 2))
+        if not spans.empty else empty
     up = _intervals(spans["up_begin_s"], spans["up_end_s"], (w0, w1)) \
-        if not spans.empty else np.empty((0, 2))
+        if not spans.empty else empty
+
+    def clipped(periods: np.ndarray) -> np.ndarray:
+        if len(periods) == 0:
+            return empty
+        return _intervals(pd.Series(periods[:, 0]), pd.Series(periods[:, 1]), (w0, w1))
+
+    # Both lie inside their instance's up interval (a sleep follows a ready, a wake a
+    # sleep), so an instance is loaded while up and neither unloaded nor waking.
+    sleeping = clipped(_periods(events_df, L.SLEEP, _UNLOADED_END_EVENTS))
+    waking = clipped(wake_intervals(events_df))
     if requests_df is not None and not requests_df.empty and "t_send_s" in requests_df:
         inflight = _intervals(pd.to_numeric(requests_df["t_send_s"], errors="coerce"),
                               pd.to_numeric(requests_df["t_end_s"], errors="coerce"),
                               (w0, w1))
     else:
-        inflight = np.empty((0, 2))
-    cuts = np.unique(np.concatenate([[w0, w1], starting.ravel(), up.ravel(), inflight.ravel()]))
+        inflight = empty
+    cuts = np.unique(np.concatenate([[w0, w1], starting.ravel(), up.ravel(), inflight.ravel(),
+                                     sleeping.ravel(), waking.ravel()]))
     t0, t1 = cuts[:-1], cuts[1:]
     # Every interval endpoint is a cut, so a segment's midpoint classifies all of it.
     mid = (t0 + t1) / 2.0
-    n_starting = _coverage_count(starting, mid)
-    n_up = _coverage_count(up, mid)
+    n_starting = _coverage_count(starting, mid) + _coverage_count(waking, mid)
+    n_sleeping = _coverage_count(sleeping, mid)
+    n_loaded = _coverage_count(up, mid) - n_sleeping - _coverage_count(waking, mid)
     n_inflight = _coverage_count(inflight, mid)
     phase = np.select(
-        [n_starting > 0, (n_up > 0) & (n_inflight > 0), n_up > 0],
-        ["cold_start", "active", "idle_loaded"],
+        [n_starting > 0, (n_loaded > 0) & (n_inflight > 0), n_loaded > 0, n_sleeping > 0],
+        ["cold_start", "active", "idle_loaded", "runtime_warm"],
         default="empty",
     )
     seg = pd.DataFrame({"t0_s": t0, "t1_s": t1, "phase": phase.astype(object)})
@@ -367,7 +419,7 @@ def energy_uncertainty_pct(source: str) -> float:
 def phase_energy(
     timeline: pd.DataFrame | None, meter: EnergyMeter, baseline_power_w: float
 ) -> pd.DataFrame:
-    """Per phase (all four, fixed order): duration_s, energy_j, mean_power_w,
+    """Per phase (all of PHASES, fixed order): duration_s, energy_j, mean_power_w,
     above_baseline_j. Without a timeline (no events.csv) everything is NaN; without a
     counter only durations are filled. Above-baseline energy is not clipped at 0."""
     columns = ["phase", "duration_s", "energy_j", "mean_power_w", "above_baseline_j"]

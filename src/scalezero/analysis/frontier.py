@@ -2,8 +2,9 @@
 cold starts it still suffers, per strategy, and which strategies no other beats on both.
 
 Idle cost is the time an instance was held with nothing in flight (the `idle_loaded`
-phase, instance-seconds), or its energy where an energy counter measured every run
-(a measured cost beats a time). A strategy is on the frontier when no other has at most
+phase plus the `runtime_warm` phase, where only runtime-warm instances were held; s),
+or its energy where an energy counter measured every run (a measured cost beats a
+time). A strategy is on the frontier when no other has at most
 its idle cost and at most its cold-start share, and less of one of them (means over
 repeats). The p99 TTFT is carried beside, as the latency the cold starts cost.
 """
@@ -35,6 +36,14 @@ def _values(frame: pd.DataFrame, column: str) -> list[float]:
     if column not in frame.columns:
         return []
     return [float(v) for v in pd.to_numeric(frame[column], errors="coerce")]
+
+
+def _idle_values(frame: pd.DataFrame, unit: str) -> list[float]:
+    """Per run, phase idle_loaded plus phase runtime_warm (``unit``: ``s`` or
+    ``energy_j``); summaries written before the runtime_warm phase count it 0."""
+    loaded = _values(frame, f"phase_idle_loaded_{unit}")
+    warm = _values(frame, f"phase_runtime_warm_{unit}") or [0.0] * len(loaded)
+    return [a + b for a, b in zip(loaded, warm, strict=True)]
 
 
 def idle_cost_basis(summary: pd.DataFrame) -> str:
@@ -73,11 +82,11 @@ def frontier_table(summary: pd.DataFrame, strategies: Sequence[str] | None = Non
     names = list(strategies) if strategies is not None else list(
         dict.fromkeys(summary["strategy"].astype(str)))
     basis = idle_cost_basis(summary)
-    cost_column = "phase_idle_loaded_energy_j" if basis == IDLE_ENERGY else "phase_idle_loaded_s"
+    cost_unit = "energy_j" if basis == IDLE_ENERGY else "s"
     rows = []
     for name in names:
         runs = summary[summary["strategy"].astype(str) == name]
-        cost = mean_ci(_values(runs, cost_column))
+        cost = mean_ci(_idle_values(runs, cost_unit))
         cold = mean_ci(_values(runs, "cold_share"))
         ttft = mean_ci(_values(runs, "ttft_p99_ms"))
         break_even = mean_ci(_values(runs, "break_even_ttl_s"))
@@ -85,8 +94,8 @@ def frontier_table(summary: pd.DataFrame, strategies: Sequence[str] | None = Non
             "strategy": name, "runs": len(runs), "idle_cost_basis": basis,
             "idle_cost_mean": cost.mean, "idle_cost_ci95_low": cost.low,
             "idle_cost_ci95_high": cost.high,
-            "idle_s_mean": mean_ci(_values(runs, "phase_idle_loaded_s")).mean,
-            "idle_energy_j_mean": mean_ci(_values(runs, "phase_idle_loaded_energy_j")).mean,
+            "idle_s_mean": mean_ci(_idle_values(runs, "s")).mean,
+            "idle_energy_j_mean": mean_ci(_idle_values(runs, "energy_j")).mean,
             "cold_share_mean": cold.mean, "cold_share_ci95_low": cold.low,
             "cold_share_ci95_high": cold.high,
             "ttft_p99_ms_mean": ttft.mean, "ttft_p99_ms_ci95_low": ttft.low,

@@ -8,9 +8,10 @@ Three steps, each a table:
    host power model (Cloud Carbon Footprint's linear per-vCPU model on the instance's CPU
    use, plus CodeCarbon's memory power on the instance's resident memory).
 2. **model**: per strategy, the inputs of the projection: per-state power (bare idle,
-   idle with the model loaded, active), cold-start duration and energy, busy seconds per
-   request, pooled over all runs of the workload (they are properties of the hardware
-   and model, not of the policy), and the policy's keep-warm TTL.
+   idle with the model loaded, runtime-warm, active), cold-start and wake duration and
+   energy, busy seconds per request, pooled over all runs of the workload (they are
+   properties of the hardware and model, not of the policy), and the policy's keep-warm
+   TTL and runtime-warm TTL.
 3. **sweep**: for each traffic level (Poisson arrivals), the expected time per day in
    each state, cold starts, energy (kWh), emissions (kg CO2e) and cost (USD) per day,
    month and year; see `project_strategy` for the arithmetic.
@@ -70,15 +71,17 @@ PHASE_COLUMNS: tuple[str, ...] = (
     "mean_power_w", "above_baseline_j",
 )
 MODEL_COLUMNS: tuple[str, ...] = (
-    "workload", "strategy", "policy", "always_on", "idle_ttl_s", "basis", "method",
-    "bare_idle_power_w", "idle_loaded_power_w", "active_power_w", "cold_start_s",
-    "cold_start_energy_j", "cold_start_above_baseline_j", "active_s_per_request",
+    "workload", "strategy", "policy", "always_on", "idle_ttl_s", "runtime_warm_ttl_s",
+    "basis", "method", "bare_idle_power_w", "idle_loaded_power_w", "active_power_w",
+    "runtime_warm_power_w", "cold_start_s", "cold_start_energy_j",
+    "cold_start_above_baseline_j", "wake_s", "wake_energy_j", "active_s_per_request",
     "break_even_ttl_s",
 )
 SWEEP_COLUMNS: tuple[str, ...] = (
     "workload", "strategy", "basis", "traffic_rph", "requests_per_day", "cold_start_share",
     "cold_starts_per_day", "active_h_per_day", "cold_start_h_per_day",
-    "idle_loaded_h_per_day", "empty_h_per_day", "instance_h_per_day", "busy_share",
+    "idle_loaded_h_per_day", "runtime_warm_wakes_per_day", "runtime_warm_h_per_day",
+    "empty_h_per_day", "instance_h_per_day", "busy_share",
     "load", "energy_kwh_per_day", "energy_above_baseline_kwh_per_day",
     "energy_kwh_per_year", "energy_above_baseline_kwh_per_year", "kg_co2e_per_year",
     "kg_co2e_above_baseline_per_year", "cost_usd_per_day", "cost_usd_per_month",
@@ -181,7 +184,7 @@ def estimate_run_energy(run_dir: Path, settings: ProjectionSettings) -> RunEnerg
     if not math.isfinite(bare_w) and method == "host_model":
         bare_w = _vcpus(data.meta) * settings.value("cpu_min_w_per_vcpu")
     spans = en.instance_spans(data.events)
-    timeline = en.phase_timeline(spans, data.requests, window)
+    timeline = en.phase_timeline(spans, data.requests, window, data.events)
     phases = en.phase_energy(timeline, meter, bare_w)
     w0, w1 = window
     total = float(meter.energy_j(w0, w1))
@@ -303,6 +306,21 @@ def as_flag(value: Any) -> bool:
     return bool(mx.as_bool(pd.Series([value], dtype=object)).iloc[0])
 
 
+def _runtime_warm_ttl_s(row: Mapping[str, Any]) -> float:
+    """The policy's runtime-warm TTL (s; 0: no runtime-warm tier), from the summary's
+    policy_runtime_warm_ttl_s, else from the policy rebuilt from its recorded name and
+    parameters; 0 when nothing says (summaries written before the tier)."""
+    ttl = num(row.get("policy_runtime_warm_ttl_s"))
+    if math.isnan(ttl):
+        name = row.get("policy")
+        try:
+            ttl = recorded_accounting({**row, "name": name if isinstance(name, str) and name
+                                       else row.get("strategy")}).runtime_warm_ttl_s
+        except UserError:
+            return 0.0
+    return ttl if ttl > 0 else 0.0
+
+
 def _policy(row: Mapping[str, Any]) -> tuple[str, bool, float]:
     """(policy name, always on?, idle TTL in s: 0 for naive, inf for always on).
 
@@ -358,24 +376,41 @@ def projection_model(summary: pd.DataFrame, runs: pd.DataFrame,
     idle = _pooled_phase_power(ph, "idle_loaded")
     if not math.isfinite(idle):
         idle = bare  # no run ever idled with the model loaded: nothing better to go on
+    # Runtime-warm power: measured in runtime_warm phases, else the context-only baseline
+    # (a sleeping instance holds only its runtime), else unknown.
+    warm_w = _pooled_phase_power(ph, "runtime_warm")
+    if not math.isfinite(warm_w) and "context_idle_power_w" in summary.columns:
+        warm_w = mean(summary.loc[summary["energy_source"].astype(str) != "none",
+                                  "context_idle_power_w"]) \
+            if "energy_source" in summary.columns else mean(summary["context_idle_power_w"])
     active = _pooled_phase_power(ph, "active")
     cs_s = _weighted(use["cold_start_mean_s"], use["cold_starts"])
     cs_j = _weighted(use["cold_start_energy_mean_j"], use["cold_starts"])
     cs_above = _weighted(use["cold_start_above_baseline_mean_j"], use["cold_starts"])
+    # A wake repeats the start's model load and readiness, not its process start: the cold
+    # start less its runtime phase, at the cold start's mean power.
+    runtime_s = (mean(summary["spawn_to_runtime_ready_mean_s"])
+                 if "spawn_to_runtime_ready_mean_s" in summary.columns else math.nan)
+    wake_s = cs_s - runtime_s if math.isfinite(runtime_s) else math.nan
+    wake_j = wake_s * ratio(cs_j, cs_s)
     active_s = float(pd.to_numeric(ph.loc[ph["phase"] == "active", "duration_s"],
                                    errors="coerce").sum())
     ok_total = float(pd.to_numeric(use["ok"], errors="coerce").sum())
     per_request = ratio(active_s, ok_total)
     rows = []
     for strategy, group in summary.groupby("strategy", sort=True):
-        policy, always_on, ttl = _policy(group.iloc[0].to_dict())
+        first = group.iloc[0].to_dict()
+        policy, always_on, ttl = _policy(first)
         rows.append({
             "workload": group["workload"].iloc[0], "strategy": strategy, "policy": policy,
-            "always_on": always_on, "idle_ttl_s": ttl, "basis": basis,
-            "method": "+".join(methods),
-            "bare_idle_power_w": bare, "idle_loaded_power_w": idle, "active_power_w": active,
+            "always_on": always_on, "idle_ttl_s": ttl,
+            "runtime_warm_ttl_s": 0.0 if always_on else _runtime_warm_ttl_s(first),
+            "basis": basis, "method": "+".join(methods),
+            "bare_idle_power_w": bare, "idle_loaded_power_w": idle,
+            "runtime_warm_power_w": warm_w, "active_power_w": active,
             "cold_start_s": cs_s, "cold_start_energy_j": cs_j,
-            "cold_start_above_baseline_j": cs_above, "active_s_per_request": per_request,
+            "cold_start_above_baseline_j": cs_above, "wake_s": wake_s, "wake_energy_j": wake_j,
+            "active_s_per_request": per_request,
             "break_even_ttl_s": en.break_even_ttl_s(cs_above, idle, bare),
         })
     return pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
@@ -390,18 +425,29 @@ def project_strategy(model: Mapping[str, Any], traffic_rph: float, hours_per_day
     """Expected day of one strategy at `traffic_rph` Poisson arrivals.
 
     With rate r (1/s), busy seconds per request S, cold start C seconds and E_cs joules,
-    and keep-warm TTL T (0: naive, inf: always on), over a day of D seconds:
+    keep-warm TTL T (0: naive, inf: always on) and runtime-warm TTL W (0: none; a tiered
+    policy's instance is loaded for T, then runtime-warm for W, then stopped; a wake
+    takes C_w seconds and E_w joules), over a day of D seconds:
 
     - n = r D requests; busy time B = min(D, n S);
-    - an arrival finds an instance up when the previous one came less than S + T
-      earlier, so the cold share is exp(-r (S + T)) (0 when always on);
-      cold starts N = n exp(-r (S + T)), taking N C seconds;
+    - an arrival finds an instance loaded when the previous one came less than S + T
+      earlier, runtime-warm when less than S + T + W, so the cold share is
+      exp(-r (S + T + W)) (0 when always on) and the wake share
+      exp(-r (S + T)) (1 - exp(-r W)); cold starts N = n exp(-r (S + T + W)), taking
+      N C seconds, and wakes N_w = n exp(-r (S + T)) (1 - exp(-r W)), taking N_w C_w
+      seconds (counted with the cold starts' time, as the energy phases count a wake);
     - after each request the instance idles min(gap, T), gap ~ Exp(r): on average
-      (1 - exp(-r T)) / r, so idle-loaded time I = D (1 - exp(-r T)), at most what B and
-      the cold starts leave of the day; the rest is empty (bare idle);
-    - energy = B P_active + N E_cs + I P_idle_loaded + empty P_bare; above baseline
-      subtracts D P_bare; cost = price x instance hours (B + N C + I; all of D when
-      always on), i.e. per-second billing of the time an instance is held.
+      (1 - exp(-r T)) / r, so idle-loaded time I = D (1 - exp(-r T)), then stays
+      runtime-warm min(max(gap - T, 0), W): R = D exp(-r T) (1 - exp(-r W)); each at
+      most what B, the starts and the time before it leave of the day; the rest is
+      empty (bare idle);
+    - energy = B P_active + N E_cs + N_w E_w + I P_idle_loaded + R P_runtime_warm
+      + empty P_bare; above baseline subtracts D P_bare; cost = price x instance hours
+      (B + N C + N_w C_w + I + R; all of D when always on), i.e. per-second billing of
+      the time an instance is held.
+
+    Without a runtime-warm tier (W = 0, or the model has no ``runtime_warm_ttl_s``) the
+    wake and runtime-warm terms are 0 whatever their inputs.
     """
     day_s = hours_per_day * 3600.0
     rate = traffic_rph / 3600.0
@@ -414,21 +460,34 @@ def project_strategy(model: Mapping[str, Any], traffic_rph: float, hours_per_day
     p_bare = float(model["bare_idle_power_w"])
     p_idle = float(model["idle_loaded_power_w"])
     p_active = float(model["active_power_w"])
+    warm_ttl = float(model.get("runtime_warm_ttl_s", 0.0))
     busy = min_nan(day_s, n * s)
+    n_wake, wake_s, wake_j, warm_s, warm_j = 0.0, 0.0, 0.0, 0.0, 0.0
     if always_on:
         cold_share, n_cold, cold_s = 0.0, 0.0, 0.0
         idle = day_s - busy
         cold_j = 0.0  # no cold start, whether or not one was ever measured
     else:
-        cold_share = math.exp(-rate * (s + ttl))
+        cold_share = math.exp(-rate * (s + ttl + (warm_ttl if warm_ttl > 0 else 0.0)))
         n_cold = n * cold_share
         cold_s = min_nan(day_s - busy, n_cold * c)
-        idle = min_nan(day_s * (1.0 - math.exp(-rate * ttl)), day_s - busy - cold_s)
+        if warm_ttl > 0:
+            warm_share = math.exp(-rate * ttl) * -math.expm1(-rate * warm_ttl)
+            n_wake = n * math.exp(-rate * s) * warm_share
+            wake_s = min_nan(day_s - busy - cold_s, n_wake * float(model["wake_s"]))
+            wake_j = n_wake * float(model["wake_energy_j"])
+        idle = min_nan(day_s * (1.0 - math.exp(-rate * ttl)), day_s - busy - cold_s - wake_s)
+        if warm_ttl > 0:
+            warm_s = min_nan(day_s * warm_share, day_s - busy - cold_s - wake_s - idle)
+            warm_j = warm_s * float(model["runtime_warm_power_w"])
         cold_j = n_cold * e_cs
-    empty = max(0.0, day_s - busy - cold_s - idle) if math.isfinite(idle) else math.nan
-    energy_j = busy * p_active + cold_j + idle * p_idle + empty * p_bare
+    held_s = busy + cold_s + wake_s + idle + warm_s
+    # Subtracted one by one, as before the runtime-warm terms (0 without them) existed.
+    empty = (max(0.0, day_s - busy - cold_s - wake_s - idle - warm_s)
+             if math.isfinite(idle) and math.isfinite(warm_s) else math.nan)
+    energy_j = busy * p_active + cold_j + wake_j + idle * p_idle + warm_j + empty * p_bare
     above_j = energy_j - day_s * p_bare
-    instance_h = day_s / 3600.0 if always_on else (busy + cold_s + idle) / 3600.0
+    instance_h = day_s / 3600.0 if always_on else held_s / 3600.0
     kwh_day = energy_j / J_PER_KWH
     above_kwh_day = above_j / J_PER_KWH
     cost_day = instance_h * price_usd_per_h
@@ -438,8 +497,10 @@ def project_strategy(model: Mapping[str, Any], traffic_rph: float, hours_per_day
         "cold_start_share": cold_share,
         "cold_starts_per_day": n_cold,
         "active_h_per_day": busy / 3600.0,
-        "cold_start_h_per_day": cold_s / 3600.0,
+        "cold_start_h_per_day": (cold_s + wake_s) / 3600.0,
         "idle_loaded_h_per_day": idle / 3600.0,
+        "runtime_warm_wakes_per_day": n_wake,
+        "runtime_warm_h_per_day": warm_s / 3600.0,
         "empty_h_per_day": empty / 3600.0,
         "instance_h_per_day": instance_h,
         "busy_share": ratio(busy / 3600.0, instance_h),

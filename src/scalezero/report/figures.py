@@ -31,8 +31,9 @@ _FIXED_COLORS = {"always_on": "#0072B2", "naive": "#D55E00", "keep_warm": "#009E
 _PALETTE = ("#E69F00", "#CC79A7", "#56B4E9", "#000000", "#F0E442", "#999999", "#882255",
             "#44AA99")
 PHASE_COLORS = {"cold_start": "#B2182B", "active": "#2166AC", "idle_loaded": "#F4A582",
-                "empty": "#D9D9D9"}
+                "runtime_warm": "#FDDBC7", "empty": "#D9D9D9"}
 PHASE_LABELS = {"cold_start": "cold start", "active": "active", "idle_loaded": "idle, loaded",
+                "runtime_warm": "runtime-warm (model unloaded)",
                 "empty": "empty (no instance)"}
 COLD_START_STEPS = (
     ("spawn_to_runtime_ready_s", "spawn \u2192 runtime ready", "#CBC9E2"),
@@ -499,15 +500,20 @@ def plot_energy(phases_csv: Path, runs_csv: Path, out: Path, *,
     ax_rq = fig.add_subplot(grid[1, 0])
     ax_tk = fig.add_subplot(grid[1, 1])
     note = _basis_note(runs)
+    segments = [(phase, [_strategy_mean(phases[phases["phase"] == phase], s, "energy_j")
+                         for s in names]) for phase in PHASES]
+    # The runtime-warm phase only where some policy had instances sleeping: runs of the
+    # other policies (and phase files written before the phase existed) have none.
+    segments = [(phase, values) for phase, values in segments
+                if phase != "runtime_warm" or any(v != 0 for v in values)]
     _stacked_barh(
         ax_ph, names, colors,
-        [(PHASE_LABELS[phase], PHASE_COLORS[phase],
-          [_strategy_mean(phases[phases["phase"] == phase], s, "energy_j") for s in names])
-         for phase in PHASES],
+        [(PHASE_LABELS[phase], PHASE_COLORS[phase], values) for phase, values in segments],
         total_fmt="{:.4g} J", headroom=1.15)
     ax_ph.set_xlabel("energy over the replay window (J, mean over repeats)")
     ax_ph.set_title(f"Energy by phase ({note})")
-    ax_ph.legend(loc="lower center", bbox_to_anchor=(0.5, -0.42), ncol=4, frameon=False)
+    ax_ph.legend(loc="lower center", bbox_to_anchor=(0.5, -0.42), ncol=len(segments),
+                 frameon=False)
     for ax, total_col, above_col, label in (
         (ax_rq, "energy_per_request_j", "energy_per_request_above_baseline_j",
          "energy per successful request (J)"),

@@ -795,20 +795,23 @@ def summarize(result: SimResult, profile: PlatformProfile) -> dict[str, float | 
     row["instance_s"] = instance_s
     row["instance_s_sum"] = instance_s_sum
     row["runtime_warm_instance_s"] = en.runtime_warm_seconds(result.events, window)
-    timeline = en.phase_timeline(spans, live, window)
+    timeline = en.phase_timeline(spans, live, window, result.events)
     durations = (timeline.assign(duration_s=timeline["t1_s"] - timeline["t0_s"])
                  .groupby("phase")["duration_s"].sum())
-    powers = profile.power_w
     total_j: float | None = 0.0
     for phase in en.PHASES:
         seconds = float(durations.get(phase, 0.0))
         row[f"phase_{phase}_s"] = seconds
-        power_w = powers.get(phase if phase != "empty" else "bare_idle")
-        energy_j = None if power_w is None else seconds * float(power_w)
+        power_w = profile.phase_power_w(phase)
+        energy_j = None if power_w is None else seconds * power_w
+        if phase == "runtime_warm" and seconds == 0.0:
+            # A run without runtime-warm time: 0 J whatever the profile knows, so that a
+            # profile without context_idle power still totals runs without sleeps.
+            energy_j = 0.0
         row[f"phase_{phase}_energy_j"] = energy_j
         total_j = None if total_j is None or energy_j is None else total_j + energy_j
     row["energy_total_j"] = total_j
-    bare_w = powers.get("bare_idle")
+    bare_w = profile.power_w.get("bare_idle")
     row["energy_above_baseline_j"] = (None if total_j is None or bare_w is None
                                       else total_j - float(bare_w) * (w1 - w0))
     return row

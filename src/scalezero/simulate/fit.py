@@ -25,7 +25,11 @@ are taken relative to each run's replay window start.
   request's send, minus the warm line's prediction for its prompt; median, at least 0.
 - TPOT: median time per output token after the first.
 - Power per state: pooled over the runs with an energy counter (energy / time of each
-  phase, mean of the baselines); without any counter the analysis layer's estimate
+  phase, mean of the baselines); `runtime_warm` from the measured runtime_warm phases
+  when the runs have runtime-warm time, else the context-only baseline (`context_idle`:
+  a sleeping instance holds only its runtime; the notes say which), else unknown (the
+  profile then falls back to `context_idle` itself, `PlatformProfile.phase_power_w`);
+  without any counter the analysis layer's estimate
   (`scalezero.analysis.projections.estimate_run_energy`: power samples, else the host
   power model), labelled by its method; none without telemetry.
 - Instance memory: per run the median per-instance memory (instance_mem_mib /
@@ -58,7 +62,7 @@ START_PHASES: tuple[str, ...] = (
     "spawn_to_runtime_ready_s", "runtime_ready_to_model_loaded_s", "model_loaded_to_ready_s",
 )
 #: Energy phases of the analysis (analysis.energy.PHASES) that are power states of a profile.
-_PHASE_STATES: tuple[str, ...] = ("cold_start", "active", "idle_loaded")
+_PHASE_STATES: tuple[str, ...] = ("cold_start", "active", "idle_loaded", "runtime_warm")
 _UP_PHASES = ("active", "idle_loaded")
 
 
@@ -274,6 +278,10 @@ def _power(runs: Sequence[FitRun], settings: ProjectionSettings
             samples[f"{phase}_power_w"] = [ratio(e, d) for e, d in
                                            zip(phase_energy[phase], phase_s[phase], strict=True)
                                            if math.isfinite(ratio(e, d))]
+    if "runtime_warm" not in power and "context_idle" in power:
+        # No measured runtime-warm time: a sleeping instance holds only its runtime, which
+        # is what the context-only baseline measures.
+        power["runtime_warm"] = power["context_idle"]
     return power, source, {k: tuple(v) for k, v in samples.items()}
 
 
@@ -357,6 +365,8 @@ def profile_from_runs(runs: Sequence[FitRun], *, name: str | None = None,
         notes.append(f"no measured {', '.join(missing)}: taken as 0")
     if wakes:
         notes.append(f"{len(wakes)} runtime-warm wakes")
+    if "runtime_warm_power_w" not in power_samples and "runtime_warm" in power:
+        notes.append("no measured runtime-warm time: runtime_warm power is context_idle's")
     if energy_source == "none":
         notes.append("no energy counter and no power estimate: power unknown")
     elif not any(_measured_row(r.summary.row) for r in runs):

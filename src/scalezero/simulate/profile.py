@@ -24,6 +24,8 @@ POWER_STATES: tuple[str, ...] = (
     "bare_idle",      # no instance process (device idle, no CUDA context)
     "context_idle",   # a process holding the runtime (CUDA context), no model
     "idle_loaded",    # an instance up with its model loaded, nothing in flight
+    "runtime_warm",   # only runtime-warm instances (process up, model unloaded); when a
+                      # profile lacks it, such an instance draws ``context_idle``
     "active",         # an instance serving a request
     "cold_start",     # an instance starting (spawn to ready)
 )
@@ -103,6 +105,20 @@ class PlatformProfile:
         if self.runtime_warm_wake_s is not None:
             return float(self.runtime_warm_wake_s)
         return self.runtime_ready_to_model_loaded_s + self.model_loaded_to_ready_s
+
+    def phase_power_w(self, phase: str) -> float | None:
+        """Mean power (W) in an energy phase of the analysis (analysis.energy.PHASES), or
+        None if unknown: ``empty`` is ``bare_idle``; ``runtime_warm`` is its own state when
+        the profile has it, else ``context_idle`` (a sleeping instance holds only its
+        runtime, as the context-only probe does); the others are their own states."""
+        if phase == "empty":
+            state = "bare_idle"
+        elif phase == "runtime_warm" and "runtime_warm" not in self.power_w:
+            state = "context_idle"
+        else:
+            state = phase
+        value = self.power_w.get(state)
+        return None if value is None else float(value)
 
     def warm_ttft_s(self, prompt_tokens: float) -> float:
         return self.ttft_base_s + self.ttft_s_per_prompt_token * prompt_tokens

@@ -128,11 +128,17 @@ def _profile(name: str, device: str, model: str, figures: Mapping[str, Figure]
         timings["instance_concurrency"] = int(timings["instance_concurrency"])
     power = {k.removeprefix("power_w."): f.value for k, f in figures.items()
              if k.startswith("power_w.")}
+    derived = ["runtime-warm wake: no published figure, taken as the cold start less its "
+               "runtime phase (the model's load and readiness)"]
+    if "runtime_warm" not in power and "context_idle" in power:
+        # A sleeping instance holds only its runtime (CUDA context), as the context-only
+        # figure does.
+        power["runtime_warm"] = power["context_idle"]
+        derived.append("runtime-warm power: no published figure, taken as context_idle")
     sources = tuple(dict.fromkeys(s for f in everything for s in f.source.split(" + ") if s))
     notes = "; ".join([f"{LABEL}: figures of {device} from published sources where one "
                        "exists, assumptions otherwise", *(f.text() for f in everything),
-                       "runtime-warm wake: no published figure, taken as the cold start "
-                       "less its runtime phase (the model's load and readiness)"])
+                       *derived])
     return PlatformProfile(
         name=name, model=model, device=device, basis=basis, sources=sources, notes=notes,
         runtime_ready_to_model_loaded_s=load.value, power_w=power,

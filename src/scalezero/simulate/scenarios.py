@@ -246,11 +246,16 @@ def closed_form_model(profile: PlatformProfile, policy: Policy, sizes: np.ndarra
     accounting = policy.accounting()
     power = profile.power_w
     cold_w = power.get("cold_start", math.nan)
+    warm_w = profile.phase_power_w("runtime_warm")
     return {
         "always_on": accounting.always_on, "idle_ttl_s": accounting.idle_ttl_s,
+        "runtime_warm_ttl_s": accounting.runtime_warm_ttl_s,
         "active_s_per_request": mean_service_s(profile, sizes),
         "cold_start_s": profile.cold_start_s,
         "cold_start_energy_j": profile.cold_start_s * cold_w,
+        # A wake at the cold start's power, as the simulator counts it (phase cold_start).
+        "wake_s": profile.wake_s, "wake_energy_j": profile.wake_s * cold_w,
+        "runtime_warm_power_w": math.nan if warm_w is None else warm_w,
         "bare_idle_power_w": power.get("bare_idle", math.nan),
         "idle_loaded_power_w": power.get("idle_loaded", math.nan),
         "active_power_w": power.get("active", math.nan),
