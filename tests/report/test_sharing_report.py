@@ -146,3 +146,27 @@ def test_report_without_the_experiment(results: dict) -> None:
     check_html(html, len(figure_numbers(list(STRATEGIES))))
     assert variables["sharing"]["configured"] == "no"
     assert "The model-sharing experiment was not configured" in _plain(html)
+
+
+def test_the_simulation_check_sums_each_shared_variant_over_its_models() -> None:
+    from scalezero.report.sharing import simulated_md, simulated_table
+
+    rows = [
+        ("shared-lru", "a", "cold_starts", 3, 2), ("shared-lru", "b", "cold_starts", 1, 2),
+        ("shared-lru", "a", "evictions", 2, 1), ("shared-lru", "b", "evictions", 0, 1),
+        ("shared-lru", "a", "eviction_cold_starts", 1, 1),
+        ("shared-lru", "b", "eviction_cold_starts", 0, 1),
+        ("shared-lru", "a", "memory_refused", 0, 0), ("shared-lru", "b", "memory_refused", 2, 0),
+        ("shared-lru", "a", "instance_s", 10.5, 9.0), ("shared-lru", "b", "instance_s", 4.0, 6.0),
+        ("shared-lru", "", "memory_peak_mib", 400.0, 315.0),
+    ]
+    frame = pd.DataFrame(rows, columns=["variant", "deployment", "metric", "measured",
+                                        "simulated"])
+    frame["error"] = frame["simulated"] - frame["measured"]
+    table = simulated_table(frame)
+    line = next(row for row in table.splitlines() if row.startswith("| shared-lru"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells == ["shared-lru", "4 / 4", "2 / 2", "1 / 2", "2 / 0", "14.5 / 15",
+                     "400 / 315"]
+    assert "fitted on the dedicated runs" in simulated_md(frame)
+    assert simulated_md(None) == ""

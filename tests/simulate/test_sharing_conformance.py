@@ -290,3 +290,16 @@ def test_the_eviction_policies_choose_differently(eviction: str) -> None:
     # cost_aware: frequency x cost / size is lowest for a (one arrival against three).
     expected = {"lru": {"b-i1"}, "longest_idle": {"b-i1"}, "cost_aware": {"a-i1"}}
     assert evicted == expected[eviction]
+
+
+def test_a_runtime_warm_policy_is_refused_not_simulated_wrongly() -> None:
+    # The budget's rules for sleeping instances are not mirrored by the shared simulation.
+    profile = fixed_profile()
+    deployments = [
+        SharedDeployment("a", make_policy("tiered", {"loaded_ttl_s": 1.0, "runtime_warm_s": 5.0}),
+                         profile, 100.0),
+        SharedDeployment("b", make_policy("naive", {}), profile, 100.0),
+    ]
+    with pytest.raises(ValueError, match="runtime-warm"):
+        simulate_shared(deployments, [("a", SimRequest(0, 0.5, 8, 4))], SharedBudget(150.0),
+                        LIMITS)

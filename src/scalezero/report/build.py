@@ -32,7 +32,13 @@ from scalezero.report.render import (
     resolve_document,
 )
 from scalezero.report.scenarios import scenarios_md
-from scalezero.report.sharing import read_sharing, sharing_md, sharing_variables
+from scalezero.report.sharing import (
+    read_sharing,
+    read_simulated,
+    sharing_md,
+    sharing_variables,
+    simulated_md,
+)
 from scalezero.report.simulation import simulation_md
 from scalezero.report.tables import build_tables
 from scalezero.report.tiers import tiers_md
@@ -276,10 +282,12 @@ def build_report(
         (generated / "simulation.md").write_text(simulation_md(
             validation, variables["sim"], numbers.get("simulation"),
             variables["fig"].get("simulation_file")), encoding="utf-8")
-        (generated / "sharing.md").write_text(sharing_md(
+        sharing_text = sharing_md(
             sharing_summary, sharing_detail, variables["sharing"],
-            numbers.get("sharing_memory"), variables["fig"].get("sharing_memory_file")),
-            encoding="utf-8")
+            numbers.get("sharing_memory"), variables["fig"].get("sharing_memory_file"))
+        if sharing_summary is not None:
+            sharing_text += simulated_md(read_simulated(sharing))
+        (generated / "sharing.md").write_text(sharing_text, encoding="utf-8")
         dumped = yaml.safe_dump(variables, sort_keys=False, allow_unicode=True)
         (work / "_variables.yml").write_text(dumped, encoding="utf-8")
         if variables_out is not None:

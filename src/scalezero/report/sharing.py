@@ -171,6 +171,47 @@ def sharing_md(summary: pd.DataFrame | None, per_deployment: pd.DataFrame | None
     return "\n".join(parts)
 
 
+#: Per-deployment counts and times of the simulation check, summed over deployments.
+_SIMULATED_SUMS = (("cold_starts", "cold starts"), ("evictions", "evictions"),
+                   ("eviction_cold_starts", "eviction-caused"),
+                   ("memory_refused", "503 for memory"), ("instance_s", "instance-s"))
+
+
+def simulated_table(simulated: pd.DataFrame) -> str:
+    """Measured against simulated, one row per shared variant: counts and instance-s
+    summed over its deployments, and the budget's memory peak."""
+    rows = []
+    for variant, frame in simulated.groupby("variant", sort=True):
+        cells: list[str] = [str(variant)]
+        per_deployment = frame[frame["deployment"].fillna("").astype(str) != ""]
+        for metric, _ in _SIMULATED_SUMS:
+            picked = per_deployment[per_deployment["metric"] == metric]
+            measured = pd.to_numeric(picked["measured"], errors="coerce").sum(min_count=1)
+            simulated_sum = pd.to_numeric(picked["simulated"], errors="coerce").sum(min_count=1)
+            as_text = fmt if metric == "instance_s" else fmt_int
+            cells.append(f"{as_text(measured)} / {as_text(simulated_sum)}")
+        whole = frame[(frame["deployment"].fillna("").astype(str) == "")
+                      & (frame["metric"] == "memory_peak_mib")]
+        cells.append(NA if whole.empty else
+                     f"{fmt(whole['measured'].iloc[0])} / {fmt(whole['simulated'].iloc[0])}")
+        rows.append(cells)
+    return markdown_table(
+        ["variant", *[label for _, label in _SIMULATED_SUMS], "memory peak, MiB"], rows,
+        ["l"] + ["r"] * (len(_SIMULATED_SUMS) + 1))
+
+
+def simulated_md(simulated: pd.DataFrame | None) -> str:
+    """The simulation check's paragraph and table ('' without the check)."""
+    if simulated is None or simulated.empty:
+        return ""
+    return (
+        "The simulator replays each shared run's requests with the same budget and "
+        "eviction policy, each model's start and service times and memory fitted on the "
+        "dedicated runs (so a shared run is never predicted from itself). Measured / "
+        "simulated, summed over the models (per model and metric in "
+        "results/sharing/simulated.csv):\n\n" + simulated_table(simulated) + "\n")
+
+
 def plot_sharing_memory(run_dirs: Sequence[Path], out: Path) -> Path:
     """Memory held by the instances over each variant's replay, one panel per variant
     on one scale."""
@@ -204,5 +245,13 @@ def read_sharing(files: Mapping[str, Path] | None
     return pd.read_csv(files["summary"]), pd.read_csv(files["per_deployment"])
 
 
+def read_simulated(files: Mapping[str, Path] | None) -> pd.DataFrame | None:
+    """The simulation check's table (results/sharing/simulated.csv), when it ran."""
+    if files is None or "simulated" not in files:
+        return None
+    return pd.read_csv(files["simulated"])
+
+
 __all__ = ["NOT_CONFIGURED", "per_deployment_table", "plot_sharing_memory", "read_sharing",
-           "sharing_md", "sharing_variables", "summary_table"]
+           "read_simulated", "sharing_md", "sharing_variables", "simulated_md",
+           "simulated_table", "summary_table"]

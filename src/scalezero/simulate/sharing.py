@@ -287,6 +287,7 @@ class _DeploymentEngine(eng._Engine):
             EVENT_COLUMNS[4]: np.full(len(t), np.nan),
             EVENT_COLUMNS[5]: column(columns[4], [str(v) for v in _SHARED_REASON_NAMES]),
             EVENT_COLUMNS[6]: np.full(len(t), "", dtype=object),
+            EVENT_COLUMNS[7]: column(columns[2], [str(v) for v in eng._EVENT_TIERS]),
         })
 
     def request_frame(self) -> pd.DataFrame:
@@ -491,7 +492,13 @@ def simulate_shared(
     """Replay ``requests`` ((deployment name, request) pairs) against ``deployments``
     sharing ``budget``, in simulated time. ``limits`` are the gateway's (one set for all
     pools, as the gateway has); ``until_s``: end of the window (default: the last
-    response)."""
+    response). Policies with a runtime-warm tier are refused: the budget's rules for
+    sleeping instances (an eviction candidate holding only its runtime) are not mirrored
+    here."""
+    tiered = [d.name for d in deployments if d.policy.runtime_warm_ttl_s(0.0) != 0]
+    if tiered:
+        raise ValueError("the shared-budget simulation does not model runtime-warm instances "
+                         f"(deployments {', '.join(tiered)})")
     for d in deployments:
         learn = getattr(d.policy, "learn_history", None)
         if learn is not None and len(d.history_s):
