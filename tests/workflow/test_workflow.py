@@ -33,7 +33,7 @@ from workflow_helpers import (
 pytestmark = pytest.mark.slow
 
 SMOKE = ".test/config.yaml"
-STRATEGIES = ("always_on", "naive", "keep_warm-2", "keep_warm-30")
+STRATEGIES = ("always_on", "naive", "keep_warm-2", "keep_warm-30", "tiered")
 # The smoke configuration's trace slice runs on a subset of the strategies.
 AZURE_STRATEGIES = ("naive",)
 
@@ -77,6 +77,15 @@ def test_smoke_dag_produces_report_with_expected_ordering(smoke_run: dict) -> No
     # simulator's tests pin naive's rule with fake instances).
     assert cold["naive"] >= cold["keep_warm-2"] > cold["keep_warm-30"] > \
         cold["always_on"] == 0, cold.to_dict()
+    # tiered is loaded as long as keep_warm-2, then runtime-warm for 30 s: one process
+    # start, like keep_warm-30, and the bursts after a silence wake the same process.
+    assert cold["tiered"] == cold["keep_warm-30"] == 1, cold.to_dict()
+    assert summary.loc["tiered", "runtime_warm_wakes"] >= 1, summary.loc["tiered"].to_dict()
+    assert summary.loc["tiered", "runtime_warm_instance_s"] > 0
+    assert (summary.drop(index="tiered")["runtime_warm_wakes"] == 0).all()
+    tiered_requests = pd.read_csv(workdir / "results" / "runs" / "smoke" / "tiered" / "1" /
+                                  "requests.csv")
+    assert (tiered_requests["start_tier"] == "runtime_warm").sum() >= 1
     assert (summary["errors"] == 0).all()
     # The requested output length is produced: the model is kept from stopping early.
     requests = pd.read_csv(workdir / "results" / "runs" / "smoke" / "naive" / "1" /
@@ -85,14 +94,15 @@ def test_smoke_dag_produces_report_with_expected_ordering(smoke_run: dict) -> No
     # The simulator was validated against every run, leaving one out.
     validation = pd.read_csv(workdir / "results" / "simulation" / "smoke_validation.csv")
     assert set(validation["strategy"]) == set(STRATEGIES)
-    assert set(validation["fit"]) == {"the 3 other runs (all strategies)"}
+    assert set(validation["fit"]) == {"the 4 other runs (all strategies)"}
     assert (workdir / "results" / "simulation" / "smoke_profile.json").is_file()
     assert "Simulation" in html
     print(f"smoke DAG: {smoke_run['elapsed_s']:.0f} s")
     # 180 s for the DAG without the sharing experiment, plus 50 s measured for its jobs
     # alone (trace, one shared and one dedicated run, analysis, figure: 49 s on two
-    # cores at load 3; inside the whole DAG its runs and analysis took 36 s at load 2).
-    assert smoke_run["elapsed_s"] < 230, f"smoke DAG took {smoke_run['elapsed_s']:.0f} s"
+    # cores at load 3; inside the whole DAG its runs and analysis took 36 s at load 2),
+    # plus 30 s for the tiered strategy's run (a 14 s replay, like each other run).
+    assert smoke_run["elapsed_s"] < 260, f"smoke DAG took {smoke_run['elapsed_s']:.0f} s"
 
 
 def test_the_trace_slice_runs_its_strategies_and_every_request_succeeds(

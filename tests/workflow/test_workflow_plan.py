@@ -47,7 +47,8 @@ def test_a_workload_plans_runs_of_its_strategies_only(workdir: Path) -> None:
 def test_without_a_list_a_workload_runs_every_strategy(workdir: Path) -> None:
     config = yaml.safe_load((workdir / SMOKE).read_text())
     out = _dry_run(workdir, config, "shipped")
-    every = ["always_on, rep=1", "keep_warm-2, rep=1", "keep_warm-30, rep=1", "naive, rep=1"]
+    every = ["always_on, rep=1", "keep_warm-2, rep=1", "keep_warm-30, rep=1", "naive, rep=1",
+             "tiered, rep=1"]
     assert _runs_of(out, "smoke") == every
     # The shipped smoke configuration gives its trace slice a subset.
     assert _runs_of(out, "azure_slice") == ["naive, rep=1"]
