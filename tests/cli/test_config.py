@@ -193,7 +193,7 @@ def test_a_workload_runs_only_its_strategies_and_a_swept_entry_covers_all_values
     # Config order of the strategies, whatever the order of the list.
     assert workload_strategies(config) == {
         "smoke": ["always_on", "keep_warm-2", "keep_warm-30"],
-        "azure_slice": ["always_on", "naive", "keep_warm-2", "keep_warm-30", "tiered"],
+        "azure_slice": ["always_on", "naive", "tiered", "keep_warm-2", "keep_warm-30"],
         # Replayed by the sharing experiment only.
         "zipf_mix": [],
     }
@@ -201,7 +201,7 @@ def test_a_workload_runs_only_its_strategies_and_a_swept_entry_covers_all_values
 
 @pytest.mark.parametrize(("names", "message"), [
     (["naive", "lazy"], "workloads.smoke.strategies names 'lazy', not an entry of "
-                        "strategies: (always_on, naive, keep_warm, tiered)"),
+                        "strategies: (always_on, naive, tiered, keep_warm)"),
     # Entries are named as written, before the sweep expands them.
     (["keep_warm-2"], "names 'keep_warm-2'"),
 ])

@@ -320,9 +320,10 @@ def test_changing_a_constant_reruns_only_projections_figures_and_report(
     # The profile's power is estimated with the constants where no counter measured it,
     # so the scenarios simulated on that profile follow; the simulated projections price
     # and weigh their instance time with the constants.
+    # The sharing experiment's energy is estimated with them too where nothing measured it.
     assert set(jobs) <= {"projections", "figure_energy", "figure_projections", "fit_profile",
                          "simulate_hour", "simulate_grid", "figure_scenario_heatmap",
-                         "simulate_projections", "report", "all"}, jobs
+                         "simulate_projections", "sharing_analysis", "report", "all"}, jobs
     assert {"projections", "report"} <= set(jobs), jobs
     snakemake(workdir, "--cores", "2", "--configfile", str(changed), tag=new_tag())
     after = yaml.safe_load(variables_file.read_text())
@@ -370,6 +371,7 @@ def _slow_config(workdir: Path, extra: dict | None = None) -> Path:
     config["workloads"] = {"slow": {"kind": "poisson", "seed": 1, "rate_rps": 1.0,
                                     "duration_s": 120, "max_tokens": 16, "prompt_words": 8}}
     config["strategies"] = {"always_on": {"policy": "always_on"}}
+    config.pop("sharing", None)  # its deployments name the smoke's strategies
     config.update(extra or {})
     path = workdir / ".test" / "slow.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -54,6 +54,7 @@ def test_sigkill_of_snakemake_stops_the_run_within_5_s(tmp_path: Path,
     config["workloads"] = {"slow": {"kind": "poisson", "seed": 1, "rate_rps": 1.0,
                                     "duration_s": 120, "max_tokens": 16, "prompt_words": 8}}
     config["strategies"] = {"always_on": {"policy": "always_on"}}
+    config.pop("sharing", None)  # its deployments name the smoke's strategies
     config_path = workdir / ".test" / "slow.yaml"
     config_path.write_text(yaml.safe_dump(config))
     tag = new_tag()

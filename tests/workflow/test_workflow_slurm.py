@@ -47,6 +47,7 @@ def _tiny_config(workdir: Path, *, cluster: dict | None = None, **platform_extra
     config["workloads"] = {"three": {"kind": "trace_csv", "path": ".test/three.csv",
                                      "seed": 7, "max_tokens": 4, "prompt_words": 8}}
     config["strategies"] = {"naive": {"policy": "naive"}}
+    config.pop("sharing", None)  # its deployments name the smoke's strategies
     config.pop("size_sweep", None)
     config["models"] = {"smollm2-135m": config["models"]["smollm2-135m"]}
     config["platforms"] = {"cpu-a": {"partition": "part-a", **platform_extra},
