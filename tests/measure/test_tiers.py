@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from scalezero.cli import build_parser
+from scalezero.errors import UserError
 from scalezero.measure.tiers import (
     ENGINE_COLUMNS,
     TIER_COLUMNS,
@@ -155,6 +156,22 @@ def test_csv_and_summary_round_trip_and_the_report_section(tmp_path: Path) -> No
     assert "1.8 s measured against 1.8 s predicted" in text
     assert "Native throughput: not checked (not built: switched off)" in text
     assert tiers_md(None) == NOT_MEASURED
+
+
+def test_the_summary_without_the_engine_bench_leaves_its_check_open(tmp_path: Path) -> None:
+    rows = [tier("llama_cpp_python", "host_cached", 2.0, "host_cached"),
+            tier("llama_cpp_python", "runtime_warm", 0.5)]
+    tiers_csv = write_csv(tmp_path / "tiers.csv", TIER_COLUMNS, rows)
+    bandwidth = tmp_path / "read_bandwidth.json"
+    bandwidth.write_text(json.dumps(BANDWIDTH))
+    out = write_summary(tiers_csv, tmp_path / "engines.csv", bandwidth,
+                        tmp_path / "summary.json")
+    summary = json.loads(out.read_text())
+    assert summary["native_throughput"]["met"] is None
+    assert summary["runtime_warm_wake"]["llama_cpp_python"]["met"] is True
+    with pytest.raises(UserError, match="run `scalezero bench tiers` first"):
+        write_summary(tmp_path / "missing.csv", tmp_path / "engines.csv", bandwidth,
+                      tmp_path / "again.json")
 
 
 def test_the_bench_subcommands_parse() -> None:

@@ -570,8 +570,14 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
 
 
 def write_summary(tiers_csv: Path, engines_csv: Path, bandwidth_json: Path, out: Path) -> Path:
+    """The goal checks; the tier bench's files are required, the engine bench's not (its
+    check then says it could not be made)."""
+    for needed in (tiers_csv, bandwidth_json):
+        if not needed.is_file():
+            raise UserError(f"{needed} not found: run `scalezero bench tiers` first")
     bandwidth = json.loads(bandwidth_json.read_text(encoding="utf-8"))
-    summary = summarize(read_csv(tiers_csv), read_csv(engines_csv), bandwidth)
+    engine_rows = read_csv(engines_csv) if engines_csv.is_file() else []
+    summary = summarize(read_csv(tiers_csv), engine_rows, bandwidth)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(_jsonable(summary), indent=2) + "\n", encoding="utf-8")
     return out
