@@ -52,7 +52,7 @@ def _per_deployment() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(PER_DEPLOYMENT_COLUMNS))
 
 
-def _memory_run(run_dir: Path, budget: float | None) -> Path:
+def _memory_run(run_dir: Path, budget: float | None, base_mib: float = 100.0) -> Path:
     run_dir.mkdir(parents=True)
     (run_dir / "run.json").write_text(json.dumps({
         "strategy": run_dir.name, "windows": {"replay": [0.0, 10.0]},
@@ -60,7 +60,7 @@ def _memory_run(run_dir: Path, budget: float | None) -> Path:
     pd.DataFrame({"request_id": [0], "t_send_s": [1.0], "t_end_s": [2.0], "status": [200]}
                  ).to_csv(run_dir / "requests.csv", index=False)
     pd.DataFrame({"t_s": [float(t) for t in range(11)], "n_instances": 1,
-                  "instance_mem_mib": [100.0 + 20 * t for t in range(11)]}
+                  "instance_mem_mib": [base_mib + 20 * t for t in range(11)]}
                  ).to_csv(run_dir / "telemetry.csv", index=False)
     return run_dir
 
@@ -97,6 +97,25 @@ def test_memory_figure_draws_a_png(tmp_path: Path) -> None:
             _memory_run(tmp_path / "dedicated-always_on", None)]
     out = plot_sharing_memory(runs, tmp_path / "memory.png")
     assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_every_panel_of_the_memory_figure_shows_its_highest_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first panel's budget (400 MiB) is below the second run's memory (600-800 MiB).
+    import scalezero.report.figures as figures
+
+    drawn = {}
+
+    def keep(fig, out):
+        drawn["fig"] = fig
+        return out
+    monkeypatch.setattr(figures, "_save", keep)
+    runs = [_memory_run(tmp_path / "shared-lru", 400.0),
+            _memory_run(tmp_path / "dedicated-always_on", None, base_mib=600.0)]
+    plot_sharing_memory(runs, tmp_path / "memory.png")
+    for ax in drawn["fig"].axes:
+        low, high = ax.get_ylim()
+        assert low == 0.0 and high >= 800.0, (ax.get_title(loc="left"), low, high)
 
 
 @pytest.fixture(scope="module")

@@ -222,16 +222,23 @@ def plot_sharing_memory(run_dirs: Sequence[Path], out: Path) -> Path:
     dirs = [Path(d) for d in run_dirs]
     fig, axes = plt.subplots(len(dirs), 1, figsize=(8, 1.9 * max(1, len(dirs)) + 0.6),
                              sharex=True, sharey=True, squeeze=False)
+    top_mib = 0.0
     for ax, run_dir in zip(axes[:, 0], dirs, strict=True):
         meta = read_run_meta(run_dir)
         series = memory_over_time(run_dir)
         ax.step(series["t_rel_s"], series["mem_mib"], where="post", color="C0", lw=1.2)
+        top_mib = max(top_mib, float(pd.to_numeric(series["mem_mib"], errors="coerce").max()
+                                     if len(series) else 0.0))
         budget = (meta.get("memory") or {}).get("budget_mib")
         if budget is not None:
             ax.axhline(float(budget), color="0.3", ls="--", lw=1.0)
+            top_mib = max(top_mib, float(budget))
         ax.set_title(str(meta.get("strategy") or run_dir.name), loc="left")
         ax.set_ylabel("MiB")
-        ax.set_ylim(bottom=0)
+    # One scale for every panel, set once all are drawn: a limit set while drawing the
+    # first panel would cut off a later panel's higher memory.
+    if math.isfinite(top_mib) and top_mib > 0:
+        axes[0, 0].set_ylim(0.0, top_mib * 1.08)
     axes[-1, 0].set_xlabel("time since replay start, s")
     fig.tight_layout()
     return _save(fig, out)
