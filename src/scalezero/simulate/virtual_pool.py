@@ -208,14 +208,20 @@ def warm_up(policy: Policy, profile: PlatformProfile, limits: PoolLimits) -> tup
     return run_virtual(main(), start_s=0.0)
 
 
-async def _serve(pool: Pool, request: SimRequest, profile: PlatformProfile,
-                 row: dict[str, Any]) -> None:
-    """One request's life from its arrival (now): wait for a lease, stream, release."""
+async def serve_request(pool: Pool, request: SimRequest, profile: PlatformProfile,
+                        row: dict[str, Any],
+                        on_refused: Callable[[PoolError, dict[str, Any]], None] | None = None,
+                        ) -> None:
+    """One request's life from its arrival (now): wait for a lease, stream, release.
+    ``on_refused`` may record more of a refusal in the row (the sharing simulation: was
+    it for memory)."""
     loop = asyncio.get_running_loop()
     try:
         lease = await pool.acquire()
     except PoolError as exc:
         row.update(status=exc.status_code, t_end_s=loop.time())
+        if on_refused is not None:
+            on_refused(exc, row)
         return
     ttft_s = profile.warm_ttft_s(request.prompt_tokens)
     if lease.first_of_instance:
@@ -270,7 +276,7 @@ def simulate_with_pool(
         # arrival is handled before the next.
         for request in sorted(requests, key=lambda r: r.t_sched_s):
             await loop.settled(request.t_sched_s)
-            tasks.append(loop.create_task(_serve(pool, request, profile,
+            tasks.append(loop.create_task(serve_request(pool, request, profile,
                                                  rows[request.request_id])))
         if tasks:
             await asyncio.wait(tasks)

@@ -28,6 +28,7 @@ from scalezero.simulate.virtual_pool import (
     _result,
     _spec,
     _WatchedLog,
+    serve_request,
 )
 
 
@@ -88,30 +89,8 @@ def _warm_up_length_s(deployments: Sequence[SharedDeployment], budget: SharedBud
     return run_virtual(main(), start_s=0.0)
 
 
-async def _serve(pool: Pool, request: SimRequest, profile: PlatformProfile,
-                 row: dict[str, Any]) -> None:
-    loop = asyncio.get_running_loop()
-    try:
-        lease = await pool.acquire()
-    except PoolError as exc:
-        row.update(status=exc.status_code, t_end_s=loop.time(),
-                   memory_refused=isinstance(exc, InsufficientMemory))
-        return
-    ttft_s = profile.warm_ttft_s(request.prompt_tokens)
-    if lease.first_of_instance:
-        ttft_s += profile.first_request_extra_s
-    row.update(t_grant_s=lease.granted_at_s, cold=lease.cold,
-               first_of_instance=lease.first_of_instance,
-               instance_id=lease.instance.instance_id)
-    try:
-        t_first_s = lease.granted_at_s + ttft_s
-        await asyncio.sleep(max(0.0, t_first_s - loop.time()))
-        pool.first_token(lease, t_first_s)
-        t_end_s = t_first_s + profile.tpot_s * max(0, request.output_tokens - 1)
-        await asyncio.sleep(max(0.0, t_end_s - loop.time()))
-        row.update(status=200, t_first_s=t_first_s, t_end_s=t_end_s)
-    finally:
-        pool.release(lease)
+def _note_memory_refusal(exc: PoolError, row: dict[str, Any]) -> None:
+    row["memory_refused"] = isinstance(exc, InsufficientMemory)
 
 
 def simulate_shared_with_pools(
@@ -148,8 +127,8 @@ def simulate_shared_with_pools(
         for j in order:
             name, request = requests[j]
             await loop.settled(request.t_sched_s)
-            tasks.append(loop.create_task(_serve(pools[name], request, profiles[name],
-                                                 rows[j][1])))
+            tasks.append(loop.create_task(serve_request(
+                pools[name], request, profiles[name], rows[j][1], _note_memory_refusal)))
         if tasks:
             await asyncio.wait(tasks)
         last_end_s = max((row["t_end_s"] for _, row in rows), default=0.0)
