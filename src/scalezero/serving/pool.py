@@ -607,16 +607,9 @@ class Pool:
             return
         if inst.state is not InstanceState.WAKING:
             return  # shut down or died while waking: whoever changed it stops it
-        inst.ready_at_s = ready_at_s
-        inst.idle_since_s = ready_at_s
         self.wakes += 1
         inst.unloaded = False
-        self._transition(inst, InstanceState.READY, Lifecycle.READY, t_s=ready_at_s)
-        if self.admission is not None:
-            self.admission.changed(self, inst)
-        self._dispatch()
-        self._consider_idle(inst)
-        self._ensure_min_instances()
+        self._now_ready(inst, ready_at_s)
 
     def _wake_failed(self, inst: Instance, reason: str) -> None:
         if inst.state is not InstanceState.WAKING:
@@ -739,15 +732,20 @@ class Pool:
         if inst.state is not InstanceState.STARTING:
             await inst.process.stop()  # shut down while starting
             return
-        inst.ready_at_s = ready_at_s
-        inst.idle_since_s = ready_at_s
         self._min_start_failed = False
         self.cold_starts += 1
+        if self.on_cold_start is not None and inst.spawned_at_s is not None:
+            self.on_cold_start(ready_at_s - inst.spawned_at_s)
+        self._now_ready(inst, ready_at_s)
+
+    def _now_ready(self, inst: Instance, ready_at_s: float) -> None:
+        """The common end of a start and a wake: ready, waiters served, then the policy
+        decides about the instance and the minimum."""
+        inst.ready_at_s = ready_at_s
+        inst.idle_since_s = ready_at_s
         self._transition(inst, InstanceState.READY, Lifecycle.READY, t_s=ready_at_s)
         if self.admission is not None:
             self.admission.changed(self, inst)
-        if self.on_cold_start is not None and inst.spawned_at_s is not None:
-            self.on_cold_start(ready_at_s - inst.spawned_at_s)
         self._dispatch()
         self._consider_idle(inst)
         self._ensure_min_instances()

@@ -473,14 +473,8 @@ class _Engine:
         """The end of ``Pool._run_wake``."""
         if inst.state != _WAKING:
             return  # shut down while waking
-        inst.ready_at_s = now
-        inst.state = _READY
         self.n_waking -= 1
-        self.n_ready += 1
-        self.record(now, inst, _E_READY)
-        self.dispatch(now)
-        self.consider_idle(inst, now)
-        self.ensure_min_instances(now)
+        self.now_ready(inst, now)
 
     def drain(self, inst: _Instance, reason: int, now: float) -> None:
         """``Pool._drain`` (from ready or sleeping; shutdown also drains starting and
@@ -556,9 +550,13 @@ class _Engine:
         """The end of ``Pool._run_start``."""
         if inst.state != _STARTING:
             return  # shut down while starting
+        self.n_starting -= 1
+        self.now_ready(inst, now)
+
+    def now_ready(self, inst: _Instance, now: float) -> None:
+        """``Pool._now_ready``: the common end of a start and a wake."""
         inst.ready_at_s = now
         inst.state = _READY
-        self.n_starting -= 1
         self.n_ready += 1
         self.record(now, inst, _E_READY)
         self.dispatch(now)
