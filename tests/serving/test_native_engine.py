@@ -24,16 +24,6 @@ from scalezero.system.procs import signal_group
 FAKE_SERVER = Path(__file__).resolve().parents[1] / "support" / "fake_llama_server.py"
 
 
-@pytest.fixture
-def server_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An executable standing in for llama-server, named by SCALEZERO_LLAMA_SERVER."""
-    path = tmp_path / "llama-server"
-    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_SERVER}" "$@"\n')
-    path.chmod(0o755)
-    monkeypatch.setenv("SCALEZERO_LLAMA_SERVER", str(path))
-    return path
-
-
 def _settings(fake_model: Path, instance: InstanceSettings, concurrency: int = 1,
               device: str = "cpu") -> GatewaySettings:
     return GatewaySettings(model_path=fake_model, model_name="m", policy="naive",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
@@ -25,18 +24,6 @@ from scalezero.serving.launcher import (
 )
 from scalezero.serving.settings import InstanceSettings
 from scalezero.system.pagecache import resident_fraction
-
-FAKE_SERVER = Path(__file__).resolve().parents[1] / "support" / "fake_llama_server.py"
-
-
-@pytest.fixture
-def server_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An executable standing in for llama-server, named by SCALEZERO_LLAMA_SERVER."""
-    path = tmp_path / "llama-server"
-    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_SERVER}" "$@"\n')
-    path.chmod(0o755)
-    monkeypatch.setenv("SCALEZERO_LLAMA_SERVER", str(path))
-    return path
 
 
 def native_spec(model: Path, *extra: str) -> InstanceSpec:
