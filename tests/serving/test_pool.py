@@ -155,13 +155,19 @@ async def eventually(condition: Callable[[], bool], what: str, timeout_s: float 
         await asyncio.sleep(0.002)
 
 
-async def _asleep(pool: Pool) -> FakeProcess:
-    """Serve one request on a new instance and wait until it is runtime-warm."""
+async def _serve_through_a_start(pool: Pool) -> FakeProcess:
+    """One request that starts a new instance, served and released; its process."""
     client = asyncio.ensure_future(pool.acquire())
     await settle()
     process = FakeProcess.made[-1]
     process.finish_start()
     pool.release(await client)
+    return process
+
+
+async def _asleep(pool: Pool) -> FakeProcess:
+    """Serve one request on a new instance and wait until it is runtime-warm."""
+    process = await _serve_through_a_start(pool)
     await eventually(lambda: bool(pool.instances) and pool.instances[0].state is S.SLEEPING,
                      "the instance to go runtime-warm")
     await settle()
@@ -697,10 +703,7 @@ def test_min_instances_counts_only_ready_instances() -> None:
 def test_without_sleep_support_the_tier_is_skipped() -> None:
     async def scenario() -> None:
         pool = make_pool("tiered", **TIERED)
-        client = asyncio.ensure_future(pool.acquire())
-        await settle()
-        FakeProcess.made[-1].finish_start()
-        pool.release(await client)
+        await _serve_through_a_start(pool)
         await eventually(lambda: pool.instances == [], "the idle stop")
         assert FakeProcess.made[-1].sleeps == 0
         assert [(e.event, e.reason) for e in pool.events.events][-2:] == [
@@ -717,10 +720,7 @@ def test_a_failed_sleep_stops_the_instance_as_an_idle_stop(
 
     async def scenario() -> None:
         pool = make_pool("tiered", **TIERED)
-        client = asyncio.ensure_future(pool.acquire())
-        await settle()
-        FakeProcess.made[-1].finish_start()
-        pool.release(await client)
+        await _serve_through_a_start(pool)
         await eventually(lambda: pool.instances == [], "the idle stop")
         assert FakeProcess.made[-1].sleeps == 1
         assert [(e.event, e.state, e.reason) for e in pool.events.events][-3:] == [
