@@ -419,6 +419,19 @@ async def until_sleeping(pool: Pool) -> None:
     raise AssertionError("no instance went runtime-warm")
 
 
+async def sleeping_beside_another(budget: MemoryBudget) -> tuple[EventLog, Pool, Pool]:
+    """Deployment a (tiered, runtime-warm after one request) and b (keep-warm), 100 MiB
+    each under ``budget``: the events, a's pool and b's."""
+    events = EventLog()
+    sleepy = tiered_pool("a", events)
+    other = make_pool("b", events)
+    budget.add(sleepy, 100.0)
+    budget.add(other, 100.0)
+    await serve_once(sleepy)
+    await until_sleeping(sleepy)
+    return events, sleepy, other
+
+
 def test_a_sleeping_instance_counts_only_its_runtime() -> None:
     async def scenario() -> None:
         events = EventLog()
@@ -442,14 +455,8 @@ def test_a_sleeping_instance_counts_only_its_runtime() -> None:
 
 def test_a_sleeping_instance_is_evicted_for_another_deployment() -> None:
     async def scenario() -> None:
-        events = EventLog()
         budget = MemoryBudget(150.0, "lru", wait_s=2.0)
-        sleepy = tiered_pool("a", events)
-        other = make_pool("b", events)
-        budget.add(sleepy, 100.0)
-        budget.add(other, 100.0)
-        await serve_once(sleepy)
-        await until_sleeping(sleepy)
+        events, sleepy, other = await sleeping_beside_another(budget)
         # Unmeasured: the runtime counts 0, so b fits beside the sleeping instance.
         assert budget.used_mib() == 0.0
         await serve_once(other)
@@ -465,14 +472,8 @@ def test_a_sleeping_instance_is_evicted_for_another_deployment() -> None:
 
 def test_a_sleeping_instance_is_a_candidate_and_a_busy_one_never() -> None:
     async def scenario() -> None:
-        events = EventLog()
         budget = MemoryBudget(1000.0)
-        sleepy = tiered_pool("a", events)
-        busy = make_pool("b", events)
-        budget.add(sleepy, 100.0)
-        budget.add(busy, 100.0)
-        await serve_once(sleepy)
-        await until_sleeping(sleepy)
+        events, sleepy, busy = await sleeping_beside_another(budget)
         lease = await busy.acquire()
         chosen = [(c.pool.deployment, str(c.instance.state)) for c in budget.candidates()]
         assert chosen == [("a", "sleeping")]
@@ -493,14 +494,8 @@ def test_a_sleeping_instance_is_a_candidate_and_a_busy_one_never() -> None:
 
 def test_a_wake_without_memory_stops_the_instance_and_answers_503() -> None:
     async def scenario() -> None:
-        events = EventLog()
         budget = MemoryBudget(150.0, "lru", wait_s=0.2)
-        sleepy = tiered_pool("a", events)
-        other = make_pool("b", events)
-        budget.add(sleepy, 100.0)
-        budget.add(other, 100.0)
-        await serve_once(sleepy)
-        await until_sleeping(sleepy)
+        events, sleepy, other = await sleeping_beside_another(budget)
         busy = await other.acquire()  # b's instance holds 100 MiB and cannot be evicted
         with pytest.raises(InsufficientMemory, match="no memory for 'a'") as caught:
             await sleepy.acquire()
