@@ -236,6 +236,9 @@ class _Progress:
 class _Engine:
     """The pool's state and rules on a heap of timed events."""
 
+    #: The ``reason`` column by reason code (a subclass may add reasons).
+    reason_names: tuple[str, ...] = _REASON_NAMES
+
     def __init__(self, requests: Sequence[SimRequest], policy: Policy,
                  profile: PlatformProfile, limits: PoolLimits) -> None:
         self.policy = policy
@@ -703,7 +706,7 @@ class _Engine:
             EVENT_COLUMNS[2]: column(columns[2], named(_EVENT_NAMES)),
             EVENT_COLUMNS[3]: column(columns[3], named(_STATE_NAMES)),
             EVENT_COLUMNS[4]: np.full(len(t), np.nan),  # no process, no pid
-            EVENT_COLUMNS[5]: column(columns[4], named(_REASON_NAMES)),
+            EVENT_COLUMNS[5]: column(columns[4], named(self.reason_names)),
             EVENT_COLUMNS[6]: np.full(len(t), "", dtype=object),
             EVENT_COLUMNS[7]: column(columns[2], named(_EVENT_TIERS)),
         })

@@ -104,14 +104,21 @@ def _completed_starts(runs: Sequence[FitRun]) -> pd.DataFrame:
     return starts[starts["outcome"] == "ready"]
 
 
-def _stop_samples(run: FitRun) -> list[float]:
-    """drain -> stopped of every instance that was drained and stopped."""
+def _event_times(run: FitRun) -> pd.DataFrame | None:
+    """The run's events as (t_s, instance_id, event), or None without any."""
     events = run.data.events
     if events is None or events.empty:
+        return None
+    return pd.DataFrame({"t_s": pd.to_numeric(events["t_s"], errors="coerce"),
+                         "instance_id": events["instance_id"].astype(str),
+                         "event": events["event"].astype(str).str.strip()}).dropna()
+
+
+def _stop_samples(run: FitRun) -> list[float]:
+    """drain -> stopped of every instance that was drained and stopped."""
+    df = _event_times(run)
+    if df is None:
         return []
-    df = pd.DataFrame({"t_s": pd.to_numeric(events["t_s"], errors="coerce"),
-                       "instance_id": events["instance_id"].astype(str),
-                       "event": events["event"].astype(str).str.strip()}).dropna()
     first = df.groupby(["instance_id", "event"])["t_s"].min().unstack()
     if L.DRAIN not in first.columns or L.STOPPED not in first.columns:
         return []
@@ -121,12 +128,9 @@ def _stop_samples(run: FitRun) -> list[float]:
 
 def _wake_samples(run: FitRun) -> list[float]:
     """wake -> the same instance's next ready, for every wake of the run."""
-    events = run.data.events
-    if events is None or events.empty:
+    df = _event_times(run)
+    if df is None:
         return []
-    df = pd.DataFrame({"t_s": pd.to_numeric(events["t_s"], errors="coerce"),
-                       "instance_id": events["instance_id"].astype(str),
-                       "event": events["event"].astype(str).str.strip()}).dropna()
     df = df[df["event"].isin([str(L.WAKE), str(L.READY)])]
     out: list[float] = []
     for _, group in df.sort_values(["instance_id", "t_s"], kind="mergesort").groupby(

@@ -50,7 +50,7 @@ from scalezero.serving.budget import (
     DeploymentStats,
     make_eviction_policy,
 )
-from scalezero.serving.events import EVENT_COLUMNS, Reason
+from scalezero.serving.events import Reason
 from scalezero.serving.pool import PoolLimits
 from scalezero.serving.strategies.base import Policy
 from scalezero.simulate import engine as eng
@@ -115,6 +115,8 @@ class _PendingStart:
 
 class _DeploymentEngine(eng._Engine):
     """One deployment's pool rules, with its starts admitted by the shared budget."""
+
+    reason_names = _SHARED_REASON_NAMES
 
     def __init__(self, shared: _SharedEngine, deployment: SharedDeployment,
                  requests: Sequence[SimRequest], limits: PoolLimits, prefix: str) -> None:
@@ -267,28 +269,6 @@ class _DeploymentEngine(eng._Engine):
     def instance_names(self, extra: list[str]) -> np.ndarray:
         return np.asarray([f"{self.prefix}i{j + 1}" for j in range(len(self.all_instances))]
                           + extra, dtype=object)
-
-    def event_frame(self) -> pd.DataFrame:
-        rows = self.events
-        if self.dropped_rows:
-            rows = [row for j, row in enumerate(rows) if j not in self.dropped_rows]
-        columns = list(zip(*rows, strict=True)) if rows else [()] * 5
-        t = np.asarray(columns[0], dtype=float)
-        order = np.argsort(t, kind="mergesort")
-
-        def column(codes: Sequence[int], names: Sequence[str] | np.ndarray) -> np.ndarray:
-            return np.asarray(names, dtype=object)[np.asarray(codes, dtype=np.int64)[order]]
-
-        return pd.DataFrame({
-            EVENT_COLUMNS[0]: t[order],
-            EVENT_COLUMNS[1]: column(columns[1], self.instance_names([])),
-            EVENT_COLUMNS[2]: column(columns[2], [str(v) for v in eng._EVENT_NAMES]),
-            EVENT_COLUMNS[3]: column(columns[3], [str(v) for v in eng._STATE_NAMES]),
-            EVENT_COLUMNS[4]: np.full(len(t), np.nan),
-            EVENT_COLUMNS[5]: column(columns[4], [str(v) for v in _SHARED_REASON_NAMES]),
-            EVENT_COLUMNS[6]: np.full(len(t), "", dtype=object),
-            EVENT_COLUMNS[7]: column(columns[2], [str(v) for v in eng._EVENT_TIERS]),
-        })
 
     def request_frame(self) -> pd.DataFrame:
         frame = super().request_frame()
@@ -481,6 +461,19 @@ def warm_up_length_s(deployments: Sequence[SharedDeployment], budget: SharedBudg
     return dry.warm_up(0.0)
 
 
+def prepare_policies(deployments: Sequence[SharedDeployment]) -> None:
+    """Before a shared simulation (either kind): refuse a runtime-warm tier, whose rules
+    under the budget (a sleeping instance an eviction candidate holding only its runtime)
+    are not mirrored, and give each policy its history to learn from."""
+    tiered = [d.name for d in deployments if d.policy.runtime_warm_ttl_s(0.0) != 0]
+    if tiered:
+        raise ValueError("the shared-budget simulation does not model runtime-warm instances "
+                         f"(deployments {', '.join(tiered)})")
+    for d in deployments:
+        if len(d.history_s):
+            d.policy.learn_history(d.history_s)
+
+
 def simulate_shared(
     deployments: Sequence[SharedDeployment],
     requests: Sequence[tuple[str, SimRequest]],
@@ -495,14 +488,7 @@ def simulate_shared(
     response). Policies with a runtime-warm tier are refused: the budget's rules for
     sleeping instances (an eviction candidate holding only its runtime) are not mirrored
     here."""
-    tiered = [d.name for d in deployments if d.policy.runtime_warm_ttl_s(0.0) != 0]
-    if tiered:
-        raise ValueError("the shared-budget simulation does not model runtime-warm instances "
-                         f"(deployments {', '.join(tiered)})")
-    for d in deployments:
-        learn = getattr(d.policy, "learn_history", None)
-        if learn is not None and len(d.history_s):
-            learn(d.history_s)
+    prepare_policies(deployments)
     t0_s = warm_up_length_s(deployments, budget, limits)
     start_s = -(t0_s + REPLAY_LEAD_S) if t0_s else 0.0
     shared = _SharedEngine(deployments, _requests_of(requests), budget, limits)

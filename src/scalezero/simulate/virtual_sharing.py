@@ -20,7 +20,12 @@ from scalezero.serving.events import Lifecycle
 from scalezero.serving.pool import InstanceState, Pool, PoolError, PoolLimits
 from scalezero.simulate.engine import REPLAY_LEAD_S, SimRequest, SimResult
 from scalezero.simulate.profile import PlatformProfile
-from scalezero.simulate.sharing import SharedBudget, SharedDeployment, SharedResult
+from scalezero.simulate.sharing import (
+    SharedBudget,
+    SharedDeployment,
+    SharedResult,
+    prepare_policies,
+)
 from scalezero.simulate.virtual_loop import VirtualEventLoop, run_virtual
 from scalezero.simulate.virtual_pool import (
     VirtualProcess,
@@ -103,10 +108,7 @@ def simulate_shared_with_pools(
 ) -> SharedResult:
     """Same arguments and result as ``sharing.simulate_shared``; at the end of the window
     all pools shut down together."""
-    for d in deployments:
-        learn = getattr(d.policy, "learn_history", None)
-        if callable(learn) and len(d.history_s):
-            learn(d.history_s)
+    prepare_policies(deployments)
     t0_s = _warm_up_length_s(deployments, budget, limits)
     if t0_s:
         t0_s += REPLAY_LEAD_S
